@@ -1,0 +1,34 @@
+# openmmr: `make test` is what CI runs (.ci/run).
+GO          ?= go
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME    ?= 5s
+BENCHTIME   ?= 1s
+
+.PHONY: test lint bench fuzz run
+
+## test: gofmt check, go vet, staticcheck, then every test with the race detector
+test: lint
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+## bench: the benchmarks (bench/README.md explains how to read them)
+bench:
+	$(GO) test ./bench -run '^$$' -bench . -benchtime $(BENCHTIME)
+
+## fuzz: every fuzz target of every package for FUZZTIME each
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== fuzz $$pkg $$t ($(FUZZTIME))"; \
+	    $(GO) test $$pkg -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -parallel 2; \
+	  done; \
+	done
+
+## run: the router on its embedded defaults
+run:
+	$(GO) run ./cmd/mmr

@@ -1,0 +1,172 @@
+// Package udpmedia is a client for the router's UDP media transport
+// (docs/PROTOCOL.md, "Media over UDP 8801"): it binds one flow of one media
+// kind with the participant's media token, then sends and receives RTP and
+// RTCP on it and keeps its NAT binding open.
+package udpmedia
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/wire"
+)
+
+// Bind retransmission schedule (docs/PROTOCOL.md): the first retry after
+// bindRetry, doubling, at most bindTries sends.
+const (
+	bindRetry = 100 * time.Millisecond
+	bindTries = 5
+)
+
+// ErrNoAnswer is returned by Dial and Rebind when no BindAck came back:
+// the UDP path does not work (try TCP, then TLS) or the token is wrong.
+var ErrNoAnswer = errors.New("udpmedia: no bind answer from the router")
+
+// Flow is one bound UDP media flow. Send, Recv and Keepalive may be called
+// from different goroutines; buffers passed in stay owned by the caller.
+type Flow struct {
+	conn   *net.UDPConn
+	server netip.AddrPort
+	kind   media.Kind
+	token  wire.Token
+	txID   atomic.Uint32
+	mapped netip.AddrPort
+}
+
+// Dial opens a UDP socket on an ephemeral port and binds it as the flow of
+// kind k. It returns ErrNoAnswer when no BindAck arrives.
+func Dial(ctx context.Context, server netip.AddrPort, k media.Kind, token wire.Token) (*Flow, error) {
+	network := "udp4"
+	if server.Addr().Is6() && !server.Addr().Is4In6() {
+		network = "udp6"
+	}
+	c, err := net.ListenUDP(network, nil)
+	if err != nil {
+		return nil, err
+	}
+	f := &Flow{conn: c, server: server, kind: k, token: token}
+	if err := f.bind(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Rebind moves the flow to a new local socket (a new source port), as a
+// NAT rebinding or a network change would, and binds it again.
+func (f *Flow) Rebind(ctx context.Context) error {
+	network := "udp4"
+	if f.server.Addr().Is6() && !f.server.Addr().Is4In6() {
+		network = "udp6"
+	}
+	c, err := net.ListenUDP(network, nil)
+	if err != nil {
+		return err
+	}
+	old := f.conn
+	f.conn = c
+	old.Close()
+	return f.bind(ctx)
+}
+
+func (f *Flow) bind(ctx context.Context) error {
+	var req [wire.BindSize]byte
+	first := f.txID.Load() + 1
+	wait := bindRetry
+	buf := make([]byte, 2048)
+	for try := 0; try < bindTries; try++ {
+		// A new TxID per transmission (docs/PROTOCOL.md); an answer to any
+		// of them completes the bind.
+		b := wire.Bind{Kind: f.kind, TxID: f.txID.Add(1), Token: f.token}
+		if _, err := b.MarshalTo(req[:]); err != nil {
+			return err
+		}
+		if _, err := f.conn.WriteToUDPAddrPort(req[:], f.server); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(wait)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		for {
+			_ = f.conn.SetReadDeadline(deadline)
+			n, from, err := f.conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				break // timeout: retransmit
+			}
+			var ack wire.BindAck
+			if from != f.server || wire.Classify(buf[:n]) != wire.ClassBindAck || ack.Unmarshal(buf[:n]) != nil ||
+				ack.TxID < first || ack.TxID > b.TxID || ack.Kind != f.kind {
+				continue // stray packet (media racing the ack, old answers)
+			}
+			_ = f.conn.SetReadDeadline(time.Time{})
+			f.mapped = ack.Mapped
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait *= 2
+	}
+	return fmt.Errorf("%w (%s flow to %v)", ErrNoAnswer, f.kind, f.server)
+}
+
+// Mapped returns the source address the router saw in the last bind.
+func (f *Flow) Mapped() netip.AddrPort { return f.mapped }
+
+// LocalAddr returns the flow's local address.
+func (f *Flow) LocalAddr() netip.AddrPort { return f.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Kind returns the flow's media kind.
+func (f *Flow) Kind() media.Kind { return f.kind }
+
+// Send sends one RTP or RTCP packet.
+func (f *Flow) Send(pkt []byte) error {
+	_, err := f.conn.WriteToUDPAddrPort(pkt, f.server)
+	return err
+}
+
+// Keepalive sends a keepalive; the router's KeepaliveAck arrives through Recv.
+func (f *Flow) Keepalive() error {
+	var b [wire.KeepaliveSize]byte
+	k := wire.Keepalive{Kind: f.kind, TxID: f.txID.Add(1)}
+	if _, err := k.MarshalTo(b[:]); err != nil {
+		return err
+	}
+	return f.Send(b[:])
+}
+
+// Recv reads the next packet from the router into buf, waiting until
+// deadline (zero: no deadline). Packets from other sources are skipped.
+func (f *Flow) Recv(buf []byte, deadline time.Time) (int, error) {
+	if err := f.conn.SetReadDeadline(deadline); err != nil {
+		return 0, err
+	}
+	for {
+		n, from, err := f.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return 0, err
+		}
+		if from == f.server {
+			return n, nil
+		}
+	}
+}
+
+// Conn exposes the socket, e.g. to read DSCP marks in tests.
+func (f *Flow) Conn() *net.UDPConn { return f.conn }
+
+// Close closes the socket. Idempotent.
+func (f *Flow) Close() error {
+	err := f.conn.Close()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}

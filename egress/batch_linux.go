@@ -1,0 +1,141 @@
+package egress
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/openmmr/mmr/dscp"
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/stats"
+)
+
+// MaxMessages is the capacity of a Batch: UIO_MAXIOV, the most messages
+// one sendmmsg(2) accepts. A fuller batch is flushed first.
+const MaxMessages = 1024
+
+// cmsgSpace is CMSG_SPACE(sizeof(int)), the room of one IP_TOS or
+// IPV6_TCLASS control message.
+var cmsgSpace = unix.CmsgSpace(4)
+
+// Batch collects outgoing datagrams for one socket and sends them with
+// sendmmsg(2). Messages point at caller-owned packet buffers, which must
+// stay unchanged until Flush returns. Each message carries its media kind's
+// DSCP in a control message (IP_TOS for IPv4, IPV6_TCLASS for IPv6), so one
+// socket on port 8801 sends every kind, each with its own mark: per-kind
+// sockets would all join the port's SO_REUSEPORT group and receive each
+// other's flows, and RTP carries no kind byte a reuseport program could
+// steer by. Not safe for concurrent use: one Batch per sending goroutine.
+type Batch struct {
+	fd     int
+	msgs   []unix.Mmsghdr
+	iovs   []unix.Iovec
+	owners []*stats.Live
+	cmsgs  [media.NumKinds][]byte
+	n      int
+	total  *stats.Live
+}
+
+// NewBatch returns a Batch sending on fd (an IPv6 socket when v6) with the
+// marks of d. Every copy sent or dropped is also counted in total.
+func NewBatch(fd int, v6 bool, d dscp.Config, total *stats.Live) *Batch {
+	b := &Batch{
+		total:  total,
+		fd:     fd,
+		msgs:   make([]unix.Mmsghdr, MaxMessages),
+		iovs:   make([]unix.Iovec, MaxMessages),
+		owners: make([]*stats.Live, MaxMessages),
+	}
+	for i := range b.msgs {
+		b.msgs[i].Hdr.Iov = &b.iovs[i]
+		b.msgs[i].Hdr.Iovlen = 1
+	}
+	for _, k := range media.Kinds {
+		if v := d.For(k); v != 0 {
+			b.cmsgs[k.Index()] = tosCmsg(v6, dscp.TOS(v))
+		}
+	}
+	return b
+}
+
+func tosCmsg(v6 bool, tos int) []byte {
+	buf := make([]byte, cmsgSpace)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&buf[0]))
+	if v6 {
+		h.Level, h.Type = unix.IPPROTO_IPV6, unix.IPV6_TCLASS
+	} else {
+		h.Level, h.Type = unix.IPPROTO_IP, unix.IP_TOS
+	}
+	h.SetLen(unix.CmsgLen(4))
+	*(*int32)(unsafe.Pointer(&buf[unix.CmsgLen(0)])) = int32(tos)
+	return buf
+}
+
+// Add queues pkt for dst, marked for kind k, and charges the outcome to
+// owner (may be nil). It flushes first when the batch is full.
+func (b *Batch) Add(pkt []byte, dst *Addr, k media.Kind, owner *stats.Live) {
+	if b.n == len(b.msgs) {
+		b.Flush()
+	}
+	i := b.n
+	b.n++
+	b.iovs[i].Base = unsafe.SliceData(pkt)
+	b.iovs[i].SetLen(len(pkt))
+	h := &b.msgs[i].Hdr
+	h.Name = dst.raw.ptr()
+	h.Namelen = dst.raw.len
+	if c := b.cmsgs[k.Index()]; c != nil {
+		h.Control = &c[0]
+		h.SetControllen(len(c))
+	} else {
+		h.Control = nil
+		h.SetControllen(0)
+	}
+	b.owners[i] = owner
+}
+
+// Pending returns the number of queued messages.
+func (b *Batch) Pending() int { return b.n }
+
+// Flush sends every queued message. It never blocks on a full socket
+// buffer (MSG_DONTWAIT): what the kernel refuses with EAGAIN is dropped and
+// counted as DropSendBusy. A message the kernel rejects (unreachable
+// destination, ...) is counted as DropSendError and skipped; the rest are
+// resumed. It returns when all messages are sent, skipped or dropped.
+func (b *Batch) Flush() {
+	i := 0
+	for i < b.n {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.msgs[i])), uintptr(b.n-i), unix.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == 0 && r > 0:
+			for j := i; j < i+int(r); j++ {
+				n := int(b.iovs[j].Len)
+				b.total.Out(1, n)
+				if o := b.owners[j]; o != nil {
+					o.Out(1, n)
+				}
+			}
+			i += int(r)
+		case e == unix.EINTR:
+		case e == unix.EAGAIN:
+			for j := i; j < b.n; j++ {
+				b.drop(j, stats.DropSendBusy)
+			}
+			i = b.n
+		default: // the error belongs to message i (or r == 0: no progress)
+			b.drop(i, stats.DropSendError)
+			i++
+		}
+	}
+	for j := 0; j < b.n; j++ {
+		b.owners[j] = nil
+	}
+	b.n = 0
+}
+
+func (b *Batch) drop(i int, r stats.DropReason) {
+	b.total.Drop(r)
+	if o := b.owners[i]; o != nil {
+		o.Drop(r)
+	}
+}

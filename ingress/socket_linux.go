@@ -1,0 +1,240 @@
+package ingress
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// wakeInterval bounds how long a Blocking reader may sleep in recvmmsg
+// after Close if the shutdown(2) wake-up were ever missed: SO_RCVTIMEO makes
+// the call return at this period when idle, at a cost of a few wake-ups a
+// second per reader thread.
+const wakeInterval = 250 * time.Millisecond
+
+// Socket is one UDP socket of a listener group. Read is for its single
+// reader goroutine; FD may be used concurrently to send; Close is idempotent
+// and safe from any goroutine.
+type Socket struct {
+	fd     int
+	mode   Mode
+	file   *os.File        // Poll mode: registers fd with the netpoller
+	raw    syscall.RawConn // Poll mode
+	local  netip.AddrPort
+	closed atomic.Bool
+}
+
+// Listen opens n sockets bound to addr with SO_REUSEPORT (all on one port;
+// port 0 picks an ephemeral port shared by the group). bufBytes sets
+// SO_RCVBUF and SO_SNDBUF. IPv6 sockets are IPV6_V6ONLY so that one IPv4
+// and one IPv6 group can share the port.
+func Listen(addr netip.AddrPort, n int, mode Mode, bufBytes int) ([]*Socket, error) {
+	var socks []*Socket
+	fail := func(err error) ([]*Socket, error) {
+		for _, s := range socks {
+			s.Close()
+		}
+		return nil, err
+	}
+	for i := 0; i < n; i++ {
+		s, err := listenOne(addr, mode, bufBytes)
+		if err != nil {
+			return fail(err)
+		}
+		socks = append(socks, s)
+		addr = s.local // later shards join the first one's port
+	}
+	return socks, nil
+}
+
+func listenOne(addr netip.AddrPort, mode Mode, bufBytes int) (*Socket, error) {
+	family := unix.AF_INET
+	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("ingress: socket: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		return nil, fmt.Errorf("ingress: SO_REUSEPORT: %w", err)
+	}
+	if family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return nil, fmt.Errorf("ingress: IPV6_V6ONLY: %w", err)
+		}
+	}
+	setBuffer(fd, bufBytes)
+	var sa unix.Sockaddr
+	if family == unix.AF_INET {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().Unmap().As4()}
+	} else {
+		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return nil, fmt.Errorf("ingress: bind %v: %w", addr, err)
+	}
+	local, err := localAddr(fd)
+	if err != nil {
+		return nil, err
+	}
+	s := &Socket{fd: fd, mode: mode, local: local}
+	switch mode {
+	case Blocking:
+		tv := unix.NsecToTimeval(wakeInterval.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return nil, fmt.Errorf("ingress: SO_RCVTIMEO: %w", err)
+		}
+	case Poll:
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return nil, err
+		}
+		s.file = os.NewFile(uintptr(fd), "udp "+local.String())
+		if s.raw, err = s.file.SyscallConn(); err != nil {
+			s.file.Close()
+			ok = true // the file owns fd now
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("ingress: unknown mode %v", mode)
+	}
+	ok = true
+	return s, nil
+}
+
+// setBuffer raises the socket buffers, first with the *FORCE variants that
+// ignore net.core.[rw]mem_max (allowed with CAP_NET_ADMIN), then with the
+// plain ones, which the kernel clamps. Failure only leaves smaller buffers.
+func setBuffer(fd, n int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, n) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+	}
+}
+
+func localAddr(fd int) (netip.AddrPort, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("ingress: getsockname: %w", err)
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)), nil
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port)), nil
+	}
+	return netip.AddrPort{}, errors.New("ingress: unexpected socket address family")
+}
+
+// LocalAddr returns the bound address.
+func (s *Socket) LocalAddr() netip.AddrPort { return s.local }
+
+// FD returns the socket's descriptor for sending. It stays valid until Close.
+func (s *Socket) FD() int { return s.fd }
+
+// Is6 reports whether this is an IPv6 socket.
+func (s *Socket) Is6() bool { return s.local.Addr().Is6() && !s.local.Addr().Is4In6() }
+
+// ErrClosed is returned by Read after Wake or Close.
+var ErrClosed = errors.New("ingress: socket closed")
+
+// Read fills b with up to len(b) datagrams, waiting for at least one. It
+// returns ErrClosed once Wake or Close has been called. Not safe for
+// concurrent use with itself.
+func (s *Socket) Read(b *Batch) (int, error) {
+	for {
+		if s.closed.Load() {
+			return 0, ErrClosed
+		}
+		b.reset()
+		var n int
+		var err unix.Errno
+		if s.mode == Blocking {
+			n, err = recvmmsg(s.fd, b.msgs, unix.MSG_WAITFORONE)
+		} else {
+			if b.pollFn == nil {
+				// Made once per Batch: a closure made per call would move
+				// its captured results to the heap on every read.
+				b.pollFn = func(fd uintptr) bool {
+					b.pollN, b.pollErr = recvmmsg(int(fd), b.msgs, unix.MSG_DONTWAIT)
+					return b.pollErr != unix.EAGAIN
+				}
+			}
+			if rerr := s.raw.Read(b.pollFn); rerr != nil {
+				if s.closed.Load() {
+					return 0, ErrClosed
+				}
+				return 0, rerr
+			}
+			n, err = b.pollN, b.pollErr
+		}
+		switch {
+		case err == 0 && n > 0:
+			b.n = n
+			return n, nil
+		case err == 0, err == unix.EAGAIN, err == unix.EINTR:
+			// timeout backstop, shutdown wake-up or signal: check closed
+			continue
+		default:
+			return 0, fmt.Errorf("ingress: recvmmsg: %w", err)
+		}
+	}
+}
+
+// Wake makes a Read in progress (and every later one) return ErrClosed,
+// without closing the descriptor, so senders may still use FD until Close.
+func (s *Socket) Wake() {
+	if s.closed.Swap(true) {
+		return
+	}
+	if s.mode == Blocking {
+		// shutdown(2) on an unconnected UDP socket fails with ENOTCONN but
+		// still wakes every thread blocked in a receive (inet_shutdown);
+		// SO_RCVTIMEO is the backstop.
+		_ = unix.Shutdown(s.fd, unix.SHUT_RD)
+		return
+	}
+	_ = s.file.SetReadDeadline(time.Unix(1, 0))
+}
+
+// Close wakes any reader and releases the descriptor. Call it after the
+// reader has returned. Idempotent.
+func (s *Socket) Close() error {
+	s.Wake()
+	if s.fd < 0 {
+		return nil
+	}
+	var err error
+	if s.file != nil {
+		err = s.file.Close()
+	} else {
+		err = unix.Close(s.fd)
+	}
+	s.fd = -1
+	return err
+}
+
+// recvmmsg returns the errno itself (0 for none) rather than an error:
+// boxing it in an interface could allocate on the packet path.
+func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, unix.Errno) {
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), uintptr(flags), 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}

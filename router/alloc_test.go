@@ -1,0 +1,57 @@
+package router
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/openmmr/mmr/media"
+)
+
+// TestZeroAllocsPerForwardedPacket measures the whole process's allocations
+// while one RTP packet and one RTCP report go in and are fanned out to 5
+// subscribers over real sockets (the send and receive calls used on the
+// client side do not allocate either), in both read modes.
+func TestZeroAllocsPerForwardedPacket(t *testing.T) {
+	for _, mode := range []string{"blocking", "poll"} {
+		t.Run(mode, func(t *testing.T) {
+			r := newTestRouter(t, func(c *Config) {
+				c.Shards = 1
+				if mode == "poll" {
+					c.ReadMode = 1
+				}
+			})
+			require.NoError(t, r.CreateMeeting("m"))
+			pub := join(t, r, "m", 1)
+			var subs []*member
+			for i := 0; i < 5; i++ {
+				subs = append(subs, join(t, r, "m", 2+i))
+			}
+			v := media.Video.Index()
+			pkt := pub.rtpPacket(t, media.Video, 1200)
+			report := sr(pub.ssrc[v])
+			buf := make([]byte, 2048)
+			deadline := time.Now().Add(30 * time.Second)
+			roundTrip := func(p []byte) {
+				if err := pub.flows[v].Send(p); err != nil {
+					panic(err)
+				}
+				for _, s := range subs {
+					if _, err := s.flows[v].Recv(buf, deadline); err != nil {
+						panic(err)
+					}
+				}
+			}
+			roundTrip(pkt) // warm up: the reused RTP header grows its slices once
+			allocs := testing.AllocsPerRun(200, func() {
+				roundTrip(pkt)
+				roundTrip(report)
+			})
+			require.Zero(t, allocs, "allocations per forwarded packet")
+			st, err := r.ParticipantStats(subs[0].info.ID)
+			require.NoError(t, err)
+			require.Equal(t, uint64(2*201+1), st.PacketsOut)
+		})
+	}
+}

@@ -1,0 +1,70 @@
+package router
+
+import (
+	"github.com/openmmr/mmr/egress"
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/session"
+	"github.com/openmmr/mmr/stats"
+	"github.com/openmmr/mmr/wire"
+)
+
+// bindReq is a bind with a valid token, passed from a reader to the binder.
+type bindReq struct {
+	p     *session.Participant
+	kind  media.Kind
+	key   session.AddrKey
+	group int
+	txID  uint32
+}
+
+// binder is the one goroutine that binds flows to addresses: it applies
+// each valid bind to the registry and answers it with a BindAck carrying
+// the address it saw. Binding is off the packet path; readers only check
+// the token.
+type binder struct {
+	rt   *Router
+	out  []*egress.Batch
+	buf  [wire.BindAckSize]byte
+	ack  wire.BindAck
+	live stats.Live
+}
+
+func newBinder(r *Router) *binder {
+	b := &binder{rt: r}
+	for _, g := range r.groups {
+		b.out = append(b.out, egress.NewBatch(g.socks[0].FD(), g.v6, r.cfg.DSCP, &b.live))
+	}
+	return b
+}
+
+func (b *binder) run() {
+	for {
+		select {
+		case <-b.rt.done:
+			return
+		case req := <-b.rt.binds:
+			b.handle(req)
+		}
+	}
+}
+
+func (b *binder) handle(req bindReq) {
+	ap := req.key.AddrPort()
+	if !b.rt.reg.Bind(req.p, req.kind, ap, req.group) {
+		// The participant left, or the address is another flow's.
+		b.live.Drop(stats.DropBadToken)
+		return
+	}
+	b.ack = wire.BindAck{Kind: req.kind, Status: wire.StatusOK, TxID: req.txID, Mapped: ap}
+	n, err := b.ack.MarshalTo(b.buf[:])
+	if err != nil {
+		return
+	}
+	rem := req.p.Flow(req.kind).Remote()
+	if rem == nil {
+		return
+	}
+	o := b.out[rem.Group]
+	o.Add(b.buf[:n], rem.Dst, req.kind, nil)
+	o.Flush()
+}

@@ -1,0 +1,120 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+
+	"github.com/openmmr/mmr/dscp"
+	"github.com/openmmr/mmr/ingress"
+)
+
+// DefaultPort is the UDP (and, with the fallback transports, TCP) media port
+// clients connect to.
+const DefaultPort = 8801
+
+// Tuning limits, each explained beside it.
+const (
+	// DefaultBatch packets per recvmmsg(2): 64 amortises the syscall to a few
+	// percent of the per-packet cost while a full batch of 1500-byte buffers
+	// (96 KiB) still fits in L2 with room for the fan-out headers.
+	DefaultBatch = 64
+	// MaxBatch caps Batch at the kernel's UIO_MAXIOV, the most messages one
+	// recvmmsg/sendmmsg call accepts.
+	MaxBatch = 1024
+	// DefaultSocketBuffer bytes of SO_RCVBUF/SO_SNDBUF per socket: 4 MiB holds
+	// about 40 ms of a 1 Gbit/s burst, enough to ride out a scheduling hiccup
+	// without loss. The kernel may clamp it to net.core.rmem_max unless the
+	// process may use SO_RCVBUFFORCE (root, CAP_NET_ADMIN), which is tried first.
+	DefaultSocketBuffer = 4 << 20
+	// MaxPacket is the largest datagram the router accepts; bigger ones are
+	// truncated by the kernel and dropped as DropOversize. 1500 is the
+	// Ethernet MTU, above anything a media client sends unfragmented.
+	MaxPacket = 1500
+)
+
+// Config configures a Router. The zero value is valid: every zero field takes
+// the default documented beside it. Config is a plain value; the Router keeps
+// its own copy.
+type Config struct {
+	// UDP lists the addresses the UDP media listeners bind. Default:
+	// 0.0.0.0:8801 and [::]:8801 (the IPv6 one is skipped with a warning when
+	// the host has no IPv6). Port 0 picks an ephemeral port (tests); read the
+	// bound addresses from Router.UDPAddrs.
+	UDP []netip.AddrPort
+	// Shards is the number of sockets (SO_REUSEPORT) and reader threads per
+	// address. Default: runtime.NumCPU(), so every core can receive.
+	Shards int
+	// Batch is the number of datagrams read per recvmmsg(2). Default
+	// DefaultBatch; at most MaxBatch.
+	Batch int
+	// ReadMode selects how readers wait (see ingress.Mode). Default Blocking.
+	ReadMode ingress.Mode
+	// DSCP is the code point of each media kind; zero Config means
+	// dscp.Default() (RFC 8837). To disable marking entirely set
+	// DisableDSCP.
+	DSCP dscp.Config
+	// DisableDSCP sends every packet unmarked.
+	DisableDSCP bool
+	// SocketBuffer is SO_RCVBUF/SO_SNDBUF in bytes. Default DefaultSocketBuffer.
+	SocketBuffer int
+	// Logger receives lifecycle logs (never per-packet). Default slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns c with every zero field set to its default and
+// validates the result.
+func (c Config) withDefaults() (Config, error) {
+	if len(c.UDP) == 0 {
+		c.UDP = []netip.AddrPort{
+			netip.AddrPortFrom(netip.IPv4Unspecified(), DefaultPort),
+			netip.AddrPortFrom(netip.IPv6Unspecified(), DefaultPort),
+		}
+	}
+	if c.Shards == 0 {
+		c.Shards = runtime.NumCPU()
+	}
+	if c.Batch == 0 {
+		c.Batch = DefaultBatch
+	}
+	if c.DSCP == (dscp.Config{}) && !c.DisableDSCP {
+		c.DSCP = dscp.Default()
+	}
+	if c.DisableDSCP {
+		c.DSCP = dscp.Config{}
+	}
+	if c.SocketBuffer == 0 {
+		c.SocketBuffer = DefaultSocketBuffer
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	var errs []error
+	for _, a := range c.UDP {
+		if !a.IsValid() {
+			errs = append(errs, fmt.Errorf("router: invalid UDP address %v", a))
+		}
+	}
+	if c.Shards < 1 || c.Shards > 256 {
+		errs = append(errs, fmt.Errorf("router: Shards %d out of range 1..256", c.Shards))
+	}
+	if c.Batch < 1 || c.Batch > MaxBatch {
+		errs = append(errs, fmt.Errorf("router: Batch %d out of range 1..%d", c.Batch, MaxBatch))
+	}
+	if c.ReadMode != ingress.Blocking && c.ReadMode != ingress.Poll {
+		errs = append(errs, fmt.Errorf("router: unknown ReadMode %d", c.ReadMode))
+	}
+	if c.SocketBuffer < 64<<10 || c.SocketBuffer > 1<<30 {
+		errs = append(errs, fmt.Errorf("router: SocketBuffer %d out of range 64KiB..1GiB", c.SocketBuffer))
+	}
+	if err := c.DSCP.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,119 @@
+package router
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openmmr/mmr/client/udpmedia"
+	"github.com/openmmr/mmr/media"
+)
+
+// newTestRouter starts a router on an ephemeral loopback port and closes it
+// when the test ends.
+func newTestRouter(t *testing.T, mut ...func(*Config)) *Router {
+	t.Helper()
+	cfg := Config{UDP: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, Shards: 2}
+	for _, m := range mut {
+		m(&cfg)
+	}
+	r, err := New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, r.Close()) })
+	return r
+}
+
+// member is a test participant with one bound flow per kind.
+type member struct {
+	info  ParticipantInfo
+	flows [media.NumKinds]*udpmedia.Flow
+	ssrc  [media.NumKinds]uint32
+	seq   uint16
+}
+
+func join(t *testing.T, r *Router, meeting string, n int) *member {
+	t.Helper()
+	info, err := r.AddParticipant(meeting, ParticipantOptions{Name: fmt.Sprint("p", n)})
+	require.NoError(t, err)
+	m := &member{info: info}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, k := range media.Kinds {
+		f, err := udpmedia.Dial(ctx, r.UDPAddrs()[0], k, info.Token)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		m.flows[k.Index()] = f
+		m.ssrc[k.Index()] = uint32(n)<<8 | uint32(k)
+		require.NoError(t, r.Publish(info.ID, k, m.ssrc[k.Index()]))
+	}
+	return m
+}
+
+// rtpPacket builds an RTP packet whose payload names its sender, kind and
+// sequence, so receivers can check every byte.
+func (m *member) rtpPacket(t *testing.T, k media.Kind, size int) []byte {
+	t.Helper()
+	m.seq++
+	payload := make([]byte, size-12)
+	for i := range payload {
+		payload[i] = byte(int(m.seq) + i + int(k))
+	}
+	binary.BigEndian.PutUint32(payload, m.ssrc[k.Index()])
+	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: m.seq, Timestamp: uint32(m.seq) * 3000, SSRC: m.ssrc[k.Index()]}, Payload: payload}
+	b, err := pkt.Marshal()
+	require.NoError(t, err)
+	return b
+}
+
+// recvAll reads until want packets arrived on f or the deadline passes.
+func recvAll(f *udpmedia.Flow, want int, d time.Duration) [][]byte {
+	var got [][]byte
+	deadline := time.Now().Add(d)
+	buf := make([]byte, 2048)
+	for len(got) < want {
+		n, err := f.Recv(buf, deadline)
+		if err != nil {
+			break
+		}
+		got = append(got, append([]byte(nil), buf[:n]...))
+	}
+	return got
+}
+
+// quiet reports whether nothing arrives on f within d.
+func quiet(f *udpmedia.Flow, d time.Duration) bool {
+	buf := make([]byte, 2048)
+	_, err := f.Recv(buf, time.Now().Add(d))
+	return err != nil
+}
+
+// checkNoLeaks fails the test when goroutines or descriptors outlive it.
+func checkNoLeaks(t *testing.T) func() {
+	t.Helper()
+	g0, fd0 := runtime.NumGoroutine(), countFDs()
+	return func() {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) && (runtime.NumGoroutine() > g0 || countFDs() > fd0) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		require.LessOrEqual(t, runtime.NumGoroutine(), g0, "goroutines leaked")
+		require.LessOrEqual(t, countFDs(), fd0, "descriptors leaked")
+	}
+}
+
+func countFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0
+	}
+	return len(ents)
+}

@@ -1,0 +1,220 @@
+package router
+
+import (
+	"errors"
+	"runtime"
+
+	"github.com/pion/rtp"
+
+	"github.com/openmmr/mmr/egress"
+	"github.com/openmmr/mmr/ingress"
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/session"
+	"github.com/openmmr/mmr/stats"
+	"github.com/openmmr/mmr/wire"
+)
+
+// reader is the packet path of one socket: it reads a batch, routes every
+// packet, queues the copies in per-group egress batches and flushes them
+// before the next read (the copies point into the read buffers). All of
+// its state is owned by its goroutine; live is read by Stats.
+type reader struct {
+	rt    *Router
+	group int
+	sock  *ingress.Socket
+	in    *ingress.Batch
+	out   []*egress.Batch // per listener group
+	live  stats.Live
+
+	hdr  rtp.Header
+	rtcp wire.RTCPRoute
+	bind wire.Bind
+	ka   wire.Keepalive
+	sent [wire.MaxRTCPTargets]*session.Flow // RTCP destinations already used
+}
+
+func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
+	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch)}
+	for gi, grp := range r.groups {
+		fd := r.sendFD(gi, idx)
+		if gi == g {
+			fd = s.FD() // reply from the very socket the group's packets arrive on
+		}
+		rd.out = append(rd.out, egress.NewBatch(fd, grp.v6, r.cfg.DSCP, &rd.live))
+	}
+	return rd
+}
+
+func (rd *reader) run() {
+	if rd.rt.cfg.ReadMode == ingress.Blocking {
+		// A blocking recvmmsg on a thread of its own sleeps in the kernel
+		// and wakes straight into this loop: no netpoller round trip.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
+	for {
+		n, err := rd.sock.Read(rd.in)
+		if err != nil {
+			if !errors.Is(err, ingress.ErrClosed) {
+				rd.rt.log.Error("router: reader stopped", "addr", rd.sock.LocalAddr(), "err", err)
+			}
+			return
+		}
+		rd.process(n)
+	}
+}
+
+// process routes the n packets of the current batch and sends the copies.
+func (rd *reader) process(n int) {
+	for i := 0; i < n; i++ {
+		rd.handle(i)
+	}
+	for _, o := range rd.out {
+		if o.Pending() > 0 {
+			o.Flush()
+		}
+	}
+}
+
+func (rd *reader) handle(i int) {
+	pkt, trunc := rd.in.Packet(i)
+	rd.live.In(len(pkt))
+	var key session.AddrKey
+	if !rd.in.Source(i, (*[18]byte)(&key)) {
+		rd.live.Drop(stats.DropMalformed)
+		return
+	}
+	if trunc || len(pkt) > MaxPacket {
+		rd.live.Drop(stats.DropOversize)
+		return
+	}
+	cls := wire.Classify(pkt)
+	if cls == wire.ClassBind {
+		rd.handleBind(pkt, key)
+		return
+	}
+	f, ok := rd.rt.reg.Flows.Get(key)
+	if !ok {
+		rd.live.Drop(stats.DropUnbound)
+		return
+	}
+	switch cls {
+	case wire.ClassRTP:
+		rd.handleRTP(pkt, f)
+	case wire.ClassRTCP:
+		rd.handleRTCP(pkt, f)
+	case wire.ClassKeepalive:
+		rd.handleKeepalive(pkt, f)
+	default:
+		rd.drop(f, stats.DropMalformed)
+	}
+}
+
+func (rd *reader) drop(f *session.Flow, r stats.DropReason) {
+	rd.live.Drop(r)
+	f.Participant.Stats.Drop(r)
+}
+
+func (rd *reader) handleRTP(pkt []byte, f *session.Flow) {
+	if _, err := rd.hdr.Unmarshal(pkt); err != nil {
+		rd.drop(f, stats.DropMalformed)
+		return
+	}
+	if !f.Publishes(rd.hdr.SSRC) {
+		rd.drop(f, stats.DropUnknownSSRC)
+		return
+	}
+	f.Participant.Stats.In(len(pkt))
+	rd.fanout(pkt, f.Kind, f.Route().Dests)
+}
+
+// fanout queues one copy of pkt per bound destination flow. Every copy
+// points at the same buffer.
+func (rd *reader) fanout(pkt []byte, k media.Kind, dests []*session.Flow) {
+	for _, d := range dests {
+		if rem := d.Remote(); rem != nil {
+			rd.out[rem.Group].Add(pkt, rem.Dst, k, &d.Participant.Stats)
+		}
+	}
+}
+
+// handleRTCP sends sender reports and BYE to the flow's subscribers and
+// feedback (reports, NACK, PLI, FIR, REMB) to the publishers of the SSRCs it
+// names, each destination once, the compound packet unchanged.
+func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
+	if err := rd.rtcp.Parse(pkt); err != nil {
+		rd.drop(f, stats.DropRTCPMalformed)
+		return
+	}
+	p := f.Participant
+	routed := false
+	if rd.rtcp.ToSubscribers && f.Publishes(rd.rtcp.Sender) {
+		rd.fanout(pkt, f.Kind, f.Route().Dests)
+		routed = true
+	}
+	ns := 0
+	for _, ssrc := range rd.rtcp.Targets[:rd.rtcp.N] {
+		owner, ok := p.Meeting.Owner(ssrc)
+		if !ok || owner.Participant == p {
+			continue
+		}
+		routed = true
+		dup := false
+		for _, s := range rd.sent[:ns] {
+			if s == owner {
+				dup = true
+				break
+			}
+		}
+		if dup {
+			continue
+		}
+		rd.sent[ns] = owner
+		ns++
+		if rem := owner.Remote(); rem != nil {
+			rd.out[rem.Group].Add(pkt, rem.Dst, owner.Kind, &owner.Participant.Stats)
+		}
+	}
+	clear(rd.sent[:ns])
+	if !routed {
+		rd.drop(f, stats.DropRTCPUnknownSSRC)
+		return
+	}
+	p.Stats.In(len(pkt))
+}
+
+// handleKeepalive answers in place: the ack is the same 8 bytes with the
+// type byte changed, sent back to the flow's address from the socket it
+// arrived on.
+func (rd *reader) handleKeepalive(pkt []byte, f *session.Flow) {
+	if err := rd.ka.Unmarshal(pkt); err != nil || rd.ka.Ack || rd.ka.Kind != f.Kind {
+		rd.drop(f, stats.DropMalformed)
+		return
+	}
+	rd.ka.Ack = true
+	if _, err := rd.ka.MarshalTo(pkt); err != nil {
+		return
+	}
+	if rem := f.Remote(); rem != nil {
+		rd.out[rem.Group].Add(pkt, rem.Dst, f.Kind, nil)
+	}
+}
+
+// handleBind checks the token lock-free and hands a valid bind to the
+// binder goroutine, which owns flow binding; a full queue drops it.
+func (rd *reader) handleBind(pkt []byte, key session.AddrKey) {
+	if err := rd.bind.Unmarshal(pkt); err != nil {
+		rd.live.Drop(stats.DropMalformed)
+		return
+	}
+	p, ok := rd.rt.reg.Tokens.Get(rd.bind.Token)
+	if !ok {
+		rd.live.Drop(stats.DropBadToken)
+		return
+	}
+	select {
+	case rd.rt.binds <- bindReq{p: p, kind: rd.bind.Kind, key: key, group: rd.group, txID: rd.bind.TxID}:
+	default:
+		rd.live.Drop(stats.DropBindBusy)
+	}
+}

@@ -1,0 +1,264 @@
+// Package router is the embeddable Multimedia Router: it receives media on
+// UDP 8801 and copies each packet to every subscriber of its meeting, with
+// batched syscalls, lock-free lookups and no allocation per packet.
+//
+// A Router's methods are safe for concurrent use. Control methods (meetings,
+// participants, publications, subscriptions) take effect for the next
+// packet batch; they never wait for the packet path.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/openmmr/mmr/ingress"
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/session"
+	"github.com/openmmr/mmr/stats"
+)
+
+var errClosed = errors.New("router: closed")
+
+// bindQueue is the capacity of the queue from the readers to the binder
+// goroutine. Binds are rare (a few per participant); 1024 absorbs a meeting
+// of hundreds joining at once. Overflow drops the bind (DropBindBusy) and
+// the client retransmits.
+const bindQueue = 1024
+
+// Router routes media among the participants of its meetings.
+type Router struct {
+	cfg    Config
+	log    *slog.Logger
+	reg    *session.Registry
+	groups []*group
+	rds    []*reader
+	binds  chan bindReq
+	bindr  *binder
+	done   chan struct{}
+	wg     sync.WaitGroup
+	closed atomic.Bool
+	once   sync.Once
+}
+
+// group is the socket group of one listen address.
+type group struct {
+	addr  netip.AddrPort
+	v6    bool
+	socks []*ingress.Socket
+}
+
+// New validates cfg, binds the UDP listeners and starts forwarding. Close
+// the Router to release them.
+func New(cfg Config) (*Router, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	r := &Router{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		reg:   session.NewRegistry(),
+		binds: make(chan bindReq, bindQueue),
+		done:  make(chan struct{}),
+	}
+	for _, a := range cfg.UDP {
+		socks, err := ingress.Listen(a, cfg.Shards, cfg.ReadMode, cfg.SocketBuffer)
+		if err != nil {
+			if a.Addr().Is6() && a.Addr().IsUnspecified() && len(cfg.UDP) > 1 {
+				r.log.Warn("router: IPv6 listener unavailable, continuing without it", "addr", a, "err", err)
+				continue
+			}
+			r.closeSockets()
+			return nil, fmt.Errorf("router: listen UDP %v: %w", a, err)
+		}
+		r.groups = append(r.groups, &group{addr: socks[0].LocalAddr(), v6: socks[0].Is6(), socks: socks})
+	}
+	if len(r.groups) == 0 {
+		return nil, errors.New("router: no UDP listener could be opened")
+	}
+	for gi, g := range r.groups {
+		for si, s := range g.socks {
+			r.rds = append(r.rds, newReader(r, gi, si, s))
+		}
+	}
+	r.bindr = newBinder(r)
+	for _, rd := range r.rds {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			rd.run()
+		}()
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.bindr.run()
+	}()
+	for _, g := range r.groups {
+		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode)
+	}
+	return r, nil
+}
+
+// sendFD returns the descriptor reader number i sends group g's packets
+// from: a socket of that group, spread over readers.
+func (r *Router) sendFD(g, i int) int {
+	socks := r.groups[g].socks
+	return socks[i%len(socks)].FD()
+}
+
+// groupFor picks the listener group that serves a fixed remote address: the
+// first one of the same IP family.
+func (r *Router) groupFor(ap netip.AddrPort) int {
+	v6 := ap.Addr().Is6() && !ap.Addr().Is4In6()
+	for i, g := range r.groups {
+		if g.v6 == v6 {
+			return i
+		}
+	}
+	return 0
+}
+
+// Close stops forwarding, waits for every goroutine of the Router to end
+// and closes its sockets. It is idempotent; later control calls return
+// ErrClosed.
+func (r *Router) Close() error {
+	r.once.Do(func() {
+		r.closed.Store(true)
+		for _, g := range r.groups {
+			for _, s := range g.socks {
+				s.Wake()
+			}
+		}
+		close(r.done)
+		r.wg.Wait()
+		r.closeSockets()
+		r.log.Info("router: closed")
+	})
+	return nil
+}
+
+func (r *Router) closeSockets() {
+	for _, g := range r.groups {
+		for _, s := range g.socks {
+			s.Close()
+		}
+	}
+}
+
+// UDPAddrs returns the addresses the UDP listeners are bound to.
+func (r *Router) UDPAddrs() []netip.AddrPort {
+	out := make([]netip.AddrPort, len(r.groups))
+	for i, g := range r.groups {
+		out[i] = g.addr
+	}
+	return out
+}
+
+// CreateMeeting adds an empty meeting with the given ID.
+func (r *Router) CreateMeeting(id string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return r.reg.CreateMeeting(id)
+}
+
+// EndMeeting removes a meeting and every participant in it.
+func (r *Router) EndMeeting(id string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return r.reg.EndMeeting(id)
+}
+
+// AddParticipant adds a participant to a meeting. It receives every other
+// participant's streams until Subscribe narrows that, and publishes nothing
+// until Publish.
+func (r *Router) AddParticipant(meeting string, o ParticipantOptions) (ParticipantInfo, error) {
+	if r.closed.Load() {
+		return ParticipantInfo{}, ErrClosed
+	}
+	p, err := r.reg.Add(meeting, o.Name, o.Fixed, r.groupFor)
+	if err != nil {
+		return ParticipantInfo{}, err
+	}
+	return ParticipantInfo{ID: ParticipantID(p.ID), Token: p.Token}, nil
+}
+
+// RemoveParticipant takes a participant out of its meeting; its flows stop
+// at once.
+func (r *Router) RemoveParticipant(id ParticipantID) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return r.reg.Remove(uint64(id))
+}
+
+// Publish declares SSRCs a participant sends for media kind k. RTP with an
+// undeclared SSRC is dropped (DropUnknownSSRC).
+func (r *Router) Publish(id ParticipantID, k media.Kind, ssrcs ...uint32) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return r.reg.Publish(uint64(id), k, ssrcs...)
+}
+
+// Unpublish withdraws SSRCs of kind k.
+func (r *Router) Unpublish(id ParticipantID, k media.Kind, ssrcs ...uint32) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return r.reg.Unpublish(uint64(id), k, ssrcs...)
+}
+
+// Subscribe sets which publishers' streams of kind k the participant receives.
+func (r *Router) Subscribe(id ParticipantID, k media.Kind, f Filter) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	return r.reg.Subscribe(uint64(id), k, f)
+}
+
+// Bound returns the remote address a participant's flow of kind k is bound to.
+func (r *Router) Bound(id ParticipantID, k media.Kind) (netip.AddrPort, bool) {
+	p, ok := r.reg.Get(uint64(id))
+	if !ok || !k.Valid() {
+		return netip.AddrPort{}, false
+	}
+	rem := p.Flow(k).Remote()
+	if rem == nil {
+		return netip.AddrPort{}, false
+	}
+	return rem.Dst.AP, true
+}
+
+// Stats returns router-wide counters.
+func (r *Router) Stats() Stats {
+	var s Stats
+	for _, rd := range r.rds {
+		s.Add(rd.live.Snapshot())
+	}
+	s.Add(r.bindr.live.Snapshot())
+	s.Meetings, s.Participants = r.reg.Counts()
+	return s
+}
+
+// MeetingStats returns the counters of one meeting: the sum over its
+// present and past participants.
+func (r *Router) MeetingStats(id string) (stats.Counters, error) {
+	return r.reg.MeetingStats(id)
+}
+
+// ParticipantStats returns one participant's counters: packets in are
+// those it sent and the router accepted, packets out the copies sent to it.
+func (r *Router) ParticipantStats(id ParticipantID) (stats.Counters, error) {
+	p, ok := r.reg.Get(uint64(id))
+	if !ok {
+		return stats.Counters{}, ErrNoParticipant
+	}
+	return p.Stats.Snapshot(), nil
+}

@@ -1,0 +1,123 @@
+// Package session is the router's model of meetings, participants and their
+// media flows. Changes (joins, leaves, binds, publications, subscriptions)
+// go through a Registry under its mutex, off the packet path; each change
+// publishes immutable snapshots through atomic.Pointer that the packet path
+// reads without locks: the flow table (remote address → Flow), each flow's
+// Route (where its packets go), its published SSRCs, and each meeting's
+// SSRC → publisher map for RTCP feedback.
+package session
+
+import (
+	"net/netip"
+	"slices"
+	"sync/atomic"
+
+	"github.com/openmmr/mmr/egress"
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/stats"
+	"github.com/openmmr/mmr/wire"
+)
+
+// MaxSSRCs is the most SSRCs one participant may publish for one media kind:
+// three simulcast layers, each with an RTX stream (RFC 4588), plus headroom.
+const MaxSSRCs = 8
+
+// Remote is where a bound flow's peer is. Immutable once published.
+type Remote struct {
+	Key AddrKey
+	Dst *egress.Addr
+	// Group is the index of the listener (local address) the flow was bound
+	// through; replies leave from that listener so the peer's NAT lets them in.
+	Group int
+}
+
+// Route is the immutable list of flows a flow's packets are copied to.
+type Route struct {
+	Dests []*Flow
+}
+
+// Flow is one participant's transport for one media kind. Its identity
+// fields never change; its remote address, route and published SSRCs are
+// snapshots read lock-free on the packet path. Safe for concurrent use.
+type Flow struct {
+	Kind        media.Kind
+	Participant *Participant
+
+	remote atomic.Pointer[Remote]
+	route  atomic.Pointer[Route]
+	ssrcs  atomic.Pointer[[]uint32]
+}
+
+// Remote returns the bound remote address, or nil while unbound.
+func (f *Flow) Remote() *Remote { return f.remote.Load() }
+
+// Route returns the current destinations of the flow's packets (never nil
+// once the participant has joined).
+func (f *Flow) Route() *Route { return f.route.Load() }
+
+// Publishes reports whether ssrc is published on this flow.
+func (f *Flow) Publishes(ssrc uint32) bool {
+	p := f.ssrcs.Load()
+	if p == nil {
+		return false
+	}
+	for _, s := range *p {
+		if s == ssrc {
+			return true
+		}
+	}
+	return false
+}
+
+// SSRCs returns the published SSRCs (a copy).
+func (f *Flow) SSRCs() []uint32 {
+	if p := f.ssrcs.Load(); p != nil {
+		return slices.Clone(*p)
+	}
+	return nil
+}
+
+// Participant is a member of a meeting. ID, Name, Token, Meeting and Flows
+// never change after creation; Stats is live. Safe for concurrent use.
+type Participant struct {
+	ID      uint64
+	Name    string
+	Token   wire.Token
+	Meeting *Meeting
+	Flows   [media.NumKinds]*Flow
+	Stats   stats.Live
+
+	// Guarded by Registry.mu.
+	subs    [media.NumKinds]Filter
+	removed bool
+}
+
+// Flow returns the participant's flow of kind k (k must be valid).
+func (p *Participant) Flow(k media.Kind) *Flow { return p.Flows[k.Index()] }
+
+// Meeting is a set of participants who exchange media. ID never changes;
+// the SSRC map is a snapshot. Safe for concurrent use.
+type Meeting struct {
+	ID string
+
+	owners atomic.Pointer[map[uint32]*Flow]
+
+	// Guarded by Registry.mu.
+	parts []*Participant
+	gone  stats.Counters // totals of participants who left
+}
+
+// Owner returns the flow that published ssrc in this meeting.
+func (m *Meeting) Owner(ssrc uint32) (*Flow, bool) {
+	mp := m.owners.Load()
+	if mp == nil {
+		return nil, false
+	}
+	f, ok := (*mp)[ssrc]
+	return f, ok
+}
+
+// addrOf is a convenience for callers holding a netip.AddrPort.
+func remoteOf(ap netip.AddrPort, group int) *Remote {
+	return &Remote{Key: KeyOf(ap), Dst: egress.AddrOf(ap), Group: group}
+}

@@ -1,0 +1,315 @@
+package session
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/stats"
+	"github.com/openmmr/mmr/wire"
+)
+
+// Errors returned by Registry methods.
+var (
+	ErrNoMeeting     = errors.New("session: no such meeting")
+	ErrMeetingExists = errors.New("session: meeting already exists")
+	ErrMeetingID     = errors.New("session: empty meeting ID")
+	ErrNoParticipant = errors.New("session: no such participant")
+	ErrKind          = errors.New("session: invalid media kind")
+	ErrSSRCInUse     = errors.New("session: SSRC already published in this meeting")
+	ErrSSRCZero      = errors.New("session: SSRC 0 cannot be published")
+	ErrTooManySSRCs  = errors.New("session: too many SSRCs for one media kind")
+	ErrAddrInUse     = errors.New("session: address already bound to another flow")
+)
+
+// GroupFunc picks the listener group a fixed remote address is served from.
+type GroupFunc func(netip.AddrPort) int
+
+// Registry owns every meeting, participant and flow of one router. Its
+// methods are safe for concurrent use and serialise on one mutex; the packet
+// path never takes it: it reads Flows and Tokens, and the snapshots each
+// Flow and Meeting expose.
+type Registry struct {
+	// Flows maps a bound remote address to its flow. Read lock-free.
+	Flows *Table[AddrKey, *Flow]
+	// Tokens maps a media token to its participant. Read lock-free.
+	Tokens *Table[wire.Token, *Participant]
+
+	mu       sync.Mutex
+	meetings map[string]*Meeting
+	parts    map[uint64]*Participant
+	nextID   uint64
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{
+		Flows:    NewTable[AddrKey, *Flow](hashKey),
+		Tokens:   NewTable[wire.Token, *Participant](func(t wire.Token) uint64 { return uint64(t[0]) | uint64(t[1])<<8 }),
+		meetings: make(map[string]*Meeting),
+		parts:    make(map[uint64]*Participant),
+	}
+}
+
+// CreateMeeting adds an empty meeting.
+func (r *Registry) CreateMeeting(id string) error {
+	if id == "" {
+		return ErrMeetingID
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.meetings[id]; ok {
+		return ErrMeetingExists
+	}
+	m := &Meeting{ID: id}
+	m.owners.Store(&map[uint32]*Flow{})
+	r.meetings[id] = m
+	return nil
+}
+
+// EndMeeting removes a meeting and all its participants.
+func (r *Registry) EndMeeting(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.meetings[id]
+	if !ok {
+		return ErrNoMeeting
+	}
+	for _, p := range slices.Clone(m.parts) {
+		r.removeLocked(p)
+	}
+	delete(r.meetings, id)
+	return nil
+}
+
+// Add creates a participant in meeting id that receives everything by
+// default. fixed[k] binds that kind's flow at once (zero: bind by token
+// later); group picks the listener for a fixed address.
+func (r *Registry) Add(meeting, name string, fixed [media.NumKinds]netip.AddrPort, group GroupFunc) (*Participant, error) {
+	tok, err := wire.NewToken()
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.meetings[meeting]
+	if !ok {
+		return nil, ErrNoMeeting
+	}
+	for _, ap := range fixed {
+		if ap.IsValid() {
+			if _, taken := r.Flows.Get(KeyOf(ap)); taken {
+				return nil, ErrAddrInUse
+			}
+		}
+	}
+	r.nextID++
+	p := &Participant{ID: r.nextID, Name: name, Token: tok, Meeting: m}
+	for i, k := range media.Kinds {
+		f := &Flow{Kind: k, Participant: p}
+		f.route.Store(&Route{})
+		p.Flows[i] = f
+		p.subs[i] = All()
+		if ap := fixed[i]; ap.IsValid() {
+			rem := remoteOf(ap, group(ap))
+			f.remote.Store(rem)
+			r.Flows.Put(rem.Key, f)
+		}
+	}
+	r.parts[p.ID] = p
+	r.Tokens.Put(tok, p)
+	m.parts = append(m.parts, p)
+	r.rebuildRoutes(m)
+	return p, nil
+}
+
+// Remove takes a participant out of its meeting: its flows stop receiving
+// and sending at once.
+func (r *Registry) Remove(id uint64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.parts[id]
+	if !ok {
+		return ErrNoParticipant
+	}
+	r.removeLocked(p)
+	return nil
+}
+
+func (r *Registry) removeLocked(p *Participant) {
+	m := p.Meeting
+	p.removed = true
+	delete(r.parts, p.ID)
+	r.Tokens.Delete(p.Token)
+	for _, f := range p.Flows {
+		if rem := f.remote.Load(); rem != nil {
+			r.Flows.Delete(rem.Key)
+		}
+		f.route.Store(&Route{})
+		f.ssrcs.Store(nil)
+	}
+	m.parts = slices.DeleteFunc(m.parts, func(q *Participant) bool { return q == p })
+	m.gone.Add(p.Stats.Snapshot())
+	r.rebuildOwners(m)
+	r.rebuildRoutes(m)
+}
+
+// Get returns a participant by ID.
+func (r *Registry) Get(id uint64) (*Participant, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.parts[id]
+	return p, ok
+}
+
+// Bind points p's flow of kind k at remote address ap, served by listener
+// group. A flow already bound elsewhere moves (NAT rebinding): its old
+// address stops matching at once. An address bound to another flow is taken
+// from it. It reports false when p has left.
+func (r *Registry) Bind(p *Participant, k media.Kind, ap netip.AddrPort, group int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p.removed || !k.Valid() {
+		return false
+	}
+	f := p.Flow(k)
+	key := KeyOf(ap)
+	if other, ok := r.Flows.Get(key); ok && other != f {
+		// The latest valid bind wins: a NAT may hand a port that an earlier
+		// flow used (now stale) to a new one. The old flow becomes unbound.
+		other.remote.Store(nil)
+	}
+	if old := f.remote.Load(); old != nil {
+		if old.Key == key && old.Group == group {
+			return true
+		}
+		r.Flows.Delete(old.Key)
+	}
+	rem := remoteOf(ap, group)
+	f.remote.Store(rem)
+	r.Flows.Put(key, f)
+	return true
+}
+
+// Publish adds SSRCs to p's flow of kind k.
+func (r *Registry) Publish(id uint64, k media.Kind, ssrcs ...uint32) error {
+	if !k.Valid() {
+		return ErrKind
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.parts[id]
+	if !ok {
+		return ErrNoParticipant
+	}
+	f := p.Flow(k)
+	cur := f.SSRCs()
+	owners := p.Meeting.owners.Load()
+	for _, s := range ssrcs {
+		if s == 0 {
+			return ErrSSRCZero
+		}
+		if o, taken := (*owners)[s]; taken && o != f {
+			return ErrSSRCInUse
+		}
+		if !slices.Contains(cur, s) {
+			cur = append(cur, s)
+		}
+	}
+	if len(cur) > MaxSSRCs {
+		return ErrTooManySSRCs
+	}
+	f.ssrcs.Store(&cur)
+	r.rebuildOwners(p.Meeting)
+	return nil
+}
+
+// Unpublish removes SSRCs from p's flow of kind k (unknown ones are ignored).
+func (r *Registry) Unpublish(id uint64, k media.Kind, ssrcs ...uint32) error {
+	if !k.Valid() {
+		return ErrKind
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.parts[id]
+	if !ok {
+		return ErrNoParticipant
+	}
+	f := p.Flow(k)
+	cur := slices.DeleteFunc(f.SSRCs(), func(s uint32) bool { return slices.Contains(ssrcs, s) })
+	f.ssrcs.Store(&cur)
+	r.rebuildOwners(p.Meeting)
+	return nil
+}
+
+// Subscribe sets which publishers' streams of kind k participant id receives.
+func (r *Registry) Subscribe(id uint64, k media.Kind, f Filter) error {
+	if !k.Valid() {
+		return ErrKind
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.parts[id]
+	if !ok {
+		return ErrNoParticipant
+	}
+	p.subs[k.Index()] = f
+	r.rebuildRoutes(p.Meeting)
+	return nil
+}
+
+// rebuildRoutes recomputes every route of m: each publisher flow of kind k
+// goes to the kind-k flow of every other participant whose filter admits
+// the publisher. O(participants²); runs only on membership and
+// subscription changes.
+func (r *Registry) rebuildRoutes(m *Meeting) {
+	for _, pub := range m.parts {
+		for i := range media.Kinds {
+			var dests []*Flow
+			for _, sub := range m.parts {
+				if sub != pub && sub.subs[i].Includes(pub.ID) {
+					dests = append(dests, sub.Flows[i])
+				}
+			}
+			pub.Flows[i].route.Store(&Route{Dests: dests})
+		}
+	}
+}
+
+func (r *Registry) rebuildOwners(m *Meeting) {
+	owners := make(map[uint32]*Flow)
+	for _, p := range m.parts {
+		for _, f := range p.Flows {
+			if s := f.ssrcs.Load(); s != nil {
+				for _, x := range *s {
+					owners[x] = f
+				}
+			}
+		}
+	}
+	m.owners.Store(&owners)
+}
+
+// Counts returns the number of meetings and participants.
+func (r *Registry) Counts() (meetings, participants int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.meetings), len(r.parts)
+}
+
+// MeetingStats sums the counters of a meeting's present and past participants.
+func (r *Registry) MeetingStats(id string) (stats.Counters, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.meetings[id]
+	if !ok {
+		return stats.Counters{}, ErrNoMeeting
+	}
+	c := m.gone
+	for _, p := range m.parts {
+		c.Add(p.Stats.Snapshot())
+	}
+	return c, nil
+}

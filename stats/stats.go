@@ -1,0 +1,108 @@
+// Package stats holds the router's traffic counters: lock-free live counters
+// updated on the packet path and plain snapshots read by the control side.
+package stats
+
+import "sync/atomic"
+
+// DropReason says why the router discarded a packet (or, for send reasons,
+// one copy of a packet to one destination). The names are stable: they
+// appear in logs, metrics and docs/PROTOCOL.md.
+type DropReason uint8
+
+// Drop reasons.
+const (
+	DropUnbound         DropReason = iota // datagram from an address with no bound flow
+	DropBadToken                          // bind with an unknown token
+	DropMalformed                         // unknown first byte, short or invalid header
+	DropOversize                          // datagram larger than MaxPacket
+	DropUnknownSSRC                       // RTP with an SSRC the sender did not publish for the flow's kind
+	DropRTCPMalformed                     // RTCP that fails RFC 3550 validation
+	DropRTCPUnknownSSRC                   // RTCP feedback naming no published SSRC of the meeting
+	DropSendError                         // sendmmsg failed for one destination
+	DropSendBusy                          // socket send buffer full (EAGAIN): copy not sent
+	DropBindBusy                          // valid bind refused because the bind queue was full
+	NumDropReasons                        // number of reasons; not a reason
+)
+
+var dropNames = [NumDropReasons]string{
+	"unbound_source", "bad_token", "malformed", "oversize", "unknown_ssrc",
+	"rtcp_malformed", "rtcp_unknown_ssrc", "send_error", "send_busy", "bind_busy",
+}
+
+// String returns the reason's stable snake_case name.
+func (d DropReason) String() string {
+	if d < NumDropReasons {
+		return dropNames[d]
+	}
+	return "unknown"
+}
+
+// Counters is a snapshot of traffic counters. Packets and bytes "out" count
+// copies handed to the kernel, one per destination.
+type Counters struct {
+	PacketsIn, BytesIn   uint64
+	PacketsOut, BytesOut uint64
+	Drops                [NumDropReasons]uint64
+}
+
+// Dropped returns the sum of all drop counters.
+func (c Counters) Dropped() uint64 {
+	var n uint64
+	for _, d := range c.Drops {
+		n += d
+	}
+	return n
+}
+
+// Stats is a snapshot of the whole router.
+type Stats struct {
+	Counters
+	Meetings     int
+	Participants int
+}
+
+// Live is the lock-free form of Counters, updated on the packet path with
+// one atomic add per field. Safe for concurrent use; the zero value is ready.
+type Live struct {
+	packetsIn, bytesIn   atomic.Uint64
+	packetsOut, bytesOut atomic.Uint64
+	drops                [NumDropReasons]atomic.Uint64
+}
+
+// In counts one received packet of n bytes.
+func (c *Live) In(n int) {
+	c.packetsIn.Add(1)
+	c.bytesIn.Add(uint64(n))
+}
+
+// Out counts copies sent copies of an n-byte packet.
+func (c *Live) Out(copies, n int) {
+	c.packetsOut.Add(uint64(copies))
+	c.bytesOut.Add(uint64(copies * n))
+}
+
+// Drop counts one drop for reason r.
+func (c *Live) Drop(r DropReason) { c.drops[r].Add(1) }
+
+// Snapshot reads every counter (each atomically, not all at one instant).
+func (c *Live) Snapshot() Counters {
+	s := Counters{
+		PacketsIn: c.packetsIn.Load(), BytesIn: c.bytesIn.Load(),
+		PacketsOut: c.packetsOut.Load(), BytesOut: c.bytesOut.Load(),
+	}
+	for i := range c.drops {
+		s.Drops[i] = c.drops[i].Load()
+	}
+	return s
+}
+
+// Add adds o to c.
+func (c *Counters) Add(o Counters) {
+	c.PacketsIn += o.PacketsIn
+	c.BytesIn += o.BytesIn
+	c.PacketsOut += o.PacketsOut
+	c.BytesOut += o.BytesOut
+	for i := range c.Drops {
+		c.Drops[i] += o.Drops[i]
+	}
+}
