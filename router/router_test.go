@@ -297,3 +297,29 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestFailingDestinationDoesNotHurtOthers puts a subscriber whose every
+// send fails (a broadcast address, refused with EACCES because the socket
+// has no SO_BROADCAST) between two healthy ones: they receive every packet
+// and each failed copy is counted once, against the failing subscriber.
+func TestFailingDestinationDoesNotHurtOthers(t *testing.T) {
+	r := newTestRouter(t, func(c *Config) { c.Shards = 1 })
+	require.NoError(t, r.CreateMeeting("m"))
+	a, b := join(t, r, "m", 1), join(t, r, "m", 2)
+	var fixed [media.NumKinds]netip.AddrPort
+	fixed[media.Audio.Index()] = netip.MustParseAddrPort("255.255.255.255:9")
+	bad, err := r.AddParticipant("m", ParticipantOptions{Name: "broken", Fixed: fixed})
+	require.NoError(t, err)
+	c := join(t, r, "m", 3)
+	const n = 200
+	for i := 0; i < n; i++ {
+		require.NoError(t, a.flows[0].Send(a.rtpPacket(t, media.Audio, 120)))
+	}
+	require.Len(t, recvAll(b.flows[0], n, 5*time.Second), n)
+	require.Len(t, recvAll(c.flows[0], n, 5*time.Second), n)
+	require.Eventually(t, func() bool {
+		st, err := r.ParticipantStats(bad.ID)
+		return err == nil && st.Drops[stats.DropSendError] == n && st.PacketsOut == 0
+	}, 3*time.Second, 5*time.Millisecond)
+	require.Equal(t, uint64(n), r.Stats().Drops[stats.DropSendError])
+}
