@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"time"
 
 	"github.com/openmmr/mmr/dscp"
 	"github.com/openmmr/mmr/ingress"
@@ -33,6 +34,9 @@ const (
 	// truncated by the kernel and dropped as DropOversize. 1500 is the
 	// Ethernet MTU, above anything a media client sends unfragmented.
 	MaxPacket = 1500
+	// DefaultIdleTimeout is four keepalive intervals (wire.KeepaliveInterval,
+	// 15 s): three lost keepalives in a row never unbind a live client.
+	DefaultIdleTimeout = 60 * time.Second
 )
 
 // Config configures a Router. The zero value is valid: every zero field takes
@@ -60,6 +64,10 @@ type Config struct {
 	DisableDSCP bool
 	// SocketBuffer is SO_RCVBUF/SO_SNDBUF in bytes. Default DefaultSocketBuffer.
 	SocketBuffer int
+	// IdleTimeout unbinds a client-bound flow that has sent nothing (not even
+	// a keepalive) for this long; its client must bind again. Default
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
 	// Logger receives lifecycle logs (never per-packet). Default slog.Default().
 	Logger *slog.Logger
 }
@@ -88,6 +96,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SocketBuffer == 0 {
 		c.SocketBuffer = DefaultSocketBuffer
 	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -112,6 +123,9 @@ func (c Config) validate() error {
 	}
 	if c.SocketBuffer < 64<<10 || c.SocketBuffer > 1<<30 {
 		errs = append(errs, fmt.Errorf("router: SocketBuffer %d out of range 64KiB..1GiB", c.SocketBuffer))
+	}
+	if c.IdleTimeout < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("router: IdleTimeout %v below 10ms", c.IdleTimeout))
 	}
 	if err := c.DSCP.Validate(); err != nil {
 		errs = append(errs, err)

@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"runtime"
+	"time"
 
 	"github.com/pion/rtp"
 
@@ -26,6 +27,7 @@ type reader struct {
 	out   []*egress.Batch // per listener group
 	live  stats.Live
 
+	now  int64 // Unix nanoseconds of the current batch, for idle expiry
 	hdr  rtp.Header
 	rtcp wire.RTCPRoute
 	bind wire.Bind
@@ -66,6 +68,7 @@ func (rd *reader) run() {
 
 // process routes the n packets of the current batch and sends the copies.
 func (rd *reader) process(n int) {
+	rd.now = time.Now().UnixNano()
 	for i := 0; i < n; i++ {
 		rd.handle(i)
 	}
@@ -98,6 +101,7 @@ func (rd *reader) handle(i int) {
 		rd.live.Drop(stats.DropUnbound)
 		return
 	}
+	f.Seen(rd.now)
 	switch cls {
 	case wire.ClassRTP:
 		rd.handleRTP(pkt, f)

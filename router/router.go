@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/openmmr/mmr/ingress"
 	"github.com/openmmr/mmr/media"
@@ -93,15 +94,36 @@ func New(cfg Config) (*Router, error) {
 			rd.run()
 		}()
 	}
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go func() {
 		defer r.wg.Done()
 		r.bindr.run()
+	}()
+	go func() {
+		defer r.wg.Done()
+		r.expireIdle()
 	}()
 	for _, g := range r.groups {
 		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode)
 	}
 	return r, nil
+}
+
+// expireIdle unbinds idle client flows, checking four times per IdleTimeout
+// so a flow is unbound at most 1.25 × IdleTimeout after its last packet.
+func (r *Router) expireIdle() {
+	t := time.NewTicker(r.cfg.IdleTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case now := <-t.C:
+			if n := r.reg.Expire(now.Add(-r.cfg.IdleTimeout).UnixNano()); n > 0 {
+				r.log.Debug("router: unbound idle flows", "flows", n)
+			}
+		}
+	}
 }
 
 // sendFD returns the descriptor reader number i sends group g's packets

@@ -323,3 +323,30 @@ func TestFailingDestinationDoesNotHurtOthers(t *testing.T) {
 	}, 3*time.Second, 5*time.Millisecond)
 	require.Equal(t, uint64(n), r.Stats().Drops[stats.DropSendError])
 }
+
+func TestIdleFlowsExpireKeepalivesHold(t *testing.T) {
+	r := newTestRouter(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	require.NoError(t, r.CreateMeeting("m"))
+	var fixed [media.NumKinds]netip.AddrPort
+	fixed[0] = netip.MustParseAddrPort("127.0.0.1:9")
+	gw, err := r.AddParticipant("m", ParticipantOptions{Fixed: fixed})
+	require.NoError(t, err)
+	a := join(t, r, "m", 1)
+	stop := time.Now().Add(900 * time.Millisecond)
+	for time.Now().Before(stop) { // audio keeps alive, video and content fall silent
+		require.NoError(t, a.flows[0].Keepalive())
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, ok := r.Bound(a.info.ID, media.Audio)
+	require.True(t, ok, "kept alive")
+	_, ok = r.Bound(a.info.ID, media.Video)
+	require.False(t, ok, "idle flow unbound")
+	_, ok = r.Bound(gw.ID, media.Audio)
+	require.True(t, ok, "fixed addresses never expire")
+	before := r.Stats().Drops[stats.DropUnbound]
+	require.NoError(t, a.flows[1].Send(a.rtpPacket(t, media.Video, 100)))
+	require.Eventually(t, func() bool { return r.Stats().Drops[stats.DropUnbound] == before+1 }, 2*time.Second, 5*time.Millisecond)
+	require.NoError(t, a.flows[1].Rebind(t.Context()), "binding again restores the flow")
+	_, ok = r.Bound(a.info.ID, media.Video)
+	require.True(t, ok)
+}

@@ -29,6 +29,9 @@ type Remote struct {
 	// Group is the index of the listener (local address) the flow was bound
 	// through; replies leave from that listener so the peer's NAT lets them in.
 	Group int
+	// Fixed marks an address given by the embedding API rather than bound by
+	// a client: it never expires.
+	Fixed bool
 }
 
 // Route is the immutable list of flows a flow's packets are copied to.
@@ -46,7 +49,13 @@ type Flow struct {
 	remote atomic.Pointer[Remote]
 	route  atomic.Pointer[Route]
 	ssrcs  atomic.Pointer[[]uint32]
+	// seen is when the flow last sent anything (Unix nanoseconds of the
+	// read batch that carried it), for idle expiry.
+	seen atomic.Int64
 }
+
+// Seen records that the flow sent a packet at now (Unix nanoseconds).
+func (f *Flow) Seen(now int64) { f.seen.Store(now) }
 
 // Remote returns the bound remote address, or nil while unbound.
 func (f *Flow) Remote() *Remote { return f.remote.Load() }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/stats"
@@ -114,6 +115,7 @@ func (r *Registry) Add(meeting, name string, fixed [media.NumKinds]netip.AddrPor
 		p.subs[i] = All()
 		if ap := fixed[i]; ap.IsValid() {
 			rem := remoteOf(ap, group(ap))
+			rem.Fixed = true
 			f.remote.Store(rem)
 			r.Flows.Put(rem.Key, f)
 		}
@@ -188,9 +190,31 @@ func (r *Registry) Bind(p *Participant, k media.Kind, ap netip.AddrPort, group i
 		r.Flows.Delete(old.Key)
 	}
 	rem := remoteOf(ap, group)
+	f.seen.Store(time.Now().UnixNano())
 	f.remote.Store(rem)
 	r.Flows.Put(key, f)
 	return true
+}
+
+// Expire unbinds every client-bound flow that has sent nothing since
+// before (Unix nanoseconds) and returns how many it unbound. Their clients
+// must bind again; fixed addresses never expire.
+func (r *Registry) Expire(before int64) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, p := range r.parts {
+		for _, f := range p.Flows {
+			rem := f.remote.Load()
+			if rem == nil || rem.Fixed || f.seen.Load() >= before {
+				continue
+			}
+			r.Flows.Delete(rem.Key)
+			f.remote.Store(nil)
+			n++
+		}
+	}
+	return n
 }
 
 // Publish adds SSRCs to p's flow of kind k.
