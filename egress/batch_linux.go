@@ -36,15 +36,21 @@ type Batch struct {
 	total  *stats.Live
 }
 
-// NewBatch returns a Batch sending on fd (an IPv6 socket when v6) with the
-// marks of d. Every copy sent or dropped is also counted in total.
+// NewBatch returns a Batch of MaxMessages sending on fd (an IPv6 socket
+// when v6) with the marks of d. Every copy sent or dropped is also counted
+// in total.
 func NewBatch(fd int, v6 bool, d dscp.Config, total *stats.Live) *Batch {
+	return NewBatchSize(fd, v6, d, total, MaxMessages)
+}
+
+// NewBatchSize is NewBatch with room for n messages (1..MaxMessages).
+func NewBatchSize(fd int, v6 bool, d dscp.Config, total *stats.Live, n int) *Batch {
 	b := &Batch{
 		total:  total,
 		fd:     fd,
-		msgs:   make([]unix.Mmsghdr, MaxMessages),
-		iovs:   make([]unix.Iovec, MaxMessages),
-		owners: make([]*stats.Live, MaxMessages),
+		msgs:   make([]unix.Mmsghdr, n),
+		iovs:   make([]unix.Iovec, n),
+		owners: make([]*stats.Live, n),
 	}
 	for i := range b.msgs {
 		b.msgs[i].Hdr.Iov = &b.iovs[i]

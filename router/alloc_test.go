@@ -55,3 +55,32 @@ func TestZeroAllocsPerForwardedPacket(t *testing.T) {
 		})
 	}
 }
+
+// TestZeroAllocsTCP: a packet from a TCP publisher to a TCP and a UDP
+// subscriber, and back, allocates nothing in the whole process.
+func TestZeroAllocsTCP(t *testing.T) {
+	r := newTestRouter(t, func(c *Config) { c.Shards = 1 })
+	require.NoError(t, r.CreateMeeting("m"))
+	tp, tflows := joinStream(t, r, "m", 1, r.TCPAddrs()[0], nil)
+	_, tsub := joinStream(t, r, "m", 2, r.TCPAddrs()[0], nil)
+	usub := join(t, r, "m", 3)
+	v := media.Video.Index()
+	pkt := tp.rtpPacket(t, media.Video, 1200)
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(30 * time.Second)
+	roundTrip := func() {
+		if err := tflows[v].Send(pkt); err != nil {
+			panic(err)
+		}
+		if _, err := tsub[v].Recv(buf, deadline); err != nil {
+			panic(err)
+		}
+		if _, err := usub.flows[v].Recv(buf, deadline); err != nil {
+			panic(err)
+		}
+	}
+	for i := 0; i < 10; i++ {
+		roundTrip() // warm the frame pool and the writer's buffers
+	}
+	require.Zero(t, testing.AllocsPerRun(200, roundTrip), "allocations per packet over TCP")
+}

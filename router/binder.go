@@ -1,6 +1,8 @@
 package router
 
 import (
+	"encoding/binary"
+
 	"github.com/openmmr/mmr/egress"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/session"
@@ -25,6 +27,7 @@ type binder struct {
 	rt   *Router
 	out  []*egress.Batch
 	buf  [wire.BindAckSize]byte
+	pli  [12]byte
 	ack  wire.BindAck
 	live stats.Live
 }
@@ -44,6 +47,8 @@ func (b *binder) run() {
 			return
 		case req := <-b.rt.binds:
 			b.handle(req)
+		case req := <-b.rt.keyframes:
+			b.requestKeyframe(req)
 		}
 	}
 }
@@ -61,10 +66,34 @@ func (b *binder) handle(req bindReq) {
 		return
 	}
 	rem := req.p.Flow(req.kind).Remote()
-	if rem == nil {
+	if rem == nil || rem.Sink != nil {
 		return
 	}
 	o := b.out[rem.Group]
 	o.Add(b.buf[:n], rem.Dst, req.kind, nil)
+	o.Flush()
+}
+
+// requestKeyframe sends an RTCP PLI (RFC 4585 §6.3.1; sender SSRC 0, the
+// router itself) to the publisher of req.ssrc.
+func (b *binder) requestKeyframe(req keyframeReq) {
+	f, ok := req.meeting.Owner(req.ssrc)
+	if !ok {
+		return
+	}
+	rem := f.Remote()
+	if rem == nil {
+		return
+	}
+	pli := b.pli[:]
+	pli[0], pli[1], pli[2], pli[3] = 0x81, 206, 0, 2
+	binary.BigEndian.PutUint32(pli[4:], 0)
+	binary.BigEndian.PutUint32(pli[8:], req.ssrc)
+	if rem.Sink != nil {
+		rem.Sink.Enqueue(pli)
+		return
+	}
+	o := b.out[rem.Group]
+	o.Add(pli, rem.Dst, f.Kind, &f.Participant.Stats)
 	o.Flush()
 }

@@ -37,6 +37,19 @@ const (
 	// DefaultIdleTimeout is four keepalive intervals (wire.KeepaliveInterval,
 	// 15 s): three lost keepalives in a row never unbind a live client.
 	DefaultIdleTimeout = 60 * time.Second
+	// DefaultStreamQueue bytes per participant across its TCP/TLS media
+	// streams: 256 KiB is about 2 s of 1 Mbit/s video, enough to ride out a
+	// congestion episode; beyond it the subscriber is behind for good and
+	// frames are dropped.
+	DefaultStreamQueue = 256 << 10
+	// DefaultStallTimeout: a subscriber that takes nothing for 5 s is gone.
+	DefaultStallTimeout = 5 * time.Second
+	// DefaultBindTimeout: a stream that does not bind in 5 s holds nothing.
+	DefaultBindTimeout = 5 * time.Second
+	// DefaultMaxStreamsPerIP: 3 kinds for many participants behind one NAT
+	// (a meeting room, an office), while a single host cannot exhaust
+	// descriptors.
+	DefaultMaxStreamsPerIP = 64
 )
 
 // Config configures a Router. The zero value is valid: every zero field takes
@@ -68,6 +81,25 @@ type Config struct {
 	// a keepalive) for this long; its client must bind again. Default
 	// DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// TCP lists the addresses of the TCP media listeners (RFC 4571 framed
+	// streams, the fallback when UDP is blocked). Default: the UDP addresses
+	// (same IP and port: 8801).
+	TCP []netip.AddrPort
+	// DisableTCP opens no TCP listener (ServeStream still works for streams
+	// accepted elsewhere, such as TLS on the control port).
+	DisableTCP bool
+	// StreamQueue is the byte budget of one participant's stream (TCP/TLS)
+	// send queues. Default DefaultStreamQueue.
+	StreamQueue int
+	// StallTimeout disconnects a stream subscriber that has not taken a
+	// write for this long. Default DefaultStallTimeout.
+	StallTimeout time.Duration
+	// BindTimeout is how long a new stream may take to send its bind.
+	// Default DefaultBindTimeout.
+	BindTimeout time.Duration
+	// MaxStreamsPerIP caps live TCP media streams from one source address.
+	// Default DefaultMaxStreamsPerIP.
+	MaxStreamsPerIP int
 	// Logger receives lifecycle logs (never per-packet). Default slog.Default().
 	Logger *slog.Logger
 }
@@ -96,6 +128,21 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SocketBuffer == 0 {
 		c.SocketBuffer = DefaultSocketBuffer
 	}
+	if len(c.TCP) == 0 && !c.DisableTCP {
+		c.TCP = append([]netip.AddrPort(nil), c.UDP...)
+	}
+	if c.StreamQueue == 0 {
+		c.StreamQueue = DefaultStreamQueue
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = DefaultStallTimeout
+	}
+	if c.BindTimeout == 0 {
+		c.BindTimeout = DefaultBindTimeout
+	}
+	if c.MaxStreamsPerIP == 0 {
+		c.MaxStreamsPerIP = DefaultMaxStreamsPerIP
+	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
@@ -123,6 +170,12 @@ func (c Config) validate() error {
 	}
 	if c.SocketBuffer < 64<<10 || c.SocketBuffer > 1<<30 {
 		errs = append(errs, fmt.Errorf("router: SocketBuffer %d out of range 64KiB..1GiB", c.SocketBuffer))
+	}
+	if c.StreamQueue < 4*MaxPacket {
+		errs = append(errs, fmt.Errorf("router: StreamQueue %d below %d", c.StreamQueue, 4*MaxPacket))
+	}
+	if c.StallTimeout <= 0 || c.BindTimeout <= 0 || c.MaxStreamsPerIP < 1 {
+		errs = append(errs, errors.New("router: StallTimeout, BindTimeout and MaxStreamsPerIP must be positive"))
 	}
 	if c.IdleTimeout < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("router: IdleTimeout %v below 10ms", c.IdleTimeout))

@@ -67,7 +67,8 @@ func (m *member) rtpPacket(t *testing.T, k media.Kind, size int) []byte {
 		payload[i] = byte(int(m.seq) + i + int(k))
 	}
 	binary.BigEndian.PutUint32(payload, m.ssrc[k.Index()])
-	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: m.seq, Timestamp: uint32(m.seq) * 3000, SSRC: m.ssrc[k.Index()]}, Payload: payload}
+	// Every 4th packet ends a video frame (RTP marker, RFC 3550 §5.1).
+	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: m.seq, Timestamp: uint32(m.seq/4) * 3000, SSRC: m.ssrc[k.Index()], Marker: m.seq%4 == 0}, Payload: payload}
 	b, err := pkt.Marshal()
 	require.NoError(t, err)
 	return b

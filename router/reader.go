@@ -25,7 +25,7 @@ type reader struct {
 	sock  *ingress.Socket
 	in    *ingress.Batch
 	out   []*egress.Batch // per listener group
-	live  stats.Live
+	live  *stats.Live     // own counters (UDP), or the shared stream totals
 
 	now  int64 // Unix nanoseconds of the current batch, for idle expiry
 	hdr  rtp.Header
@@ -36,13 +36,24 @@ type reader struct {
 }
 
 func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
-	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch)}
+	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch), live: new(stats.Live)}
 	for gi, grp := range r.groups {
 		fd := r.sendFD(gi, idx)
 		if gi == g {
 			fd = s.FD() // reply from the very socket the group's packets arrive on
 		}
-		rd.out = append(rd.out, egress.NewBatch(fd, grp.v6, r.cfg.DSCP, &rd.live))
+		rd.out = append(rd.out, egress.NewBatch(fd, grp.v6, r.cfg.DSCP, rd.live))
+	}
+	return rd
+}
+
+// newStreamReader returns the routing state of one stream connection: no
+// socket to read, UDP batches to reach UDP subscribers, and the router's
+// stream totals as its counters.
+func newStreamReader(r *Router, idx int) *reader {
+	rd := &reader{rt: r, group: -1, live: &r.streamLive}
+	for gi, grp := range r.groups {
+		rd.out = append(rd.out, egress.NewBatchSize(r.sendFD(gi, idx), grp.v6, r.cfg.DSCP, rd.live, streamBatch))
 	}
 	return rd
 }
@@ -72,6 +83,12 @@ func (rd *reader) process(n int) {
 	for i := 0; i < n; i++ {
 		rd.handle(i)
 	}
+	rd.flush()
+}
+
+// flush sends the queued UDP copies; the packets they point at may be
+// reused afterwards.
+func (rd *reader) flush() {
 	for _, o := range rd.out {
 		if o.Pending() > 0 {
 			o.Flush()
@@ -102,6 +119,12 @@ func (rd *reader) handle(i int) {
 		return
 	}
 	f.Seen(rd.now)
+	rd.fromFlow(pkt, cls, f)
+}
+
+// fromFlow routes one packet of class cls that arrived on bound flow f,
+// whatever its transport.
+func (rd *reader) fromFlow(pkt []byte, cls wire.Class, f *session.Flow) {
 	switch cls {
 	case wire.ClassRTP:
 		rd.handleRTP(pkt, f)
@@ -137,9 +160,19 @@ func (rd *reader) handleRTP(pkt []byte, f *session.Flow) {
 func (rd *reader) fanout(pkt []byte, k media.Kind, dests []*session.Flow) {
 	for _, d := range dests {
 		if rem := d.Remote(); rem != nil {
-			rd.out[rem.Group].Add(pkt, rem.Dst, k, &d.Participant.Stats)
+			rd.sendTo(rem, pkt, k, &d.Participant.Stats)
 		}
 	}
+}
+
+// sendTo queues pkt for one destination: a UDP copy in the egress batch of
+// its listener group, or a framed copy in its stream's send queue.
+func (rd *reader) sendTo(rem *session.Remote, pkt []byte, k media.Kind, owner *stats.Live) {
+	if rem.Sink != nil {
+		rem.Sink.Enqueue(pkt)
+		return
+	}
+	rd.out[rem.Group].Add(pkt, rem.Dst, k, owner)
 }
 
 // handleRTCP sends sender reports and BYE to the flow's subscribers and
@@ -176,7 +209,7 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 		rd.sent[ns] = owner
 		ns++
 		if rem := owner.Remote(); rem != nil {
-			rd.out[rem.Group].Add(pkt, rem.Dst, owner.Kind, &owner.Participant.Stats)
+			rd.sendTo(rem, pkt, owner.Kind, &owner.Participant.Stats)
 		}
 	}
 	clear(rd.sent[:ns])
@@ -200,7 +233,7 @@ func (rd *reader) handleKeepalive(pkt []byte, f *session.Flow) {
 		return
 	}
 	if rem := f.Remote(); rem != nil {
-		rd.out[rem.Group].Add(pkt, rem.Dst, f.Kind, nil)
+		rd.sendTo(rem, pkt, f.Kind, nil)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,16 @@ type Router struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 	once   sync.Once
+
+	// Stream (TCP/TLS) media.
+	tcp        []net.Listener
+	streamLive stats.Live
+	streamMu   sync.Mutex
+	streams    map[net.Conn]struct{}
+	streamWG   sync.WaitGroup
+	perIP      perIPLimit
+	frames     sync.Pool // *frame
+	keyframes  chan keyframeReq
 }
 
 // group is the socket group of one listen address.
@@ -65,7 +76,12 @@ func New(cfg Config) (*Router, error) {
 		reg:   session.NewRegistry(),
 		binds: make(chan bindReq, bindQueue),
 		done:  make(chan struct{}),
+
+		streams:   make(map[net.Conn]struct{}),
+		perIP:     perIPLimit{max: cfg.MaxStreamsPerIP},
+		keyframes: make(chan keyframeReq, bindQueue),
 	}
+	r.frames.New = func() any { return new(frame) }
 	for _, a := range cfg.UDP {
 		socks, err := ingress.Listen(a, cfg.Shards, cfg.ReadMode, cfg.SocketBuffer)
 		if err != nil {
@@ -86,6 +102,18 @@ func New(cfg Config) (*Router, error) {
 			r.rds = append(r.rds, newReader(r, gi, si, s))
 		}
 	}
+	for _, a := range cfg.TCP {
+		ln, err := listenTCP(a)
+		if err != nil {
+			if a.Addr().Is6() && a.Addr().IsUnspecified() && len(cfg.TCP) > 1 {
+				r.log.Warn("router: IPv6 TCP listener unavailable, continuing without it", "addr", a, "err", err)
+				continue
+			}
+			r.closeSockets()
+			return nil, err
+		}
+		r.tcp = append(r.tcp, ln)
+	}
 	r.bindr = newBinder(r)
 	for _, rd := range r.rds {
 		r.wg.Add(1)
@@ -103,8 +131,18 @@ func New(cfg Config) (*Router, error) {
 		defer r.wg.Done()
 		r.expireIdle()
 	}()
+	for _, ln := range r.tcp {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.serveTCP(ln)
+		}()
+	}
 	for _, g := range r.groups {
 		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode)
+	}
+	for _, ln := range r.tcp {
+		r.log.Info("router: listening", "tcp", ln.Addr())
 	}
 	return r, nil
 }
@@ -156,6 +194,10 @@ func (r *Router) Close() error {
 				s.Wake()
 			}
 		}
+		for _, ln := range r.tcp {
+			ln.Close()
+		}
+		r.closeStreams()
 		close(r.done)
 		r.wg.Wait()
 		r.closeSockets()
@@ -165,6 +207,9 @@ func (r *Router) Close() error {
 }
 
 func (r *Router) closeSockets() {
+	for _, ln := range r.tcp {
+		ln.Close()
+	}
 	for _, g := range r.groups {
 		for _, s := range g.socks {
 			s.Close()
@@ -177,6 +222,15 @@ func (r *Router) UDPAddrs() []netip.AddrPort {
 	out := make([]netip.AddrPort, len(r.groups))
 	for i, g := range r.groups {
 		out[i] = g.addr
+	}
+	return out
+}
+
+// TCPAddrs returns the addresses the TCP media listeners are bound to.
+func (r *Router) TCPAddrs() []netip.AddrPort {
+	out := make([]netip.AddrPort, len(r.tcp))
+	for i, ln := range r.tcp {
+		out[i] = addrPortOf(ln.Addr())
 	}
 	return out
 }
@@ -265,6 +319,7 @@ func (r *Router) Stats() Stats {
 		s.Add(rd.live.Snapshot())
 	}
 	s.Add(r.bindr.live.Snapshot())
+	s.Add(r.streamLive.Snapshot())
 	s.Meetings, s.Participants = r.reg.Counts()
 	return s
 }

@@ -32,6 +32,17 @@ type Remote struct {
 	// Fixed marks an address given by the embedding API rather than bound by
 	// a client: it never expires.
 	Fixed bool
+	// Sink, when not nil, is the stream connection (TCP or TLS) the flow is
+	// bound to: copies go to its queue instead of a UDP address, and Key is
+	// the stream's peer address, which is not in the UDP flow table.
+	Sink Sink
+}
+
+// Sink is a stream transport's send side. Enqueue copies pkt (the caller
+// keeps its buffer) into a bounded queue and never blocks; it is called
+// from many goroutines at once.
+type Sink interface {
+	Enqueue(pkt []byte)
 }
 
 // Route is the immutable list of flows a flow's packets are copied to.
@@ -95,6 +106,9 @@ type Participant struct {
 	Meeting *Meeting
 	Flows   [media.NumKinds]*Flow
 	Stats   stats.Live
+	// Queued is the number of bytes waiting in the participant's stream
+	// (TCP/TLS) send queues, all kinds together.
+	Queued atomic.Int64
 
 	// Guarded by Registry.mu.
 	subs    [media.NumKinds]Filter

@@ -146,8 +146,8 @@ func (r *Registry) removeLocked(p *Participant) {
 	delete(r.parts, p.ID)
 	r.Tokens.Delete(p.Token)
 	for _, f := range p.Flows {
-		if rem := f.remote.Load(); rem != nil {
-			r.Flows.Delete(rem.Key)
+		if rem := f.remote.Swap(nil); rem != nil {
+			r.unlinkLocked(rem)
 		}
 		f.route.Store(&Route{})
 		f.ssrcs.Store(nil)
@@ -184,10 +184,10 @@ func (r *Registry) Bind(p *Participant, k media.Kind, ap netip.AddrPort, group i
 		other.remote.Store(nil)
 	}
 	if old := f.remote.Load(); old != nil {
-		if old.Key == key && old.Group == group {
+		if old.Key == key && old.Group == group && old.Sink == nil {
 			return true
 		}
-		r.Flows.Delete(old.Key)
+		r.unlinkLocked(old)
 	}
 	rem := remoteOf(ap, group)
 	f.seen.Store(time.Now().UnixNano())
@@ -206,7 +206,7 @@ func (r *Registry) Expire(before int64) int {
 	for _, p := range r.parts {
 		for _, f := range p.Flows {
 			rem := f.remote.Load()
-			if rem == nil || rem.Fixed || f.seen.Load() >= before {
+			if rem == nil || rem.Fixed || rem.Sink != nil || f.seen.Load() >= before {
 				continue
 			}
 			r.Flows.Delete(rem.Key)
@@ -336,4 +336,44 @@ func (r *Registry) MeetingStats(id string) (stats.Counters, error) {
 		c.Add(p.Stats.Snapshot())
 	}
 	return c, nil
+}
+
+// unlinkLocked removes a remote's UDP address from the flow table (stream
+// remotes are not in it).
+func (r *Registry) unlinkLocked(rem *Remote) {
+	if rem.Sink == nil {
+		r.Flows.Delete(rem.Key)
+	}
+}
+
+// BindStream binds p's flow of kind k to a stream connection whose peer is
+// ap. Like Bind it moves the flow from any earlier address. It reports
+// false when p has left.
+func (r *Registry) BindStream(p *Participant, k media.Kind, ap netip.AddrPort, sink Sink) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p.removed || !k.Valid() {
+		return false
+	}
+	f := p.Flow(k)
+	if old := f.remote.Load(); old != nil {
+		r.unlinkLocked(old)
+	}
+	rem := remoteOf(ap, 0)
+	rem.Sink = sink
+	f.remote.Store(rem)
+	return true
+}
+
+// UnbindStream unbinds p's flow of kind k if it is still bound to sink.
+func (r *Registry) UnbindStream(p *Participant, k media.Kind, sink Sink) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !k.Valid() {
+		return
+	}
+	f := p.Flow(k)
+	if rem := f.remote.Load(); rem != nil && rem.Sink == sink {
+		f.remote.Store(nil)
+	}
 }

@@ -21,12 +21,18 @@ const (
 	DropSendError                         // sendmmsg failed for one destination
 	DropSendBusy                          // socket send buffer full (EAGAIN): copy not sent
 	DropBindBusy                          // valid bind refused because the bind queue was full
+	DropStreamFrame                       // stream closed: impossible RFC 4571 length or garbage
+	DropStreamBind                        // stream closed: no valid bind as its first frame in time
+	DropStreamLimit                       // stream refused: too many from one source IP
+	DropQueueFull                         // copy not queued: the stream subscriber's queue was full
+	DropSlowSubscriber                    // stream closed: its peer stopped reading for StallTimeout
 	NumDropReasons                        // number of reasons; not a reason
 )
 
 var dropNames = [NumDropReasons]string{
 	"unbound_source", "bad_token", "malformed", "oversize", "unknown_ssrc",
 	"rtcp_malformed", "rtcp_unknown_ssrc", "send_error", "send_busy", "bind_busy",
+	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
 }
 
 // String returns the reason's stable snake_case name.
@@ -104,5 +110,19 @@ func (c *Counters) Add(o Counters) {
 	c.BytesOut += o.BytesOut
 	for i := range c.Drops {
 		c.Drops[i] += o.Drops[i]
+	}
+}
+
+// AddCounters adds a snapshot to c (to fold in the totals of something that
+// ended).
+func (c *Live) AddCounters(o Counters) {
+	c.packetsIn.Add(o.PacketsIn)
+	c.bytesIn.Add(o.BytesIn)
+	c.packetsOut.Add(o.PacketsOut)
+	c.bytesOut.Add(o.BytesOut)
+	for i, d := range o.Drops {
+		if d != 0 {
+			c.drops[i].Add(d)
+		}
 	}
 }

@@ -1,0 +1,135 @@
+// Package streammedia is a client for the router's stream media transport
+// (docs/PROTOCOL.md, "Media over TCP 8801 and TLS 443"): one TCP or TLS
+// connection per media kind carrying RFC 4571 framed packets, bound with
+// the participant's media token.
+package streammedia
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/wire"
+)
+
+// ALPN is the TLS application protocol that marks a media stream on a TLS
+// port shared with the control channel.
+const ALPN = "openmmr-media/1"
+
+// ErrBind is returned by Dial when the router did not answer the bind.
+var ErrBind = errors.New("streammedia: bind not answered")
+
+// Flow is one bound stream. Send may be called concurrently with Recv;
+// neither concurrently with itself.
+type Flow struct {
+	conn   net.Conn
+	kind   media.Kind
+	d      *wire.Deframer
+	wmu    sync.Mutex
+	wbuf   []byte
+	mapped netip.AddrPort
+}
+
+// Dial connects to addr over TCP, or over TLS when tlsConf is not nil (its
+// NextProtos is set to ALPN), and binds the stream as the flow of kind k.
+func Dial(ctx context.Context, addr netip.AddrPort, k media.Kind, token wire.Token, tlsConf *tls.Config) (*Flow, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	if tlsConf != nil {
+		tc := tlsConf.Clone()
+		tc.NextProtos = []string{ALPN}
+		tconn := tls.Client(c, tc)
+		if err := tconn.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		c = tconn
+	}
+	f, err := Bind(ctx, c, k, token)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// Bind binds an already connected stream (TCP, or TLS after its handshake)
+// as the flow of kind k. The Flow takes ownership of c on success.
+func Bind(ctx context.Context, c net.Conn, k media.Kind, token wire.Token) (*Flow, error) {
+	f := &Flow{conn: c, kind: k, d: wire.NewDeframer(c, 0xffff)}
+	if err := f.bind(ctx, token); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *Flow) bind(ctx context.Context, token wire.Token) error {
+	var b [wire.BindSize]byte
+	bind := wire.Bind{Kind: f.kind, TxID: 1, Token: token}
+	if _, err := bind.MarshalTo(b[:]); err != nil {
+		return err
+	}
+	if err := f.Send(b[:]); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d
+	}
+	buf := make([]byte, 2048)
+	n, err := f.Recv(buf, deadline)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBind, err)
+	}
+	var ack wire.BindAck
+	if wire.Classify(buf[:n]) != wire.ClassBindAck || ack.Unmarshal(buf[:n]) != nil || ack.TxID != 1 {
+		return ErrBind
+	}
+	f.mapped = ack.Mapped
+	return nil
+}
+
+// Send writes one packet as an RFC 4571 frame.
+func (f *Flow) Send(pkt []byte) error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	f.wbuf = wire.AppendFrame(f.wbuf[:0], pkt)
+	_, err := f.conn.Write(f.wbuf)
+	return err
+}
+
+// Recv reads the next packet into buf, waiting until deadline (zero: none).
+func (f *Flow) Recv(buf []byte, deadline time.Time) (int, error) {
+	if err := f.conn.SetReadDeadline(deadline); err != nil {
+		return 0, err
+	}
+	p, err := f.d.Next()
+	if err != nil {
+		return 0, err
+	}
+	return copy(buf, p), nil
+}
+
+// Mapped returns the peer address the router saw.
+func (f *Flow) Mapped() netip.AddrPort { return f.mapped }
+
+// Conn exposes the connection (tests).
+func (f *Flow) Conn() net.Conn { return f.conn }
+
+// Close closes the connection. Idempotent.
+func (f *Flow) Close() error {
+	err := f.conn.Close()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,207 @@
+package router
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/openmmr/mmr/dscp"
+	"github.com/openmmr/mmr/session"
+	"github.com/openmmr/mmr/stats"
+	"github.com/openmmr/mmr/wire"
+)
+
+// Errors that end a media stream.
+var (
+	ErrStreamBind = errors.New("router: media stream did not start with a valid bind")
+)
+
+// keyframeReq asks the binder goroutine to send a PLI to ssrc's publisher.
+type keyframeReq struct {
+	meeting *session.Meeting
+	ssrc    uint32
+}
+
+// ServeStream runs the media stream protocol (docs/PROTOCOL.md, "Media
+// over TCP 8801 and TLS 443") on c until it ends: RFC 4571 framed packets,
+// the first of which must be a Bind with a valid media token within
+// BindTimeout; then RTP, RTCP and keepalives both ways, routed like UDP
+// ones. It closes c and returns when the stream ends, when the flow is
+// bound elsewhere, or when the Router closes. Safe for concurrent use; the
+// TCP listener calls it, and so does the control channel's TLS listener
+// for connections it identifies as media.
+func (r *Router) ServeStream(c net.Conn) error {
+	if !r.trackStream(c) {
+		c.Close()
+		return ErrClosed
+	}
+	defer r.untrackStream(c)
+	defer c.Close()
+	_, isTLS := c.(*tls.Conn)
+	peer := addrPortOf(c.RemoteAddr())
+
+	_ = c.SetReadDeadline(time.Now().Add(r.cfg.BindTimeout))
+	d := wire.NewDeframer(c, MaxPacket)
+	pkt, err := d.Next()
+	var bind wire.Bind
+	if err != nil || wire.Classify(pkt) != wire.ClassBind || bind.Unmarshal(pkt) != nil {
+		if errors.Is(err, wire.ErrFrameSize) {
+			r.streamLive.Drop(stats.DropStreamFrame)
+		} else {
+			r.streamLive.Drop(stats.DropStreamBind)
+		}
+		return ErrStreamBind
+	}
+	p, ok := r.reg.Tokens.Get(bind.Token)
+	if !ok {
+		r.streamLive.Drop(stats.DropBadToken)
+		return ErrStreamBind
+	}
+	k := bind.Kind
+	sink := newStreamSink(r, c, isTLS, p, k)
+	if !r.reg.BindStream(p, k, peer, sink) {
+		r.streamLive.Drop(stats.DropBadToken)
+		return ErrStreamBind
+	}
+	defer r.reg.UnbindStream(p, k, sink)
+	tuneStream(c, r.cfg.DSCP.For(k), r.cfg.StreamQueue)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		sink.writeLoop()
+	}()
+	defer func() {
+		sink.close()
+		<-writerDone
+	}()
+	ack := wire.BindAck{Kind: k, Status: wire.StatusOK, TxID: bind.TxID, Mapped: peer}
+	var abuf [wire.BindAckSize]byte
+	if n, err := ack.MarshalTo(abuf[:]); err == nil {
+		sink.Enqueue(abuf[:n])
+	}
+
+	rd := newStreamReader(r, int(peer.Port()))
+	f := p.Flow(k)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(r.cfg.IdleTimeout))
+		pkt, err := d.Next()
+		if err != nil {
+			if errors.Is(err, wire.ErrFrameSize) {
+				r.streamLive.Drop(stats.DropStreamFrame)
+				return err
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		if rem := f.Remote(); rem == nil || rem.Sink != sink {
+			return nil // moved to another transport, or the participant left
+		}
+		rd.live.In(len(pkt))
+		rd.now = time.Now().UnixNano()
+		f.Seen(rd.now)
+		rd.fromFlow(pkt, wire.Classify(pkt), f)
+		rd.flush() // UDP copies point into the deframer's buffer
+	}
+}
+
+// tuneStream marks a stream connection's socket (the TCP connection under
+// TLS) with the kind's DSCP and caps its kernel send buffer at the queue
+// budget: media late by a multi-megabyte kernel buffer is useless, and the
+// router's own queue decides what to drop.
+func tuneStream(c net.Conn, d uint8, sndbuf int) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if d != 0 {
+		if sc, ok := c.(syscall.Conn); ok {
+			_ = dscp.Set(sc, d)
+		}
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(sndbuf)
+		_ = tc.SetNoDelay(true)
+	}
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// trackStream registers a live stream so Close can end it; false once
+// the Router is closing.
+func (r *Router) trackStream(c net.Conn) bool {
+	r.streamMu.Lock()
+	defer r.streamMu.Unlock()
+	if r.closed.Load() {
+		return false
+	}
+	r.streams[c] = struct{}{}
+	r.streamWG.Add(1)
+	return true
+}
+
+func (r *Router) untrackStream(c net.Conn) {
+	r.streamMu.Lock()
+	delete(r.streams, c)
+	r.streamMu.Unlock()
+	r.streamWG.Done()
+}
+
+// closeStreams closes every live stream and waits for their handlers.
+func (r *Router) closeStreams() {
+	r.streamMu.Lock()
+	for c := range r.streams {
+		c.Close()
+	}
+	r.streamMu.Unlock()
+	r.streamWG.Wait()
+}
+
+// serveTCP accepts media streams on ln, at most MaxStreamsPerIP at once
+// from one source address.
+func (r *Router) serveTCP(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if r.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			r.log.Warn("router: TCP accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		ip := addrPortOf(c.RemoteAddr()).Addr()
+		if !r.perIP.acquire(ip) {
+			r.streamLive.Drop(stats.DropStreamLimit)
+			c.Close()
+			continue
+		}
+		go func() {
+			defer r.perIP.release(ip)
+			_ = r.ServeStream(c)
+		}()
+	}
+}
+
+func listenTCP(a netip.AddrPort) (net.Listener, error) {
+	network := "tcp4"
+	if a.Addr().Is6() && !a.Addr().Is4In6() {
+		network = "tcp6"
+	}
+	ln, err := net.Listen(network, a.String())
+	if err != nil {
+		return nil, fmt.Errorf("router: listen TCP %v: %w", a, err)
+	}
+	return ln, nil
+}
