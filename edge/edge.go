@@ -1,0 +1,213 @@
+// Package edge is the MMR's TLS front door on port 443: one listener shared
+// by the control channel, media streams over TLS and an in-process zone
+// controller. It completes each TLS handshake and routes the connection by
+// its ALPN protocol (RFC 7301) to a handler function or to a virtual
+// net.Listener, for servers that want to Accept.
+//
+// An Edge is safe for concurrent use. Routes are set before Serve.
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Tuning defaults.
+const (
+	// DefaultHandshakeTimeout bounds a TLS handshake: a silent client holds
+	// a goroutine and a descriptor no longer than this.
+	DefaultHandshakeTimeout = 5 * time.Second
+	// DefaultMaxHandshakes caps handshakes in progress, so a flood of
+	// half-open connections cannot take all memory.
+	DefaultMaxHandshakes = 1024
+)
+
+// Config configures an Edge.
+type Config struct {
+	// TLS is the server configuration (certificates); Edge sets NextProtos
+	// from its routes. Required.
+	TLS *tls.Config
+	// HandshakeTimeout: default DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// MaxHandshakes: default DefaultMaxHandshakes.
+	MaxHandshakes int
+	// Logger: default slog.Default().
+	Logger *slog.Logger
+}
+
+// Edge routes TLS connections by ALPN.
+type Edge struct {
+	cfg    Config
+	ln     net.Listener
+	routes map[string]func(net.Conn)
+	def    func(net.Conn)
+	sem    chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
+	closed chan struct{}
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	vls    []*virtualListener
+}
+
+// New returns an Edge that will serve on ln (the caller binds it, e.g. with
+// Listen, so that a bind error can name the flag that picks the address).
+func New(ln net.Listener, cfg Config) (*Edge, error) {
+	if cfg.TLS == nil {
+		return nil, errors.New("edge: TLS configuration required")
+	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.MaxHandshakes == 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	e := &Edge{cfg: cfg, ln: ln, routes: map[string]func(net.Conn){}, sem: make(chan struct{}, cfg.MaxHandshakes), closed: make(chan struct{})}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	return e, nil
+}
+
+// Listen binds a TCP address for an Edge; its error says how to pick
+// another address with flag.
+func Listen(addr, flag string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s (%w): port 443 needs root or CAP_NET_BIND_SERVICE and must be free; pick another address with %s, e.g. %s 127.0.0.1:8443", addr, err, flag, flag)
+	}
+	return ln, nil
+}
+
+// Handle routes connections that negotiated alpn to h, which owns the
+// connection. alpn "" is the route for clients that negotiate none.
+func (e *Edge) Handle(alpn string, h func(net.Conn)) {
+	if alpn == "" {
+		e.def = h
+		return
+	}
+	e.routes[alpn] = h
+}
+
+// Listener returns a net.Listener whose Accept yields the connections that
+// negotiated alpn ("" for none). Closing it stops that route; Edge.Close
+// closes it too.
+func (e *Edge) Listener(alpn string) net.Listener {
+	vl := &virtualListener{addr: e.ln.Addr(), ch: make(chan net.Conn), done: make(chan struct{})}
+	e.vls = append(e.vls, vl)
+	e.Handle(alpn, vl.deliver)
+	return vl
+}
+
+// Addr returns the listening address.
+func (e *Edge) Addr() net.Addr { return e.ln.Addr() }
+
+// Serve accepts until Close. It returns nil after Close.
+func (e *Edge) Serve() error {
+	tc := e.cfg.TLS.Clone()
+	tc.NextProtos = nil
+	for p := range e.routes {
+		tc.NextProtos = append(tc.NextProtos, p)
+	}
+	for {
+		c, err := e.ln.Accept()
+		if err != nil {
+			select {
+			case <-e.closed:
+				return nil
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		select {
+		case e.sem <- struct{}{}:
+		default:
+			c.Close() // too many handshakes in progress
+			continue
+		}
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			defer func() { <-e.sem }()
+			e.handshake(tls.Server(c, tc))
+		}()
+	}
+}
+
+func (e *Edge) handshake(tc *tls.Conn) {
+	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout) // Close aborts it too
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		e.cfg.Logger.Debug("edge: handshake failed", "peer", tc.RemoteAddr(), "err", err)
+		tc.Close()
+		return
+	}
+	h := e.def
+	if r, ok := e.routes[tc.ConnectionState().NegotiatedProtocol]; ok {
+		h = r
+	}
+	if h == nil {
+		tc.Close()
+		return
+	}
+	h(tc)
+}
+
+// Close stops accepting, ends handshakes in progress and closes the
+// virtual listeners. Connections already handed to a route are the route's.
+// Idempotent.
+func (e *Edge) Close() error {
+	e.once.Do(func() {
+		close(e.closed)
+		e.cancel()
+		e.ln.Close()
+		for _, vl := range e.vls {
+			vl.Close()
+		}
+		e.wg.Wait()
+	})
+	return nil
+}
+
+// virtualListener hands routed connections to an Accept loop.
+type virtualListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (v *virtualListener) deliver(c net.Conn) {
+	select {
+	case v.ch <- c:
+	case <-v.done:
+		c.Close()
+	}
+}
+
+func (v *virtualListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-v.ch:
+		return c, nil
+	case <-v.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (v *virtualListener) Close() error {
+	v.once.Do(func() { close(v.done) })
+	return nil
+}
+
+func (v *virtualListener) Addr() net.Addr { return v.addr }
