@@ -138,20 +138,25 @@ func (e *Edge) Serve() error {
 		}
 		e.wg.Add(1)
 		go func() {
-			defer e.wg.Done()
-			defer func() { <-e.sem }()
-			e.handshake(tls.Server(c, tc))
+			tc, h := e.handshake(tls.Server(c, tc))
+			<-e.sem
+			e.wg.Done() // Close waits for handshakes, not for the routes' work
+			if h != nil {
+				h(tc)
+			}
 		}()
 	}
 }
 
-func (e *Edge) handshake(tc *tls.Conn) {
+// handshake completes the TLS handshake and picks the route; it returns
+// a nil handler when the connection was closed instead.
+func (e *Edge) handshake(tc *tls.Conn) (*tls.Conn, func(net.Conn)) {
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout) // Close aborts it too
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		e.cfg.Logger.Debug("edge: handshake failed", "peer", tc.RemoteAddr(), "err", err)
 		tc.Close()
-		return
+		return nil, nil
 	}
 	h := e.def
 	if r, ok := e.routes[tc.ConnectionState().NegotiatedProtocol]; ok {
@@ -159,14 +164,13 @@ func (e *Edge) handshake(tc *tls.Conn) {
 	}
 	if h == nil {
 		tc.Close()
-		return
 	}
-	h(tc)
+	return tc, h
 }
 
 // Close stops accepting, ends handshakes in progress and closes the
-// virtual listeners. Connections already handed to a route are the route's.
-// Idempotent.
+// virtual listeners. Connections already handed to a route are the route's
+// to close; Close does not wait for them. Idempotent.
 func (e *Edge) Close() error {
 	e.once.Do(func() {
 		close(e.closed)

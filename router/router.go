@@ -339,3 +339,9 @@ func (r *Router) ParticipantStats(id ParticipantID) (stats.Counters, error) {
 	}
 	return p.Stats.Snapshot(), nil
 }
+
+// MeetingInfo is one hosted meeting's ID and number of participants.
+type MeetingInfo = session.MeetingInfo
+
+// Meetings lists the hosted meetings (for load reports to zone controllers).
+func (r *Router) Meetings() []MeetingInfo { return r.reg.Meetings() }

@@ -377,3 +377,20 @@ func (r *Registry) UnbindStream(p *Participant, k media.Kind, sink Sink) {
 		f.remote.Store(nil)
 	}
 }
+
+// MeetingInfo is one meeting's ID and size.
+type MeetingInfo struct {
+	ID           string
+	Participants int
+}
+
+// Meetings lists every meeting with its number of participants.
+func (r *Registry) Meetings() []MeetingInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]MeetingInfo, 0, len(r.meetings))
+	for id, m := range r.meetings {
+		out = append(out, MeetingInfo{ID: id, Participants: len(m.parts)})
+	}
+	return out
+}

@@ -105,6 +105,7 @@ func TestRegistryRoutes(t *testing.T) {
 	require.Empty(t, dests(ps[3], media.Audio), "a removed participant's flows go nowhere")
 	_, ok := r.Tokens.Get(ps[3].Token)
 	require.False(t, ok, "its token no longer binds")
+	require.Equal(t, []MeetingInfo{{ID: "m", Participants: 3}}, r.Meetings())
 	require.NoError(t, r.EndMeeting("m"))
 	m, n := r.Counts()
 	require.Zero(t, m)

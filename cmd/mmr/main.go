@@ -1,8 +1,12 @@
-// Command mmr runs a Multimedia Router: UDP media on port 8801 by default.
+// Command mmr runs a Multimedia Router: media on UDP and TCP 8801, the
+// control channel, TLS media and an in-process zone controller on TLS 443.
 //
-//	go run ./cmd/mmr            # defaults: UDP 0.0.0.0:8801 and [::]:8801
+//	go run ./cmd/mmr            # defaults: a one-MMR zone on this machine
 //	go run ./cmd/mmr -h         # every flag
 //	go run ./cmd/mmr token -h   # mint a join token (control channel)
+//
+// SIGINT/SIGTERM stop it; SIGUSR1 drains it (no new meetings; it exits when
+// the last meeting ends or after -drain-timeout).
 package main
 
 import (
@@ -15,32 +19,51 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/openmmr/mmr/control/zcagent"
 	"github.com/openmmr/mmr/dscp"
 	"github.com/openmmr/mmr/ingress"
 	"github.com/openmmr/mmr/router"
 )
 
-// subcommands maps `mmr NAME ...` to its entry point.
-var subcommands = map[string]func(args []string) int{}
-
 func main() {
-	if len(os.Args) > 1 {
-		if sub, ok := subcommands[os.Args[1]]; ok {
-			os.Exit(sub(os.Args[2:]))
-		}
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		os.Exit(tokenMain(os.Args[2:]))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stderr, nil))
+	drain := make(chan os.Signal, 1)
+	signal.Notify(drain, syscall.SIGUSR1)
+	os.Exit(run(ctx, os.Args[1:], os.Stderr, drain, nil))
 }
 
 // options are the parsed flags.
 type options struct {
-	cfg      router.Config
-	logLevel slog.Level
+	cfg            router.Config
+	logLevel       slog.Level
+	control        string
+	state          string
+	joinSecretFile string
+	zoneSecretFile string
+	zcs            []string
+	public         netip.Addr
+	id             string
+	drainTimeout   time.Duration
+}
+
+// defaultState is where a router keeps its certificate and secrets.
+func defaultState() string {
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
+		return d
+	}
+	if d, err := os.UserConfigDir(); err == nil {
+		return filepath.Join(d, "openmmr")
+	}
+	return ".openmmr"
 }
 
 func parseFlags(args []string, out io.Writer) (*options, error) {
@@ -52,6 +75,15 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	}
 	def := dscp.Default()
 	udp := fs.String("udp", "0.0.0.0:8801,[::]:8801", "comma-separated UDP media listen addresses (port 0: ephemeral)")
+	tcp := fs.String("tcp", "", "comma-separated TCP media listen addresses (default: the -udp addresses; \"off\": none)")
+	control := fs.String("control", ":443", "TLS address of the control channel, TLS media and the in-process zone controller")
+	state := fs.String("state", defaultState(), "directory for the TLS certificate and the secrets (created on first start)")
+	joinSecret := fs.String("join-secret-file", "", "join-token secret file (default STATE/join.secret, created if missing; `mmr token` signs with it)")
+	zoneSecret := fs.String("zone-secret-file", "", "zone secret file shared with the zone's ZCs (default STATE/zone.secret, created if missing)")
+	zcs := fs.String("zc", "", "comma-separated zone controller addresses (host:port); empty: run a one-MMR zone with a ZC in process")
+	public := fs.String("public", "", "IP address clients reach this MMR on, announced to the zone (default: the listen addresses, loopback for wildcards)")
+	id := fs.String("id", "", "this MMR's ID in its zone (default: the host name)")
+	drainTimeout := fs.Duration("drain-timeout", 10*time.Minute, "after SIGUSR1 (drain), exit when the last meeting ends or after this long")
 	shards := fs.Int("shards", 0, "sockets and reader threads per UDP address (0: one per CPU)")
 	batch := fs.Int("batch", router.DefaultBatch, "datagrams per recvmmsg call (1..1024)")
 	mode := fs.String("read-mode", "blocking", "how readers wait: blocking (locked OS thread) or poll (Go netpoller)")
@@ -67,13 +99,35 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
-	o := &options{}
-	for _, s := range strings.Split(*udp, ",") {
-		ap, err := netip.ParseAddrPort(strings.TrimSpace(s))
-		if err != nil {
-			return nil, fmt.Errorf("-udp: %w", err)
+	o := &options{control: *control, state: *state, joinSecretFile: *joinSecret, zoneSecretFile: *zoneSecret, id: *id, drainTimeout: *drainTimeout}
+	var err error
+	if o.cfg.UDP, err = parseAddrs(*udp); err != nil {
+		return nil, fmt.Errorf("-udp: %w", err)
+	}
+	switch *tcp {
+	case "":
+	case "off":
+		o.cfg.DisableTCP = true
+	default:
+		if o.cfg.TCP, err = parseAddrs(*tcp); err != nil {
+			return nil, fmt.Errorf("-tcp: %w", err)
 		}
-		o.cfg.UDP = append(o.cfg.UDP, ap)
+	}
+	if o.joinSecretFile == "" {
+		o.joinSecretFile = filepath.Join(o.state, "join.secret")
+	}
+	if o.zoneSecretFile == "" {
+		o.zoneSecretFile = filepath.Join(o.state, "zone.secret")
+	}
+	for _, z := range strings.Split(*zcs, ",") {
+		if z = strings.TrimSpace(z); z != "" {
+			o.zcs = append(o.zcs, z)
+		}
+	}
+	if *public != "" {
+		if o.public, err = netip.ParseAddr(*public); err != nil {
+			return nil, fmt.Errorf("-public: %w", err)
+		}
 	}
 	m, err := ingress.ParseMode(*mode)
 	if err != nil {
@@ -93,9 +147,22 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	return o, nil
 }
 
-// run starts the router and blocks until ctx ends. started, when not nil,
-// receives the running router (tests).
-func run(ctx context.Context, args []string, stderr io.Writer, started chan<- *router.Router) int {
+func parseAddrs(list string) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	for _, s := range strings.Split(list, ",") {
+		ap, err := netip.ParseAddrPort(strings.TrimSpace(s))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ap)
+	}
+	return out, nil
+}
+
+// run starts an MMR and blocks until ctx ends, or until a drain (a value
+// on drain) has completed. started, when not nil, receives the running
+// node (tests).
+func run(ctx context.Context, args []string, stderr io.Writer, drain <-chan os.Signal, started chan<- *node) int {
 	o, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -105,18 +172,32 @@ func run(ctx context.Context, args []string, stderr io.Writer, started chan<- *r
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
-	o.cfg.Logger = log
-	r, err := router.New(o.cfg)
+	n, err := start(o, log)
 	if err != nil {
-		log.Error("mmr: cannot start", "err", err, "hint", "pick other addresses with -udp")
+		log.Error("mmr: cannot start", "err", err)
 		return 1
 	}
-	log.Info("mmr: running", "udp", r.UDPAddrs(), "dscp", o.cfg.DSCP)
+	defer func() {
+		log.Info("mmr: stopping")
+		n.close()
+	}()
 	if started != nil {
-		started <- r
+		started <- n
 	}
-	<-ctx.Done()
-	log.Info("mmr: stopping")
-	r.Close()
+	select {
+	case <-ctx.Done():
+	case <-drain:
+		// Stop taking new meetings; exit when the last one ends, or at the
+		// deadline.
+		log.Info("mmr: draining", "deadline", o.drainTimeout)
+		n.agent.Drain()
+		dctx, cancel := context.WithTimeout(ctx, o.drainTimeout)
+		defer cancel()
+		if err := zcagent.WaitDrained(dctx, zcagent.LoadFunc(n.load), time.Now().Add(o.drainTimeout)); err != nil {
+			log.Warn("mmr: drain deadline reached with meetings left", "err", err)
+		} else {
+			log.Info("mmr: drained")
+		}
+	}
 	return 0
 }

@@ -12,32 +12,183 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 
-	"github.com/openmmr/mmr/router"
+	ctlclient "github.com/openmmr/mmr/client/control"
+	"github.com/openmmr/mmr/client/udpmedia"
+	"github.com/openmmr/mmr/control/token"
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/tlsutil"
+	"github.com/openmmr/mmr/wire"
+	"github.com/openmmr/mmr/zone/zclient"
 )
 
-func TestRunStartsAndStops(t *testing.T) {
+// startNode runs the command in-process on ephemeral loopback ports with a
+// fresh state directory and stops it when the test ends.
+func startNode(t *testing.T, extra ...string) (*node, string, *lockedBuffer) {
+	t.Helper()
+	state := t.TempDir()
+	args := append([]string{"-udp", "127.0.0.1:0", "-shards", "1", "-control", "127.0.0.1:0", "-state", state, "-id", "mmr-test"}, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
-	started := make(chan *router.Router, 1)
-	var logs bytes.Buffer
+	started := make(chan *node, 1)
+	logs := &lockedBuffer{}
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"-udp", "127.0.0.1:0", "-shards", "1"}, &logs, started) }()
-	r := <-started
-	require.Len(t, r.UDPAddrs(), 1)
-	cancel()
-	require.Equal(t, 0, <-done)
-	require.Contains(t, logs.String(), "router: listening")
-	require.Contains(t, logs.String(), "router: closed")
+	go func() { done <- run(ctx, args, logs, nil, started) }()
+	var n *node
+	select {
+	case n = <-started:
+	case code := <-done:
+		t.Fatalf("run exited %d:\n%s", code, logs.String())
+	}
+	t.Cleanup(func() {
+		cancel()
+		require.Equal(t, 0, <-done)
+	})
+	return n, state, logs
+}
+
+// TestConnectionFlow walks the connection process against the real binary's
+// node: the zone controller names the MMR (phase 3), the control channel
+// joins two participants (TLS, pinned certificate), and their UDP media
+// flows exchange a packet (phase 4).
+func TestConnectionFlow(t *testing.T) {
+	n, state, logs := startNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pin, err := tlsutil.PinnedClientConfig(n.fp)
+	require.NoError(t, err)
+	require.Contains(t, logs.String(), n.fp, "the fingerprint is logged for pinning")
+
+	// Phase 3: which MMR hosts meeting "standup"? (The agent registers
+	// within a report interval.)
+	tlsAddr := addrPort(n.edge.Addr()).String()
+	zc, err := zclient.Dial(ctx, tlsAddr, pin)
+	require.NoError(t, err)
+	defer zc.Close()
+	var placedOn string
+	require.Eventually(t, func() bool {
+		pl, err := zc.Lookup(ctx, "standup")
+		if err != nil {
+			return false
+		}
+		placedOn = pl.MMR
+		return len(pl.Endpoints.TLS) == 1
+	}, 10*time.Second, 100*time.Millisecond)
+	require.Equal(t, "mmr-test", placedOn)
+
+	// Phase 3b: the control channel, with tokens minted as `mmr token` does.
+	secret, err := os.ReadFile(filepath.Join(state, "join.secret"))
+	require.NoError(t, err)
+	join := func(who string) (*ctlclient.Client, *udpmedia.Flow) {
+		tok, err := token.Mint(bytes.TrimSuffix(secret, []byte("\n")), token.Claims{Meeting: "standup", Identity: who, Role: token.Participant, Expiry: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		c, err := ctlclient.Dial(ctx, tlsAddr, ctlclient.Config{TLS: pin})
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		j, err := c.Join(ctx, "standup", tok, who)
+		require.NoError(t, err)
+		mt, err := wire.ParseToken(j.MediaToken)
+		require.NoError(t, err)
+		var udp *udpmedia.Flow
+		for _, ep := range j.Endpoints {
+			if ep.Transport == "udp" && media.Kind(ep.Kind) == media.Audio {
+				udp, err = udpmedia.Dial(ctx, ep.Addr, media.Audio, mt)
+				require.NoError(t, err)
+				t.Cleanup(func() { udp.Close() })
+				break
+			}
+		}
+		require.NotNil(t, udp, "joined lists a UDP audio endpoint")
+		require.NoError(t, c.Publish(ctx, media.Audio, uint32(len(who))))
+		return c, udp
+	}
+	_, alice := join("alice")
+	_, bob := join("bob")
+	pkt, err := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SSRC: 5}, Payload: []byte("hi bob")}).Marshal()
+	require.NoError(t, err)
+	require.NoError(t, alice.Send(pkt))
+	buf := make([]byte, 1500)
+	got, err := bob.Recv(buf, time.Now().Add(5*time.Second))
+	require.NoError(t, err)
+	require.Equal(t, pkt, buf[:got])
+	require.Equal(t, 2, n.r.Stats().Participants)
 }
 
 func TestFlags(t *testing.T) {
 	var out bytes.Buffer
-	require.Equal(t, 0, run(context.Background(), []string{"-h"}, &out, nil))
+	require.Equal(t, 0, run(context.Background(), []string{"-h"}, &out, nil, nil))
 	require.Contains(t, out.String(), "-dscp-audio")
-	for _, bad := range [][]string{{"-udp", "nope"}, {"-read-mode", "x"}, {"-dscp-video", "64"}, {"extra"}} {
-		require.Equal(t, 2, run(context.Background(), bad, &out, nil), bad)
+	require.Contains(t, out.String(), "-control")
+	for _, bad := range [][]string{{"-udp", "nope"}, {"-read-mode", "x"}, {"-dscp-video", "64"}, {"extra"}, {"-public", "x"}, {"-tcp", "y"}} {
+		require.Equal(t, 2, run(context.Background(), bad, &out, nil, nil), bad)
 	}
+}
+
+func TestControlPortInUseNamesFlag(t *testing.T) {
+	n, _, _ := startNode(t)
+	var logs bytes.Buffer
+	code := run(context.Background(), []string{"-udp", "127.0.0.1:0", "-control", addrPort(n.edge.Addr()).String(), "-state", t.TempDir()}, &logs, nil, nil)
+	require.Equal(t, 1, code)
+	require.Contains(t, logs.String(), "-control")
+}
+
+func TestDrainExitsWhenEmpty(t *testing.T) {
+	state := t.TempDir()
+	drain := make(chan os.Signal, 1)
+	started := make(chan *node, 1)
+	done := make(chan int, 1)
+	logs := &lockedBuffer{}
+	go func() {
+		done <- run(context.Background(), []string{"-udp", "127.0.0.1:0", "-control", "127.0.0.1:0", "-state", state}, logs, drain, started)
+	}()
+	n := <-started
+	require.NoError(t, n.r.CreateMeeting("m"))
+	drain <- syscall.SIGUSR1
+	select {
+	case <-done:
+		t.Fatal("exited while a meeting was still running")
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.NoError(t, n.r.EndMeeting("m"))
+	select {
+	case code := <-done:
+		require.Equal(t, 0, code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not exit after the last meeting ended")
+	}
+	require.Contains(t, logs.String(), "mmr: drained")
+}
+
+func TestTokenSubcommand(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "s")
+	require.NoError(t, os.WriteFile(secretFile, []byte(strings.Repeat("k", 32)+"\n"), 0o600))
+	stdout := captureStdout(t, func() {
+		require.Equal(t, 0, tokenMain([]string{"-secret-file", secretFile, "-meeting", "m1", "-identity", "ann", "-role", "host"}))
+	})
+	tok := strings.TrimSpace(stdout)
+	v, err := token.NewVerifier([]byte(strings.Repeat("k", 32)))
+	require.NoError(t, err)
+	c, err := v.Verify(tok, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, "m1", c.Meeting)
+	require.Equal(t, token.Host, c.Role)
+	require.NotEqual(t, 0, tokenMain([]string{"-meeting", "m1"}), "no secret")
+}
+
+func captureStdout(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	old := os.Stdout
+	os.Stdout = w
+	f()
+	os.Stdout = old
+	w.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(r)
+	return b.String()
 }
 
 // TestBinarySignal builds the real binary and stops it with SIGTERM.
@@ -49,7 +200,7 @@ func TestBinarySignal(t *testing.T) {
 	build := exec.Command("go", "build", "-o", bin, ".")
 	build.Stderr = os.Stderr
 	require.NoError(t, build.Run())
-	cmd := exec.Command(bin, "-udp", "127.0.0.1:0", "-shards", "1")
+	cmd := exec.Command(bin, "-udp", "127.0.0.1:0", "-shards", "1", "-control", "127.0.0.1:0", "-state", t.TempDir())
 	logs := &lockedBuffer{}
 	cmd.Stderr = logs
 	require.NoError(t, cmd.Start())
@@ -62,7 +213,7 @@ func TestBinarySignal(t *testing.T) {
 	require.Contains(t, logs.String(), "router: closed")
 }
 
-// lockedBuffer is a bytes.Buffer safe for exec's copier goroutine and the test.
+// lockedBuffer is a bytes.Buffer safe for concurrent writers and readers.
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -1,0 +1,209 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"strings"
+)
+
+// The parent ↔ child line protocol, one request and one reply per line:
+//
+//	parent: start <childSpec as JSON>   child: ok <address it listens on> | err <message>
+//	parent: usage                       child: usage <cpu ns> <mallocs> <alloc bytes> | err <message>
+//	parent: quit                        child: bye
+//
+// "usage" is answered without allocating (the reply is formatted into a
+// reused buffer), so that reading the counters does not disturb the
+// allocation count it reports. End of stdin (the parent died) stops the
+// forwarder and exits the child like quit.
+
+// Names of the forwarding implementations (childSpec.Impl).
+const (
+	implFloor   = "floor"    // least possible recvmmsg/sendmmsg loop (fwd_floor_linux_test.go)
+	implMMR     = "mmr"      // the router, blocking reads (fwd_mmr_test.go)
+	implMMRPoll = "mmr-poll" // the router, netpoller reads
+	// implMMRNoDSCP is the router with DSCP marking disabled: the cost of
+	// the per-copy IP_TOS control message, for information.
+	implMMRNoDSCP = "mmr-nodscp"
+	implNaive     = "naive" // ReadFromUDPAddrPort + one WriteToUDPAddrPort per subscriber
+)
+
+// childSpec is what the parent asks the child to run.
+type childSpec struct {
+	Impl string `json:"impl"`
+	// Pub is the publisher's socket address, the source of every packet.
+	Pub netip.AddrPort `json:"pub"`
+	// Subs are the subscribers' socket addresses, each to receive a copy of
+	// every packet.
+	Subs []netip.AddrPort `json:"subs"`
+	// SSRC is the publisher's RTP SSRC (published in the router for mmr).
+	SSRC uint32 `json:"ssrc"`
+	// IdleMeetings (mmr only) adds that many meetings beside the measured
+	// one, each with IdleParticipants participants bound to fixed addresses
+	// nobody sends from.
+	IdleMeetings     int `json:"idleMeetings"`
+	IdleParticipants int `json:"idleParticipants"`
+}
+
+// validate reports a spec no forwarder can run.
+func (s childSpec) validate() error {
+	var errs []error
+	if !s.Pub.IsValid() {
+		errs = append(errs, errors.New("bench: publisher address missing"))
+	}
+	if len(s.Subs) == 0 {
+		errs = append(errs, errors.New("bench: no subscribers"))
+	}
+	for _, a := range s.Subs {
+		if !a.IsValid() || !a.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("bench: subscriber address %v is not IPv4", a))
+		}
+	}
+	if s.IdleMeetings < 0 || s.IdleParticipants < 0 || s.IdleMeetings*s.IdleParticipants > 1<<20 {
+		errs = append(errs, fmt.Errorf("bench: idle meetings %d x %d out of range", s.IdleMeetings, s.IdleParticipants))
+	}
+	return errors.Join(errs...)
+}
+
+// forwarder is one running implementation inside the child. Close is
+// idempotent and ends every goroutine the forwarder started.
+type forwarder interface {
+	Addr() netip.AddrPort
+	Close() error
+}
+
+// newForwarder starts the implementation named by spec.Impl.
+func newForwarder(spec childSpec, log *slog.Logger) (forwarder, error) {
+	if err := spec.validate(); err != nil {
+		return nil, err
+	}
+	switch spec.Impl {
+	case implFloor:
+		return newFloor(spec.Subs)
+	case implNaive:
+		return newNaive(spec.Subs)
+	case implMMR, implMMRPoll, implMMRNoDSCP:
+		return newMMR(spec, log)
+	}
+	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s or %s)",
+		spec.Impl, implFloor, implMMR, implMMRPoll, implMMRNoDSCP, implNaive)
+}
+
+// maxControlLine bounds one control line: a start spec with 200 subscribers
+// is about 5 KB; 1 MiB leaves room for any sweep.
+const maxControlLine = 1 << 20
+
+// childServer runs the child's side of the protocol. Not safe for concurrent
+// use: one goroutine (runChild's) owns it.
+type childServer struct {
+	r     *bufio.Reader
+	w     io.Writer
+	log   *slog.Logger
+	fw    forwarder
+	reply []byte           // reused reply buffer
+	ms    runtime.MemStats // reused so that usage does not allocate
+}
+
+// runChild serves the protocol on in/out until quit or end of input and
+// returns the process exit code. Logs go to logw.
+func runChild(in io.Reader, out, logw io.Writer) int {
+	c := &childServer{
+		r:     bufio.NewReaderSize(in, maxControlLine),
+		w:     out,
+		log:   slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		reply: make([]byte, 0, 128),
+	}
+	defer c.stop()
+	for {
+		line, err := c.r.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return 0
+			}
+			c.log.Error("bench child: reading control line", "err", err)
+			return 1
+		}
+		cmd, arg, _ := bytes.Cut(bytes.TrimSuffix(line, []byte("\n")), []byte(" "))
+		switch string(cmd) {
+		case "start":
+			c.start(arg)
+		case "usage":
+			c.usage()
+		case "quit":
+			c.stop()
+			c.write("bye")
+			return 0
+		default:
+			c.write("err unknown command " + strconv.Quote(string(cmd)))
+		}
+	}
+}
+
+func (c *childServer) start(arg []byte) {
+	if c.fw != nil {
+		c.write("err already started")
+		return
+	}
+	var spec childSpec
+	if err := json.Unmarshal(arg, &spec); err != nil {
+		c.write("err bad spec: " + err.Error())
+		return
+	}
+	fw, err := newForwarder(spec, c.log)
+	if err != nil {
+		c.write("err " + err.Error())
+		return
+	}
+	c.fw = fw
+	c.write("ok " + fw.Addr().String())
+}
+
+// usage answers the process CPU time and allocation counters without
+// allocating. CPU time is read first: ReadMemStats stops the world and its
+// cost then falls after the reading.
+func (c *childServer) usage() {
+	cpu, err := processCPU()
+	if err != nil {
+		c.write("err " + err.Error())
+		return
+	}
+	runtime.ReadMemStats(&c.ms)
+	b := append(c.reply[:0], "usage "...)
+	b = strconv.AppendUint(b, cpu, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, c.ms.Mallocs, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, c.ms.TotalAlloc, 10)
+	b = append(b, '\n')
+	c.reply = b
+	if _, err := c.w.Write(b); err != nil {
+		c.log.Error("bench child: writing reply", "err", err)
+	}
+}
+
+func (c *childServer) stop() {
+	if c.fw == nil {
+		return
+	}
+	if err := c.fw.Close(); err != nil {
+		c.log.Error("bench child: closing forwarder", "err", err)
+	}
+	c.fw = nil
+}
+
+// write sends one reply line; newlines inside s (multi-line errors) are
+// flattened so that the reply stays one line.
+func (c *childServer) write(s string) {
+	s = strings.ReplaceAll(s, "\n", "; ")
+	if _, err := io.WriteString(c.w, s+"\n"); err != nil {
+		c.log.Error("bench child: writing reply", "err", err)
+	}
+}

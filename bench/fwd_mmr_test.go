@@ -1,0 +1,122 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	"github.com/openmmr/mmr/ingress"
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/router"
+)
+
+// benchMeeting is the ID of the measured meeting in the mmr child.
+const benchMeeting = "bench"
+
+// Addresses of the idle participants (BenchmarkMeetings): participant g
+// (0-based over all idle meetings) is bound at 127.(1+g>>16).(g>>8).(g) with
+// port idleBasePort+kind index for each media kind. Nobody sends from them;
+// they only fill the router's tables.
+const idleBasePort = 20000
+
+// Idle SSRCs: participant g publishes idleSSRCBase+2g (video) and
+// idleSSRCBase+2g+1 (audio), far from benchSSRC.
+const idleSSRCBase uint32 = 0x20000000
+
+// mmrForwarder runs the router (impls mmr, mmr-poll, mmr-nodscp) with one
+// shard, one meeting, the publisher and the subscribers bound to fixed
+// addresses (no bind packets), the publisher publishing benchSSRC for video
+// and everyone subscribed to all video. DSCP marking is the default (RFC
+// 8837: video AF41) except for mmr-nodscp.
+type mmrForwarder struct {
+	r    *router.Router
+	addr netip.AddrPort
+}
+
+func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
+	mode := ingress.Blocking
+	if spec.Impl == implMMRPoll {
+		mode = ingress.Poll
+	}
+	r, err := router.New(router.Config{
+		UDP:         []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)},
+		Shards:      1,
+		ReadMode:    mode,
+		DisableDSCP: spec.Impl == implMMRNoDSCP,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	f := &mmrForwarder{r: r, addr: r.UDPAddrs()[0]}
+	if err := f.setup(spec); err != nil {
+		return nil, errors.Join(err, r.Close())
+	}
+	return f, nil
+}
+
+func (f *mmrForwarder) setup(spec childSpec) error {
+	if err := f.r.CreateMeeting(benchMeeting); err != nil {
+		return err
+	}
+	var o router.ParticipantOptions
+	o.Name = "publisher"
+	o.Fixed[media.Video.Index()] = spec.Pub
+	pub, err := f.r.AddParticipant(benchMeeting, o)
+	if err != nil {
+		return fmt.Errorf("bench: adding publisher: %w", err)
+	}
+	if err := f.r.Publish(pub.ID, media.Video, spec.SSRC); err != nil {
+		return fmt.Errorf("bench: publishing: %w", err)
+	}
+	for i, s := range spec.Subs {
+		var o router.ParticipantOptions
+		o.Name = fmt.Sprintf("sub%d", i)
+		o.Fixed[media.Video.Index()] = s
+		p, err := f.r.AddParticipant(benchMeeting, o)
+		if err != nil {
+			return fmt.Errorf("bench: adding subscriber %v: %w", s, err)
+		}
+		if err := f.r.Subscribe(p.ID, media.Video, router.All()); err != nil {
+			return fmt.Errorf("bench: subscribing %v: %w", s, err)
+		}
+	}
+	return f.addIdle(spec.IdleMeetings, spec.IdleParticipants)
+}
+
+// addIdle creates meetings idle meetings of per participants each, every
+// participant with all three kinds bound to fixed addresses and publishing
+// one video and one audio SSRC.
+func (f *mmrForwarder) addIdle(meetings, per int) error {
+	g := 0
+	for m := range meetings {
+		id := fmt.Sprintf("idle-%d", m)
+		if err := f.r.CreateMeeting(id); err != nil {
+			return err
+		}
+		for range per {
+			ip := netip.AddrFrom4([4]byte{127, byte(1 + g>>16), byte(g >> 8), byte(g)})
+			var o router.ParticipantOptions
+			for _, k := range media.Kinds {
+				o.Fixed[k.Index()] = netip.AddrPortFrom(ip, uint16(idleBasePort+k.Index()))
+			}
+			p, err := f.r.AddParticipant(id, o)
+			if err != nil {
+				return fmt.Errorf("bench: idle participant %d: %w", g, err)
+			}
+			ssrc := idleSSRCBase + 2*uint32(g)
+			if err := errors.Join(f.r.Publish(p.ID, media.Video, ssrc), f.r.Publish(p.ID, media.Audio, ssrc+1)); err != nil {
+				return fmt.Errorf("bench: idle participant %d: %w", g, err)
+			}
+			g++
+		}
+	}
+	return nil
+}
+
+// Addr returns the router's UDP address.
+func (f *mmrForwarder) Addr() netip.AddrPort { return f.addr }
+
+// Close closes the router (idempotent).
+func (f *mmrForwarder) Close() error { return f.r.Close() }

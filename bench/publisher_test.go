@@ -1,0 +1,87 @@
+package bench
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+)
+
+// pubBurst is the most packets the closed loop sends in one burst (one
+// sendmmsg on Linux). Bursts keep the forwarder busy with full recvmmsg
+// batches, as under the aggregate load of many publishers, instead of
+// waking it for every packet of a publisher that sends one at a time.
+const pubBurst = 32
+
+// publisher is the load generator's sending socket: it sends benchmark RTP
+// packets of a fixed size to the forwarder with increasing sequence
+// numbers. Not safe for concurrent use.
+type publisher struct {
+	conn  *net.UDPConn
+	addr  netip.AddrPort
+	dst   netip.AddrPort
+	bufs  [pubBurst][]byte
+	ssrc  uint32
+	seq   uint16
+	epoch uint32
+	// full rebuilds the payload of every packet (verify mode); otherwise
+	// only the header changes and the payload stays that of the first
+	// packet, which keeps the parent's cost per packet low.
+	full bool
+	os   pubOS // OS-specific burst state (publisher_linux_test.go)
+}
+
+func newPublisher(size int, ssrc uint32, full bool) (*publisher, error) {
+	if size < rtpHeaderLen || size > fwdBufSize {
+		return nil, errors.New("bench: packet size out of range")
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.SetWriteBuffer(sinkSocketBuffer); err != nil {
+		return nil, errors.Join(err, conn.Close())
+	}
+	p := &publisher{conn: conn, addr: conn.LocalAddr().(*net.UDPAddr).AddrPort(), ssrc: ssrc, full: full}
+	for i := range p.bufs {
+		p.bufs[i] = make([]byte, size)
+		makePacket(p.bufs[i], 0, 0, ssrc)
+	}
+	return p, nil
+}
+
+// setDst sets the forwarder's address, where every packet goes.
+func (p *publisher) setDst(dst netip.AddrPort) error {
+	p.dst = dst
+	return p.os.setDst(p, dst)
+}
+
+// startRound makes the following packets carry epoch; in full mode the
+// sequence numbers restart at 0.
+func (p *publisher) startRound(epoch uint32) {
+	p.epoch = epoch
+	if p.full {
+		p.seq = 0
+	}
+}
+
+// next writes the next packet into buffer i.
+func (p *publisher) next(i int) {
+	b := p.bufs[i]
+	if p.full {
+		makePacket(b, p.seq, p.epoch, p.ssrc)
+	} else {
+		binary.BigEndian.PutUint16(b[2:], p.seq)
+		binary.BigEndian.PutUint32(b[4:], p.epoch)
+	}
+	p.seq++
+}
+
+// send sends the next packet.
+func (p *publisher) send() error {
+	p.next(0)
+	_, err := p.conn.WriteToUDPAddrPort(p.bufs[0], p.dst)
+	return err
+}
+
+func (p *publisher) close() error { return p.conn.Close() }

@@ -1,0 +1,145 @@
+package bench
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestHarnessSmoke runs every forwarder for a few hundred packets through
+// the same rig the benchmarks use and checks that each subscriber receives
+// every packet exactly once, byte for byte, and that the child reports
+// usage: the harness itself is verified before its numbers are trusted.
+func TestHarnessSmoke(t *testing.T) {
+	const packets = 300
+	before := runtime.NumGoroutine()
+	tests := []struct {
+		name  string
+		sc    scenario
+		drive driver
+	}{
+		{"floor", scenario{impl: implFloor, subs: 3, size: 1200}, closedLoop(64)},
+		{"naive", scenario{impl: implNaive, subs: 3, size: 1200}, closedLoop(64)},
+		{"mmr", scenario{impl: implMMR, subs: 3, size: 200, idleMeetings: 50, idleParticipants: 5}, closedLoop(64)},
+		{"mmr-poll", scenario{impl: implMMRPoll, subs: 3, size: 200}, closedLoop(64)},
+		{"mmr-paced", scenario{impl: implMMR, subs: 1, size: 200}, paced(time.Second / lightRate)},
+		{"floor-window-1", scenario{impl: implFloor, subs: 2, size: 200}, closedLoop(1)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.sc.impl == implFloor && !floorSupported {
+				t.Skip("the floor forwarder needs Linux")
+			}
+			tt.sc.verify = true
+			r, err := newRig(tt.sc)
+			require.NoError(t, err)
+			defer func() { require.NoError(t, r.close()) }()
+
+			require.NoError(t, r.startRound())
+			u0, err := r.child.usage()
+			require.NoError(t, err)
+			res, err := tt.drive(r, packets)
+			require.NoError(t, err)
+			u1, err := r.child.usage()
+			require.NoError(t, err)
+
+			require.Equal(t, uint64(packets*tt.sc.subs), res.expected)
+			require.Equal(t, res.expected, res.delivered, "copies delivered")
+			require.Zero(t, res.stalls)
+			require.NoError(t, r.sinks.check(packets))
+			require.Greater(t, u1.CPUNanos, u0.CPUNanos, "the child forwarded, so it used CPU")
+			require.GreaterOrEqual(t, u1.Mallocs, u0.Mallocs)
+
+			require.Error(t, r.startRound(), "a verifying rig runs one round")
+		})
+	}
+	requireNoLeak(t, before)
+}
+
+// TestChildRejectsBadSpec checks that a child refuses a spec it cannot run
+// with a clear error, and that the parent reaps it.
+func TestChildRejectsBadSpec(t *testing.T) {
+	before := runtime.NumGoroutine()
+	sink := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")} // never sent to
+	tests := []struct {
+		name string
+		spec childSpec
+		want string
+	}{
+		{"unknown impl", childSpec{Impl: "bogus", Pub: sink[0], Subs: sink}, `unknown impl "bogus"`},
+		{"no subscribers", childSpec{Impl: implNaive, Pub: sink[0]}, "no subscribers"},
+		{"no publisher", childSpec{Impl: implNaive, Subs: sink}, "publisher address missing"},
+		{"idle overflow", childSpec{Impl: implMMR, Pub: sink[0], Subs: sink, IdleMeetings: 1 << 20, IdleParticipants: 5}, "out of range"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := startChild(tt.spec)
+			require.ErrorContains(t, err, tt.want)
+			require.Nil(t, c)
+		})
+	}
+	requireNoLeak(t, before)
+}
+
+func TestParseUsage(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    usage
+		wantErr bool
+	}{
+		{"usage 1 2 3", usage{1, 2, 3}, false},
+		{"usage 18446744073709551615 0 0", usage{CPUNanos: 1<<64 - 1}, false},
+		{"usage 1 2", usage{}, true},
+		{"usage 1 2 -3", usage{}, true},
+		{"ok 1 2 3", usage{}, true},
+		{"", usage{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseUsage(tt.in)
+			if tt.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got)
+		})
+	}
+}
+
+// FuzzParseUsage: the parent's parser of the child's usage reply never
+// panics and accepts only replies it can reproduce.
+func FuzzParseUsage(f *testing.F) {
+	f.Add("usage 1 2 3")
+	f.Add("usage 99999999999999999999 2 3")
+	f.Add("err boom")
+	f.Add("usage  1\t2 3 ")
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := parseUsage(s)
+		if err != nil {
+			return
+		}
+		again, err := parseUsage(fmt.Sprintf("usage %d %d %d", u.CPUNanos, u.Mallocs, u.AllocBytes))
+		require.NoError(t, err)
+		require.Equal(t, u, again)
+	})
+}
+
+// requireNoLeak fails t if more goroutines run than before, after letting
+// exiting ones settle for up to two seconds.
+func requireNoLeak(t *testing.T, before int) {
+	t.Helper()
+	for range 200 {
+		if runtime.NumGoroutine() <= before {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	t.Fatalf("goroutines leaked: %d running, %d before\n%s", runtime.NumGoroutine(), before, buf[:n])
+}
