@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -229,4 +230,11 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+func TestAnnouncedAddresses(t *testing.T) {
+	v4, v6 := netip.MustParseAddrPort("0.0.0.0:8801"), netip.MustParseAddrPort("[::]:443")
+	require.Equal(t, []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:443"), v6}, dualStack(v6))
+	require.Equal(t, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:8801")}, public([]netip.AddrPort{v4}, netip.Addr{}))
+	require.Equal(t, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.7:8801")}, public([]netip.AddrPort{v4, netip.MustParseAddrPort("[::]:8801")}, netip.MustParseAddr("192.0.2.7")))
 }

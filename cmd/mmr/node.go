@@ -76,7 +76,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	}
 	eps := control.UDPEndpoints(n.r.UDPAddrs())
 	eps = append(eps, endpoints(ctlproto.TransportTCP, n.r.TCPAddrs())...)
-	eps = append(eps, endpoints(ctlproto.TransportTLS, []netip.AddrPort{tlsAddr})...)
+	eps = append(eps, endpoints(ctlproto.TransportTLS, dualStack(tlsAddr))...)
 	n.ctl, err = control.New(control.Config{TLS: tlsutil.ServerConfig(cert), Secret: joinSecret, Endpoints: eps, Logger: log}, n.r)
 	if err != nil {
 		return nil, err
@@ -105,7 +105,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	zeps := zproto.Endpoints{
 		UDP: public(n.r.UDPAddrs(), o.public),
 		TCP: public(n.r.TCPAddrs(), o.public),
-		TLS: public([]netip.AddrPort{tlsAddr}, o.public),
+		TLS: public(dualStack(tlsAddr), o.public),
 	}
 	var zcTLS *tls.Config
 	if n.zc != nil {
@@ -178,6 +178,15 @@ func public(addrs []netip.AddrPort, ip netip.Addr) []netip.AddrPort {
 		out = append(out, a)
 	}
 	return out
+}
+
+// dualStack expands the IPv6 wildcard of a dual-stack listener (":443")
+// into both families' wildcards.
+func dualStack(a netip.AddrPort) []netip.AddrPort {
+	if a.Addr() == netip.IPv6Unspecified() {
+		return []netip.AddrPort{netip.AddrPortFrom(netip.IPv4Unspecified(), a.Port()), a}
+	}
+	return []netip.AddrPort{a}
 }
 
 func loopbackOf(a netip.AddrPort) netip.AddrPort {
