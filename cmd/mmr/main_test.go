@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	ctlclient "github.com/openmmr/mmr/client/control"
+	"github.com/openmmr/mmr/client/streammedia"
 	"github.com/openmmr/mmr/client/udpmedia"
 	"github.com/openmmr/mmr/control/token"
 	"github.com/openmmr/mmr/media"
@@ -81,6 +82,8 @@ func TestConnectionFlow(t *testing.T) {
 	// Phase 3b: the control channel, with tokens minted as `mmr token` does.
 	secret, err := os.ReadFile(filepath.Join(state, "join.secret"))
 	require.NoError(t, err)
+	var tokens = map[string]wire.Token{}
+	var udpServer netip.AddrPort
 	join := func(who string) (*ctlclient.Client, *udpmedia.Flow) {
 		tok, err := token.Mint(bytes.TrimSuffix(secret, []byte("\n")), token.Claims{Meeting: "standup", Identity: who, Role: token.Participant, Expiry: time.Now().Add(time.Hour)})
 		require.NoError(t, err)
@@ -91,9 +94,16 @@ func TestConnectionFlow(t *testing.T) {
 		require.NoError(t, err)
 		mt, err := wire.ParseToken(j.MediaToken)
 		require.NoError(t, err)
+		tokens[who] = mt
+		transports := map[string]int{}
+		for _, ep := range j.Endpoints {
+			transports[ep.Transport]++
+		}
+		require.Equal(t, map[string]int{"udp": 3, "tcp": 3, "tls": 3}, transports, "joined lists UDP, TCP and TLS for each kind")
 		var udp *udpmedia.Flow
 		for _, ep := range j.Endpoints {
 			if ep.Transport == "udp" && media.Kind(ep.Kind) == media.Audio {
+				udpServer = ep.Addr
 				udp, err = udpmedia.Dial(ctx, ep.Addr, media.Audio, mt)
 				require.NoError(t, err)
 				t.Cleanup(func() { udp.Close() })
@@ -104,7 +114,7 @@ func TestConnectionFlow(t *testing.T) {
 		require.NoError(t, c.Publish(ctx, media.Audio, uint32(len(who))))
 		return c, udp
 	}
-	_, alice := join("alice")
+	aliceCtl, alice := join("alice")
 	_, bob := join("bob")
 	pkt, err := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SSRC: 5}, Payload: []byte("hi bob")}).Marshal()
 	require.NoError(t, err)
@@ -114,6 +124,22 @@ func TestConnectionFlow(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, pkt, buf[:got])
 	require.Equal(t, 2, n.r.Stats().Participants)
+
+	// Phase 4 fallback: bob's video over TLS on the shared port (ALPN
+	// openmmr-media/1), alice's over UDP.
+	bobVideo, err := streammedia.Dial(ctx, addrPort(n.edge.Addr()), media.Video, tokens["bob"], pin)
+	require.NoError(t, err)
+	defer bobVideo.Close()
+	aliceVideo, err := udpmedia.Dial(ctx, udpServer, media.Video, tokens["alice"])
+	require.NoError(t, err)
+	defer aliceVideo.Close()
+	require.NoError(t, aliceCtl.Publish(ctx, media.Video, 77))
+	vpkt, err := (&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SSRC: 77}, Payload: []byte("frame")}).Marshal()
+	require.NoError(t, err)
+	require.NoError(t, aliceVideo.Send(vpkt))
+	got, err = bobVideo.Recv(buf, time.Now().Add(5*time.Second))
+	require.NoError(t, err)
+	require.Equal(t, vpkt, buf[:got], "video over TLS 443 byte for byte")
 }
 
 func TestFlags(t *testing.T) {
