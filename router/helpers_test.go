@@ -75,7 +75,7 @@ func (m *member) rtpPacket(t *testing.T, k media.Kind, size int) []byte {
 }
 
 // recvAll reads until want packets arrived on f or the deadline passes.
-func recvAll(f *udpmedia.Flow, want int, d time.Duration) [][]byte {
+func recvAll(f transport, want int, d time.Duration) [][]byte {
 	var got [][]byte
 	deadline := time.Now().Add(d)
 	buf := make([]byte, 2048)

@@ -32,7 +32,7 @@ func TestStreamDSCPOnTheWire(t *testing.T) {
 		t.Run(k.String(), func(t *testing.T) {
 			clientPort := addrPortOf(sub[k.Index()].Conn().LocalAddr()).Port()
 			require.NoError(t, pub.flows[k.Index()].Send(pub.rtpPacket(t, k, 300)))
-			require.Len(t, recvAllT(sub[k.Index()], 1, 3*time.Second), 1)
+			require.Len(t, recvAll(sub[k.Index()], 1, 3*time.Second), 1)
 			buf := make([]byte, 65536)
 			var seen []string
 			deadline := time.Now().Add(3 * time.Second)

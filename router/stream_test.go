@@ -69,20 +69,6 @@ func joinStream(t *testing.T, r *Router, meeting string, n int, addr netip.AddrP
 	return m, flows
 }
 
-func recvAllT(f transport, want int, d time.Duration) [][]byte {
-	var got [][]byte
-	deadline := time.Now().Add(d)
-	buf := make([]byte, 2048)
-	for len(got) < want {
-		n, err := f.Recv(buf, deadline)
-		if err != nil {
-			break
-		}
-		got = append(got, append([]byte(nil), buf[:n]...))
-	}
-	return got
-}
-
 func TestMixedTransportsByteExact(t *testing.T) {
 	r := newTestRouter(t)
 	require.NoError(t, r.CreateMeeting("m"))
@@ -123,7 +109,7 @@ func TestMixedTransportsByteExact(t *testing.T) {
 						want = append(want, sent[oi][k.Index()]...)
 					}
 				}
-				got := recvAllT(p.flows[k.Index()], len(want), 5*time.Second)
+				got := recvAll(p.flows[k.Index()], len(want), 5*time.Second)
 				sortBytes(want)
 				sortBytes(got)
 				require.Equal(t, want, got)
@@ -203,7 +189,7 @@ func TestStuckStreamSubscriber(t *testing.T) {
 	require.NoError(t, udpSub.flows[v].Conn().SetReadBuffer(8<<20))
 	udpGot, tcpGot := make(chan int, 1), make(chan int, 1)
 	go func() { udpGot <- len(recvAll(udpSub.flows[v], n, 20*time.Second)) }()
-	go func() { tcpGot <- len(recvAllT(tcpSub[v], n, 20*time.Second)) }()
+	go func() { tcpGot <- len(recvAll(tcpSub[v], n, 20*time.Second)) }()
 	for i := 0; i < n; i++ {
 		require.NoError(t, pub.flows[v].Send(pub.rtpPacket(t, media.Video, 1200)))
 		if q := mustParticipant(t, r, stuck.info.ID).Queued.Load(); q > peakQueued {

@@ -219,15 +219,12 @@ func (r *Registry) Expire(before int64) int {
 
 // Publish adds SSRCs to p's flow of kind k.
 func (r *Registry) Publish(id uint64, k media.Kind, ssrcs ...uint32) error {
-	if !k.Valid() {
-		return ErrKind
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	p, ok := r.parts[id]
-	if !ok {
-		return ErrNoParticipant
-	}
+	return r.withParticipant(id, k, func(p *Participant) error {
+		return r.publishLocked(p, k, ssrcs)
+	})
+}
+
+func (r *Registry) publishLocked(p *Participant, k media.Kind, ssrcs []uint32) error {
 	f := p.Flow(k)
 	cur := f.SSRCs()
 	owners := p.Meeting.owners.Load()
@@ -252,24 +249,27 @@ func (r *Registry) Publish(id uint64, k media.Kind, ssrcs ...uint32) error {
 
 // Unpublish removes SSRCs from p's flow of kind k (unknown ones are ignored).
 func (r *Registry) Unpublish(id uint64, k media.Kind, ssrcs ...uint32) error {
-	if !k.Valid() {
-		return ErrKind
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	p, ok := r.parts[id]
-	if !ok {
-		return ErrNoParticipant
-	}
-	f := p.Flow(k)
-	cur := slices.DeleteFunc(f.SSRCs(), func(s uint32) bool { return slices.Contains(ssrcs, s) })
-	f.ssrcs.Store(&cur)
-	r.rebuildOwners(p.Meeting)
-	return nil
+	return r.withParticipant(id, k, func(p *Participant) error {
+		f := p.Flow(k)
+		cur := slices.DeleteFunc(f.SSRCs(), func(s uint32) bool { return slices.Contains(ssrcs, s) })
+		f.ssrcs.Store(&cur)
+		r.rebuildOwners(p.Meeting)
+		return nil
+	})
 }
 
 // Subscribe sets which publishers' streams of kind k participant id receives.
 func (r *Registry) Subscribe(id uint64, k media.Kind, f Filter) error {
+	return r.withParticipant(id, k, func(p *Participant) error {
+		p.subs[k.Index()] = f
+		r.rebuildRoutes(p.Meeting)
+		return nil
+	})
+}
+
+// withParticipant runs fn with the registry locked on participant id,
+// after checking k.
+func (r *Registry) withParticipant(id uint64, k media.Kind, fn func(*Participant) error) error {
 	if !k.Valid() {
 		return ErrKind
 	}
@@ -279,9 +279,7 @@ func (r *Registry) Subscribe(id uint64, k media.Kind, f Filter) error {
 	if !ok {
 		return ErrNoParticipant
 	}
-	p.subs[k.Index()] = f
-	r.rebuildRoutes(p.Meeting)
-	return nil
+	return fn(p)
 }
 
 // rebuildRoutes recomputes every route of m: each publisher flow of kind k
