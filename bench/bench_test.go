@@ -9,9 +9,20 @@ import (
 // benchImpls returns the forwarders every comparison runs, in report order.
 func benchImpls() []string { return []string{implFloor, implMMR, implMMRPoll, implNaive} }
 
-// fanoutImpls adds mmr-nodscp to BenchmarkFanout, to show what the DSCP
-// control message costs per copy.
-func fanoutImpls() []string { return append(benchImpls(), implMMRNoDSCP) }
+// fanoutImpls adds to BenchmarkFanout mmr-nodscp, to show what the DSCP
+// control message costs per copy, and the router with stream (TCP, TLS)
+// subscribers.
+func fanoutImpls() []string { return append(benchImpls(), implMMRNoDSCP, implTCP, implTLS) }
+
+// fanoutSubs returns BenchmarkFanout's subscriber counts for impl: the
+// stream impls run the two middle ones only (a meeting's worth of stream
+// subscribers, and the bar's 50), which keeps the whole run short.
+func fanoutSubs(impl string) []int {
+	if isStreamImpl(impl) {
+		return []int{10, 50}
+	}
+	return []int{1, 10, 50, 200}
+}
 
 // BenchmarkFanout measures the forwarding CPU cost of one publisher's
 // packets copied to subs subscribers, closed loop (see closedLoop), for
@@ -19,11 +30,11 @@ func fanoutImpls() []string { return append(benchImpls(), implMMRNoDSCP) }
 func BenchmarkFanout(b *testing.B) {
 	for _, impl := range fanoutImpls() {
 		b.Run(impl, func(b *testing.B) {
-			for _, subs := range []int{1, 10, 50, 200} {
+			for _, subs := range fanoutSubs(impl) {
 				b.Run(fmt.Sprintf("subs=%d", subs), func(b *testing.B) {
 					for _, size := range []int{200, 1200} {
-						runBench(b, fmt.Sprintf("size=%d", size),
-							scenario{impl: impl, subs: subs, size: size}, closedLoop(windowFor(subs)))
+						sc := scenario{impl: impl, subs: subs, size: size}
+						runBench(b, fmt.Sprintf("size=%d", size), sc, closedLoop(windowForScenario(sc)))
 					}
 				})
 			}
@@ -63,6 +74,8 @@ func BenchmarkMeetings(b *testing.B) {
 //	allocs/pkt  child heap allocations per input packet (also as allocs/op,
 //	            B/op: the child's, not this process's)
 //	loss%       copies sent but never delivered
+//	drops       (router impls) copies the router counted as dropped in the
+//	            round, any reason (for streams: stats.DropQueueFull)
 func runBench(b *testing.B, name string, sc scenario, drive driver) {
 	var r *rig
 	defer func() {
@@ -82,6 +95,13 @@ func runBench(b *testing.B, name string, sc scenario, drive driver) {
 				b.Fatal(err)
 			}
 		}
+		var d0, d1 uint64
+		var err error
+		if isRouterImpl(sc.impl) {
+			if d0, err = r.child.drops(); err != nil {
+				b.Fatal(err)
+			}
+		}
 		b.ReportAllocs()
 		b.ResetTimer()
 		res, u, err := measureRound(r, b.N, drive)
@@ -90,6 +110,12 @@ func runBench(b *testing.B, name string, sc scenario, drive driver) {
 			b.Fatal(err)
 		}
 		report(b, res, u)
+		if isRouterImpl(sc.impl) {
+			if d1, err = r.child.drops(); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(d1-d0), "drops")
+		}
 	})
 }
 

@@ -18,7 +18,16 @@ import (
 //
 //	parent: start <childSpec as JSON>   child: ok <address it listens on> | err <message>
 //	parent: usage                       child: usage <cpu ns> <mallocs> <alloc bytes> | err <message>
+//	parent: streams                     child: streams <stream address> <fingerprint|-> <token>... | err <message>
+//	parent: drops                       child: drops <count> | err <message>
 //	parent: quit                        child: bye
+//
+// "streams" (impls tcp and tls only) tells the parent where its stream
+// subscribers connect (the router's TCP listener, or the child's TLS
+// listener), the SHA-256 fingerprint of the child's self-signed certificate
+// to pin (tls; "-" for tcp), and the media token of each stream subscriber
+// participant, in order, as 32 hex digits (see parseStreams). "drops"
+// (router impls only) is the router's total drop count (router.Stats).
 //
 // "usage" is answered without allocating (the reply is formatted into a
 // reused buffer), so that reading the counters does not disturb the
@@ -34,7 +43,32 @@ const (
 	// the per-copy IP_TOS control message, for information.
 	implMMRNoDSCP = "mmr-nodscp"
 	implNaive     = "naive" // ReadFromUDPAddrPort + one WriteToUDPAddrPort per subscriber
+	// implTCP and implTLS are the router (as mmr) with the subscribers on
+	// stream transports (fwd_stream_test.go): RFC 4571 framed over TCP
+	// (the router's TCP listener), or over TLS (a listener in the child
+	// handing its connections to Router.ServeStream). The publisher stays
+	// on UDP.
+	implTCP = "tcp"
+	implTLS = "tls"
 )
+
+// isStreamImpl reports whether impl's subscribers are stream clients
+// (childSpec.Streams) rather than UDP sockets (childSpec.Subs).
+func isStreamImpl(impl string) bool { return impl == implTCP || impl == implTLS }
+
+// isRouterImpl reports whether impl runs the router, which answers "drops".
+func isRouterImpl(impl string) bool {
+	switch impl {
+	case implMMR, implMMRPoll, implMMRNoDSCP, implTCP, implTLS:
+		return true
+	}
+	return false
+}
+
+// maxStreams bounds childSpec.Streams: one token per stream subscriber goes
+// in the "streams" reply line (33 bytes each), and the router's defaults
+// are sized for far fewer streams from one address.
+const maxStreams = 1024
 
 // childSpec is what the parent asks the child to run.
 type childSpec struct {
@@ -42,8 +76,12 @@ type childSpec struct {
 	// Pub is the publisher's socket address, the source of every packet.
 	Pub netip.AddrPort `json:"pub"`
 	// Subs are the subscribers' socket addresses, each to receive a copy of
-	// every packet.
+	// every packet (UDP impls).
 	Subs []netip.AddrPort `json:"subs"`
+	// Streams (impls tcp and tls, instead of Subs) is the number of stream
+	// subscriber participants the child creates; the parent connects and
+	// binds them with the tokens of the "streams" reply.
+	Streams int `json:"streams"`
 	// SSRC is the publisher's RTP SSRC (published in the router for mmr).
 	SSRC uint32 `json:"ssrc"`
 	// IdleMeetings (mmr only) adds that many meetings beside the measured
@@ -59,8 +97,16 @@ func (s childSpec) validate() error {
 	if !s.Pub.IsValid() {
 		errs = append(errs, errors.New("bench: publisher address missing"))
 	}
-	if len(s.Subs) == 0 {
+	switch {
+	case isStreamImpl(s.Impl):
+		if len(s.Subs) != 0 || s.Streams < 1 || s.Streams > maxStreams {
+			errs = append(errs, fmt.Errorf("bench: %s wants 1 to %d stream subscribers and no UDP ones, got %d and %d",
+				s.Impl, maxStreams, s.Streams, len(s.Subs)))
+		}
+	case len(s.Subs) == 0:
 		errs = append(errs, errors.New("bench: no subscribers"))
+	case s.Streams != 0:
+		errs = append(errs, fmt.Errorf("bench: %s has no stream subscribers", s.Impl))
 	}
 	for _, a := range s.Subs {
 		if !a.IsValid() || !a.Addr().Is4() {
@@ -90,11 +136,21 @@ func newForwarder(spec childSpec, log *slog.Logger) (forwarder, error) {
 		return newFloor(spec.Subs)
 	case implNaive:
 		return newNaive(spec.Subs)
-	case implMMR, implMMRPoll, implMMRNoDSCP:
+	case implMMR, implMMRPoll, implMMRNoDSCP, implTCP, implTLS:
 		return newMMR(spec, log)
 	}
-	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s or %s)",
-		spec.Impl, implFloor, implMMR, implMMRPoll, implMMRNoDSCP, implNaive)
+	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s, %s, %s or %s)",
+		spec.Impl, implFloor, implMMR, implMMRPoll, implMMRNoDSCP, implNaive, implTCP, implTLS)
+}
+
+// streamer is a forwarder with stream subscribers (impls tcp and tls).
+type streamer interface {
+	Streams() streamInfo
+}
+
+// dropCounter is a forwarder that counts the copies it drops (the router).
+type dropCounter interface {
+	Drops() uint64
 }
 
 // maxControlLine bounds one control line: a start spec with 200 subscribers
@@ -137,6 +193,10 @@ func runChild(in io.Reader, out, logw io.Writer) int {
 			c.start(arg)
 		case "usage":
 			c.usage()
+		case "streams":
+			c.streams()
+		case "drops":
+			c.drops()
 		case "quit":
 			c.stop()
 			c.write("bye")
@@ -187,6 +247,26 @@ func (c *childServer) usage() {
 	if _, err := c.w.Write(b); err != nil {
 		c.log.Error("bench child: writing reply", "err", err)
 	}
+}
+
+// streams answers the stream subscribers' address, pin and tokens.
+func (c *childServer) streams() {
+	s, ok := c.fw.(streamer)
+	if !ok {
+		c.write("err no stream subscribers")
+		return
+	}
+	c.write(s.Streams().line())
+}
+
+// drops answers the router's drop count.
+func (c *childServer) drops() {
+	d, ok := c.fw.(dropCounter)
+	if !ok {
+		c.write("err no drop counter")
+		return
+	}
+	c.write("drops " + strconv.FormatUint(d.Drops(), 10))
 }
 
 func (c *childServer) stop() {

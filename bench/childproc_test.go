@@ -164,6 +164,33 @@ func parseUsage(reply string) (usage, error) {
 	return u, nil
 }
 
+// streams reads where the child's stream subscribers connect and their
+// tokens (impls tcp and tls).
+func (c *child) streams() (streamInfo, error) {
+	reply, err := c.request("streams", controlTimeout)
+	if err != nil {
+		return streamInfo{}, err
+	}
+	si, err := parseStreams(reply)
+	if err != nil {
+		return streamInfo{}, c.fail(err)
+	}
+	return si, nil
+}
+
+// drops reads the router's total drop count (router impls).
+func (c *child) drops() (uint64, error) {
+	reply, err := c.request("drops", controlTimeout)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(strings.TrimPrefix(reply, "drops "), 10, 64)
+	if err != nil || !strings.HasPrefix(reply, "drops ") {
+		return 0, c.fail(fmt.Errorf("bench: bad drops reply %q", reply))
+	}
+	return n, nil
+}
+
 // close asks the child to stop its forwarder and exit, kills it if it does
 // not within controlTimeout, and reaps it. Idempotent.
 func (c *child) close() error {

@@ -9,6 +9,7 @@ import (
 	"github.com/openmmr/mmr/ingress"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/router"
+	"github.com/openmmr/mmr/wire"
 )
 
 // benchMeeting is the ID of the measured meeting in the mmr child.
@@ -24,14 +25,24 @@ const idleBasePort = 20000
 // idleSSRCBase+2g+1 (audio), far from benchSSRC.
 const idleSSRCBase uint32 = 0x20000000
 
-// mmrForwarder runs the router (impls mmr, mmr-poll, mmr-nodscp) with one
-// shard, one meeting, the publisher and the subscribers bound to fixed
-// addresses (no bind packets), the publisher publishing benchSSRC for video
-// and everyone subscribed to all video. DSCP marking is the default (RFC
-// 8837: video AF41) except for mmr-nodscp.
+// mmrForwarder runs the router (impls mmr, mmr-poll, mmr-nodscp, tcp, tls)
+// with one shard, one meeting, the publisher and the UDP subscribers bound
+// to fixed addresses (no bind packets), the publisher publishing benchSSRC
+// for video and everyone subscribed to all video. DSCP marking is the
+// default (RFC 8837: video AF41) except for mmr-nodscp. For tcp and tls the
+// subscribers are participants without addresses, bound later by the
+// parent's stream clients with their tokens (see streamServer).
 type mmrForwarder struct {
-	r    *router.Router
-	addr netip.AddrPort
+	r      *router.Router
+	addr   netip.AddrPort
+	tokens []wire.Token   // stream subscribers' media tokens (tcp, tls)
+	tls    *tlsMedia      // the TLS media listener (tls)
+	stream netip.AddrPort // where stream subscribers connect (tcp, tls)
+}
+
+// localhost0 returns 127.0.0.1:0, an ephemeral loopback port.
+func localhost0() netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
 }
 
 func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
@@ -39,19 +50,33 @@ func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
 	if spec.Impl == implMMRPoll {
 		mode = ingress.Poll
 	}
-	r, err := router.New(router.Config{
-		UDP:         []netip.AddrPort{netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)},
+	cfg := router.Config{
+		UDP:         []netip.AddrPort{localhost0()},
+		TCP:         []netip.AddrPort{localhost0()}, // the default (UDP's), spelled out
 		Shards:      1,
 		ReadMode:    mode,
 		DisableDSCP: spec.Impl == implMMRNoDSCP,
 		Logger:      log,
-	})
+	}
+	if spec.Impl == implTCP {
+		cfg.MaxStreamsPerIP = max(router.DefaultMaxStreamsPerIP, spec.Streams)
+	}
+	r, err := router.New(cfg)
 	if err != nil {
 		return nil, err
 	}
 	f := &mmrForwarder{r: r, addr: r.UDPAddrs()[0]}
+	switch spec.Impl {
+	case implTCP:
+		f.stream = r.TCPAddrs()[0]
+	case implTLS:
+		if f.tls, err = newTLSMedia(r, log); err != nil {
+			return nil, errors.Join(err, r.Close())
+		}
+		f.stream = f.tls.addr
+	}
 	if err := f.setup(spec); err != nil {
-		return nil, errors.Join(err, r.Close())
+		return nil, errors.Join(err, f.Close())
 	}
 	return f, nil
 }
@@ -81,6 +106,16 @@ func (f *mmrForwarder) setup(spec childSpec) error {
 		if err := f.r.Subscribe(p.ID, media.Video, router.All()); err != nil {
 			return fmt.Errorf("bench: subscribing %v: %w", s, err)
 		}
+	}
+	for i := range spec.Streams {
+		p, err := f.r.AddParticipant(benchMeeting, router.ParticipantOptions{Name: fmt.Sprintf("stream%d", i)})
+		if err != nil {
+			return fmt.Errorf("bench: adding stream subscriber %d: %w", i, err)
+		}
+		if err := f.r.Subscribe(p.ID, media.Video, router.All()); err != nil {
+			return fmt.Errorf("bench: subscribing stream subscriber %d: %w", i, err)
+		}
+		f.tokens = append(f.tokens, p.Token)
 	}
 	return f.addIdle(spec.IdleMeetings, spec.IdleParticipants)
 }
@@ -118,5 +153,30 @@ func (f *mmrForwarder) addIdle(meetings, per int) error {
 // Addr returns the router's UDP address.
 func (f *mmrForwarder) Addr() netip.AddrPort { return f.addr }
 
-// Close closes the router (idempotent).
-func (f *mmrForwarder) Close() error { return f.r.Close() }
+// Streams returns where the stream subscribers connect, the certificate
+// pin (tls) and their tokens.
+func (f *mmrForwarder) Streams() streamInfo {
+	si := streamInfo{Addr: f.stream, Tokens: f.tokens}
+	if f.tls != nil {
+		si.Fingerprint = f.tls.fingerprint
+	}
+	return si
+}
+
+// Drops returns the router's total drop count, every reason.
+func (f *mmrForwarder) Drops() uint64 { return f.r.Stats().Dropped() }
+
+// Close closes the TLS listener (tls), then the router, which ends every
+// stream it serves, then waits for the TLS listener's goroutines.
+// Idempotent.
+func (f *mmrForwarder) Close() error {
+	var err error
+	if f.tls != nil {
+		err = f.tls.closeListener()
+	}
+	err = errors.Join(err, f.r.Close())
+	if f.tls != nil {
+		f.tls.wait()
+	}
+	return err
+}

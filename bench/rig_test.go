@@ -2,6 +2,7 @@ package bench
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -29,6 +30,9 @@ type rig struct {
 }
 
 func newRig(sc scenario) (*rig, error) {
+	if isStreamImpl(sc.impl) {
+		return newStreamRig(sc)
+	}
 	r := &rig{sc: sc}
 	var err error
 	if r.sinks, err = newSinkSet(sc.subs, benchSSRC, sc.size, sc.verify); err != nil {
@@ -46,6 +50,42 @@ func newRig(sc scenario) (*rig, error) {
 		IdleParticipants: sc.idleParticipants,
 	})
 	if err != nil {
+		return nil, errors.Join(err, r.close())
+	}
+	if err := r.pub.setDst(r.child.addr); err != nil {
+		return nil, errors.Join(err, r.close())
+	}
+	return r, nil
+}
+
+// newStreamRig builds a tcp or tls rig: the child creates the stream
+// subscriber participants and reports their tokens ("streams"), then this
+// process connects and binds one stream client per token.
+func newStreamRig(sc scenario) (*rig, error) {
+	r := &rig{sc: sc}
+	var err error
+	if r.pub, err = newPublisher(sc.size, benchSSRC, sc.verify); err != nil {
+		return nil, err
+	}
+	r.child, err = startChild(childSpec{
+		Impl:             sc.impl,
+		Pub:              r.pub.addr,
+		Streams:          sc.subs,
+		SSRC:             benchSSRC,
+		IdleMeetings:     sc.idleMeetings,
+		IdleParticipants: sc.idleParticipants,
+	})
+	if err != nil {
+		return nil, errors.Join(err, r.close())
+	}
+	si, err := r.child.streams()
+	if err == nil && len(si.Tokens) != sc.subs {
+		err = fmt.Errorf("bench: child reported %d stream tokens, want %d", len(si.Tokens), sc.subs)
+	}
+	if err != nil {
+		return nil, errors.Join(err, r.close())
+	}
+	if r.sinks, err = newStreamSinkSet(si, benchSSRC, sc.size, sc.verify); err != nil {
 		return nil, errors.Join(err, r.close())
 	}
 	if err := r.pub.setDst(r.child.addr); err != nil {
@@ -111,6 +151,26 @@ const stallTimeout = 200 * time.Millisecond
 // driver runs one round of n packets on r.
 type driver func(r *rig, n int) (result, error)
 
+// streamWindowBytes bounds the closed loop's bytes in flight per stream
+// subscriber (on average over the subscribers): 64 KiB is a third of the
+// router's default budget for a participant's video queue (three quarters
+// of Config.StreamQueue, 256 KiB). Copies in flight sit mostly in the
+// kernel's TCP buffers, not in that queue, but a subscriber whose drain
+// goroutine falls behind the average must still not make the router drop
+// (it counts stats.DropQueueFull; the benchmarks report "drops").
+const streamWindowBytes = 64 << 10
+
+// windowForScenario is the closed loop's window for sc: windowFor, and for
+// stream subscribers at most streamWindowBytes of frames (RFC 4571 length
+// prefix included) per subscriber.
+func windowForScenario(sc scenario) int {
+	w := windowFor(sc.subs)
+	if isStreamImpl(sc.impl) {
+		w = max(16, min(w, streamWindowBytes/(sc.size+2)))
+	}
+	return w
+}
+
 // windowFor is the closed loop's limit of packets in flight (sent by the
 // publisher, not yet received by every subscriber): up to 256, so the
 // forwarder finds full recvmmsg batches, but at most about 8192 copies in
@@ -121,7 +181,10 @@ func windowFor(subs int) int {
 
 // closedLoop returns a driver sending as fast as the forwarder and the
 // subscribers keep up, with at most window packets in flight, in bursts of
-// up to pubBurst packets.
+// up to pubBurst packets. For UDP subscribers a packet counts as received
+// on average (copies received / subs); for stream subscribers only once the
+// slowest subscriber has it (see acked), so that no single subscriber falls
+// more than window packets behind and fills its router queue.
 func closedLoop(window int) driver {
 	return func(r *rig, n int) (result, error) {
 		subs := int64(r.sc.subs)
@@ -129,8 +192,12 @@ func closedLoop(window int) driver {
 		res := result{packets: uint64(n), expected: uint64(n) * uint64(subs)}
 		t := time.NewTimer(stallTimeout)
 		defer t.Stop()
+		acked := func() int64 { return int64(r.sinks.delivered.Load()) / subs }
+		if isStreamImpl(r.sc.impl) {
+			acked = func() int64 { return int64(r.sinks.minGot()) }
+		}
 		for sent < int64(n) {
-			if room := int64(window) - (sent - int64(r.sinks.delivered.Load())/subs - forgiven); room > 0 {
+			if room := int64(window) - (sent - acked() - forgiven); room > 0 {
 				k := int(min(room, int64(n)-sent, pubBurst))
 				if err := r.pub.sendBurst(k); err != nil {
 					return res, err
@@ -143,7 +210,7 @@ func closedLoop(window int) driver {
 			case <-r.sinks.progress:
 			case <-t.C:
 				res.stalls++
-				forgiven = sent - int64(r.sinks.delivered.Load())/subs
+				forgiven = sent - acked()
 			}
 		}
 		res.delivered, res.stalls = r.await(res.expected, res.stalls)

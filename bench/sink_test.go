@@ -3,10 +3,13 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/openmmr/mmr/client/streammedia"
 )
 
 // sinkSocketBuffer is SO_RCVBUF of each subscriber socket: the closed loop
@@ -37,9 +40,10 @@ type sinkSet struct {
 	once      sync.Once
 }
 
-// sink is one subscriber socket and its counters.
+// sink is one subscriber socket (or stream flow) and its counters.
 type sink struct {
-	conn  *net.UDPConn
+	conn  *net.UDPConn      // UDP subscriber, or nil
+	flow  *streammedia.Flow // stream (TCP/TLS) subscriber, or nil
 	addr  netip.AddrPort
 	got   atomic.Uint64 // copies of the current round
 	bad   atomic.Uint64 // copies that are not a benchmark packet (or fail verification)
@@ -125,6 +129,16 @@ func (s *sinkSet) handle(k *sink, b []byte) {
 	s.delivered.Add(1)
 }
 
+// minGot returns the fewest copies of the current round any sink has
+// received.
+func (s *sinkSet) minGot() uint64 {
+	m := uint64(math.MaxUint64)
+	for _, k := range s.sinks {
+		m = min(m, k.got.Load())
+	}
+	return m
+}
+
 // notify wakes the load driver after a batch (never blocks).
 func (s *sinkSet) notify() {
 	select {
@@ -150,7 +164,11 @@ func (s *sinkSet) close() error {
 	var err error
 	s.once.Do(func() {
 		for _, k := range s.sinks {
-			err = errors.Join(err, k.conn.Close())
+			if k.flow != nil {
+				err = errors.Join(err, k.flow.Close())
+			} else {
+				err = errors.Join(err, k.conn.Close())
+			}
 		}
 		s.wg.Wait()
 	})

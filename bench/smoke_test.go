@@ -1,13 +1,17 @@
 package bench
 
 import (
+	"crypto/tls"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/openmmr/mmr/client/streammedia"
 )
 
 // TestHarnessSmoke runs every forwarder for a few hundred packets through
@@ -28,6 +32,10 @@ func TestHarnessSmoke(t *testing.T) {
 		{"mmr-poll", scenario{impl: implMMRPoll, subs: 3, size: 200}, closedLoop(64)},
 		{"mmr-paced", scenario{impl: implMMR, subs: 1, size: 200}, paced(time.Second / lightRate)},
 		{"floor-window-1", scenario{impl: implFloor, subs: 2, size: 200}, closedLoop(1)},
+		{"tcp", scenario{impl: implTCP, subs: 3, size: 1200}, closedLoop(64)},
+		{"tcp-200", scenario{impl: implTCP, subs: 2, size: 200}, closedLoop(64)},
+		{"tls", scenario{impl: implTLS, subs: 3, size: 1200}, closedLoop(64)},
+		{"tls-200", scenario{impl: implTLS, subs: 2, size: 200}, closedLoop(64)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,11 +61,37 @@ func TestHarnessSmoke(t *testing.T) {
 			require.NoError(t, r.sinks.check(packets))
 			require.Greater(t, u1.CPUNanos, u0.CPUNanos, "the child forwarded, so it used CPU")
 			require.GreaterOrEqual(t, u1.Mallocs, u0.Mallocs)
+			if isStreamImpl(tt.sc.impl) {
+				requireTransport(t, r.sinks, tt.sc.impl)
+			}
+			if isRouterImpl(tt.sc.impl) {
+				drops, err := r.child.drops()
+				require.NoError(t, err)
+				require.Zero(t, drops, "router drops")
+			}
 
 			require.Error(t, r.startRound(), "a verifying rig runs one round")
 		})
 	}
 	requireNoLeak(t, before)
+}
+
+// requireTransport checks that every stream subscriber of sinks is what
+// impl says: plain TCP, or TLS that negotiated the media ALPN.
+func requireTransport(t *testing.T, sinks *sinkSet, impl string) {
+	t.Helper()
+	for i, k := range sinks.sinks {
+		require.NotNil(t, k.flow, "subscriber %d is not a stream", i)
+		switch c := k.flow.Conn().(type) {
+		case *tls.Conn:
+			require.Equal(t, implTLS, impl, "subscriber %d", i)
+			require.Equal(t, streammedia.ALPN, c.ConnectionState().NegotiatedProtocol, "subscriber %d", i)
+		case *net.TCPConn:
+			require.Equal(t, implTCP, impl, "subscriber %d", i)
+		default:
+			t.Fatalf("subscriber %d: unexpected connection %T", i, c)
+		}
+	}
 }
 
 // TestChildRejectsBadSpec checks that a child refuses a spec it cannot run
@@ -74,6 +108,10 @@ func TestChildRejectsBadSpec(t *testing.T) {
 		{"no subscribers", childSpec{Impl: implNaive, Pub: sink[0]}, "no subscribers"},
 		{"no publisher", childSpec{Impl: implNaive, Subs: sink}, "publisher address missing"},
 		{"idle overflow", childSpec{Impl: implMMR, Pub: sink[0], Subs: sink, IdleMeetings: 1 << 20, IdleParticipants: 5}, "out of range"},
+		{"tcp without streams", childSpec{Impl: implTCP, Pub: sink[0]}, "stream subscribers"},
+		{"tls with UDP subscribers", childSpec{Impl: implTLS, Pub: sink[0], Subs: sink, Streams: 1}, "stream subscribers"},
+		{"too many streams", childSpec{Impl: implTCP, Pub: sink[0], Streams: maxStreams + 1}, "stream subscribers"},
+		{"streams for udp", childSpec{Impl: implNaive, Pub: sink[0], Subs: sink, Streams: 1}, "no stream subscribers"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

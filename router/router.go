@@ -52,7 +52,7 @@ type Router struct {
 	streams    map[net.Conn]struct{}
 	streamWG   sync.WaitGroup
 	perIP      perIPLimit
-	frames     sync.Pool // *frame
+	frames     framePool
 	keyframes  chan keyframeReq
 }
 
@@ -80,8 +80,8 @@ func New(cfg Config) (*Router, error) {
 		streams:   make(map[net.Conn]struct{}),
 		perIP:     perIPLimit{max: cfg.MaxStreamsPerIP},
 		keyframes: make(chan keyframeReq, bindQueue),
+		frames:    make(framePool, freeFrames),
 	}
-	r.frames.New = func() any { return new(frame) }
 	for _, a := range cfg.UDP {
 		socks, err := ingress.Listen(a, cfg.Shards, cfg.ReadMode, cfg.SocketBuffer)
 		if err != nil {

@@ -39,6 +39,32 @@ type frame struct {
 	b [wire.FrameHeaderSize + MaxPacket]byte
 }
 
+// freeFrames bounds the frames a router keeps for reuse: 4096 × ~1.5 KiB =
+// 6 MiB, the queues of 24 stuck participants at the default budget. Beyond
+// it frames go to the garbage collector; below it nothing is allocated.
+const freeFrames = 4096
+
+// framePool is a bounded free list of frames. Unlike a sync.Pool, which the
+// garbage collector empties, it keeps its frames, so a stream path in steady
+// state allocates nothing. Safe for concurrent use.
+type framePool chan *frame
+
+func (p framePool) get() *frame {
+	select {
+	case f := <-p:
+		return f
+	default:
+		return new(frame)
+	}
+}
+
+func (p framePool) put(f *frame) {
+	select {
+	case p <- f:
+	default:
+	}
+}
+
 // streamSink is the send side of one stream (TCP or TLS) media connection:
 // a bounded queue that Enqueue fills from any goroutine without blocking
 // and one writer goroutine drains with batched writes.
@@ -97,7 +123,7 @@ func (s *streamSink) Enqueue(pkt []byte) {
 		s.drop()
 		return
 	}
-	fr := s.rt.frames.Get().(*frame)
+	fr := s.rt.frames.get()
 	binary.BigEndian.PutUint16(fr.b[:], uint16(len(pkt)))
 	fr.n = wire.FrameHeaderSize + copy(fr.b[wire.FrameHeaderSize:], pkt)
 	s.p.Queued.Add(n)
@@ -105,7 +131,7 @@ func (s *streamSink) Enqueue(pkt []byte) {
 	case s.q <- fr:
 	default:
 		s.p.Queued.Add(-n)
-		s.rt.frames.Put(fr)
+		s.rt.frames.put(fr)
 		s.drop()
 	}
 }
@@ -170,7 +196,7 @@ func (s *streamSink) writeLoop() {
 			select {
 			case fr := <-s.q:
 				s.p.Queued.Add(-int64(fr.n))
-				s.rt.frames.Put(fr)
+				s.rt.frames.put(fr)
 			default:
 				return
 			}
@@ -214,7 +240,7 @@ func (s *streamSink) writeLoop() {
 				s.p.Stats.Out(1, fr.n-wire.FrameHeaderSize)
 				s.rt.streamLive.Out(1, fr.n-wire.FrameHeaderSize)
 			}
-			s.rt.frames.Put(fr)
+			s.rt.frames.put(fr)
 			frames[i] = nil
 		}
 		if err != nil {
