@@ -238,3 +238,20 @@ func stuckStream(t *testing.T, r *Router, k media.Kind, n int) *member {
 	t.Cleanup(func() { f.Close() })
 	return &member{info: info}
 }
+
+// TestRTCPOverStream: feedback from a TCP subscriber reaches the UDP
+// publisher it names, and the publisher's sender report reaches the TCP
+// subscriber, framed.
+func TestRTCPOverStream(t *testing.T) {
+	r := newTestRouter(t)
+	require.NoError(t, r.CreateMeeting("m"))
+	pub := join(t, r, "m", 1)
+	sub, flows := joinStream(t, r, "m", 2, r.TCPAddrs()[0], nil)
+	v := media.Video.Index()
+	fb := pli(sub.ssrc[v], pub.ssrc[v])
+	require.NoError(t, flows[v].Send(fb))
+	require.Equal(t, [][]byte{fb}, recvAll(pub.flows[v], 1, 3*time.Second))
+	rep := sr(pub.ssrc[v])
+	require.NoError(t, pub.flows[v].Send(rep))
+	require.Equal(t, [][]byte{rep}, recvAll(flows[v], 1, 3*time.Second))
+}
