@@ -19,7 +19,7 @@ import (
 
 // newTestRouter starts a router on an ephemeral loopback port and closes it
 // when the test ends.
-func newTestRouter(t *testing.T, mut ...func(*Config)) *Router {
+func newTestRouter(t testing.TB, mut ...func(*Config)) *Router {
 	t.Helper()
 	cfg := Config{UDP: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, Shards: 2}
 	for _, m := range mut {
@@ -39,7 +39,7 @@ type member struct {
 	seq   uint16
 }
 
-func join(t *testing.T, r *Router, meeting string, n int) *member {
+func join(t testing.TB, r *Router, meeting string, n int) *member {
 	t.Helper()
 	info, err := r.AddParticipant(meeting, ParticipantOptions{Name: fmt.Sprint("p", n)})
 	require.NoError(t, err)
@@ -59,7 +59,7 @@ func join(t *testing.T, r *Router, meeting string, n int) *member {
 
 // rtpPacket builds an RTP packet whose payload names its sender, kind and
 // sequence, so receivers can check every byte.
-func (m *member) rtpPacket(t *testing.T, k media.Kind, size int) []byte {
+func (m *member) rtpPacket(t testing.TB, k media.Kind, size int) []byte {
 	t.Helper()
 	m.seq++
 	payload := make([]byte, size-12)
