@@ -4,11 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/openmmr/mmr/internal/leaktest"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -269,19 +269,7 @@ func (r *rawConn) expectClosed() {
 
 // noLeaks fails the test if goroutines started during it are still running
 // at cleanup (registered first, so it runs after every other cleanup).
-func noLeaks(t testing.TB) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(waitLimit)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
+func noLeaks(t testing.TB) { leaktest.Check(t) }
 
 // openFDs counts the process's open file descriptors, or -1 where
 // /proc/self/fd does not exist.

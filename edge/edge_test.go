@@ -2,9 +2,9 @@ package edge
 
 import (
 	"crypto/tls"
+	"github.com/openmmr/mmr/internal/leaktest"
 	"io"
 	"net"
-	"runtime"
 	"testing"
 	"time"
 
@@ -14,7 +14,7 @@ import (
 )
 
 func TestRoutesByALPN(t *testing.T) {
-	g0 := runtime.NumGoroutine()
+	leaktest.Check(t)
 	cert, err := tlsutil.SelfSigned()
 	require.NoError(t, err)
 	ln, err := Listen("127.0.0.1:0", "-tls")
@@ -63,12 +63,14 @@ func TestRoutesByALPN(t *testing.T) {
 	// Garbage and silence are dropped after the handshake timeout.
 	raw, err := net.Dial("tcp", ln.Addr().String())
 	require.NoError(t, err)
+	defer raw.Close()
 	_, _ = raw.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
 	_ = raw.SetReadDeadline(time.Now().Add(3 * time.Second))
 	_, err = io.ReadAll(raw)
 	require.NoError(t, err, "closed by the server, not timed out")
 	silent, err := net.Dial("tcp", ln.Addr().String())
 	require.NoError(t, err)
+	defer silent.Close()
 	_ = silent.SetReadDeadline(time.Now().Add(3 * time.Second))
 	_, err = io.ReadAll(silent)
 	require.NoError(t, err, "a silent client is cut at the handshake timeout")
@@ -76,15 +78,6 @@ func TestRoutesByALPN(t *testing.T) {
 	require.NoError(t, e.Close())
 	require.NoError(t, e.Close())
 	require.NoError(t, <-served)
-	ok := false
-	for i := 0; i < 300 && !ok; i++ {
-		ok = runtime.NumGoroutine() <= g0
-		time.Sleep(10 * time.Millisecond)
-	}
-	if !ok {
-		buf := make([]byte, 1<<16)
-		t.Fatalf("goroutines leaked:\n%s", buf[:runtime.Stack(buf, true)])
-	}
 }
 
 func TestListenErrorNamesFlag(t *testing.T) {

@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"os"
-	"runtime"
 	"testing"
 	"time"
 
@@ -94,27 +92,4 @@ func quiet(f *udpmedia.Flow, d time.Duration) bool {
 	buf := make([]byte, 2048)
 	_, err := f.Recv(buf, time.Now().Add(d))
 	return err != nil
-}
-
-// checkNoLeaks fails the test when goroutines or descriptors outlive it.
-func checkNoLeaks(t *testing.T) func() {
-	t.Helper()
-	g0, fd0 := runtime.NumGoroutine(), countFDs()
-	return func() {
-		t.Helper()
-		deadline := time.Now().Add(3 * time.Second)
-		for time.Now().Before(deadline) && (runtime.NumGoroutine() > g0 || countFDs() > fd0) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		require.LessOrEqual(t, runtime.NumGoroutine(), g0, "goroutines leaked")
-		require.LessOrEqual(t, countFDs(), fd0, "descriptors leaked")
-	}
-}
-
-func countFDs() int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return 0
-	}
-	return len(ents)
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"github.com/openmmr/mmr/internal/leaktest"
 	"net"
 	"net/netip"
 	"slices"
@@ -249,7 +250,7 @@ func TestDSCPPerKindOnOnePort(t *testing.T) {
 }
 
 func TestTwoRoutersOneProcessAndCleanClose(t *testing.T) {
-	done := checkNoLeaks(t)
+	leaktest.Check(t)
 	for _, mode := range []string{"blocking", "poll"} {
 		t.Run(mode, func(t *testing.T) {
 			var rs []*Router
@@ -277,7 +278,6 @@ func TestTwoRoutersOneProcessAndCleanClose(t *testing.T) {
 			}
 		})
 	}
-	done()
 }
 
 func TestConfigValidation(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/openmmr/mmr/internal/leaktest"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -414,16 +415,4 @@ func TestZoneEndToEnd(t *testing.T) {
 	require.ErrorIs(t, err, &proto.Error{Code: proto.ErrCodeNoCapacity})
 }
 
-func leakCheck(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
+func leakCheck(t *testing.T) { leaktest.Check(t) }

@@ -5,12 +5,12 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/openmmr/mmr/internal/leaktest"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
@@ -36,19 +36,7 @@ func mustCert() tls.Certificate {
 
 // noLeaks fails the test when goroutines started during it outlive it. Call
 // it first, so its cleanup runs after every other.
-func noLeaks(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
+func noLeaks(t *testing.T) { leaktest.Check(t) }
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 

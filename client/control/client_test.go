@@ -3,10 +3,10 @@ package control_test
 import (
 	"context"
 	"crypto/tls"
+	"github.com/openmmr/mmr/internal/leaktest"
 	"io"
 	"log/slog"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -55,16 +55,7 @@ func pinned(t *testing.T) *tls.Config {
 	return tc
 }
 
-func noLeaks(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(waitLimit)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		require.LessOrEqual(t, runtime.NumGoroutine(), before, "goroutine leak")
-	})
-}
+func noLeaks(t *testing.T) { leaktest.Check(t) }
 
 // realServer starts the real router and control server on loopback.
 func realServer(t *testing.T) string {

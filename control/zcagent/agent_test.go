@@ -3,6 +3,7 @@ package zcagent
 import (
 	"context"
 	"crypto/tls"
+	"github.com/openmmr/mmr/internal/leaktest"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -24,19 +25,7 @@ import (
 
 var testSecret = []byte("zone-secret-for-tests-0123456789")
 
-func noLeaks(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
-}
+func noLeaks(t *testing.T) { leaktest.Check(t) }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
