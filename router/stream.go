@@ -103,9 +103,9 @@ func (r *Router) ServeStream(c net.Conn) error {
 		if rem := f.Remote(); rem == nil || rem.Sink != sink {
 			return nil // moved to another transport, or the participant left
 		}
+		// No Seen stamp: a stream's idleness is its read deadline above;
+		// Expire never looks at stream-bound flows.
 		rd.live.In(len(pkt))
-		rd.now = time.Now().UnixNano()
-		f.Seen(rd.now)
 		rd.fromFlow(pkt, wire.Classify(pkt), f)
 		rd.flush() // UDP copies point into the deframer's buffer
 	}
