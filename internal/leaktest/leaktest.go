@@ -4,8 +4,11 @@
 package leaktest
 
 import (
+	"bytes"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -20,26 +23,88 @@ type T interface {
 	Fatalf(format string, args ...any)
 }
 
-// Check records the goroutines and descriptors open now and registers a
-// cleanup that fails t if more remain once the test and its later-registered
-// cleanups have finished (cleanups run last-in first-out, so call Check
-// first). The failure message carries every goroutine's stack.
+// ignored are goroutines the runtime and standard library start lazily and
+// keep for the life of the process; they are not a test's leak.
+var ignored = []string{
+	"os/signal.signal_recv",
+	"os/signal.loop",
+	"runtime.ensureSigM",
+}
+
+// Check records the goroutines and descriptors present now and registers a
+// cleanup that fails t if a goroutine started since is still alive, or more
+// descriptors are open, once the test and its later-registered cleanups have
+// finished (cleanups run last-in first-out, so call Check first).
+// Goroutines are compared by ID, not by count, so one that exits
+// concurrently cannot hide one that leaks. The failure message carries the
+// leaked goroutines' stacks.
 func Check(t T) {
 	t.Helper()
-	g0, fd0 := runtime.NumGoroutine(), OpenFDs()
+	before := goroutines()
+	fd0 := OpenFDs()
 	t.Cleanup(func() {
 		deadline := time.Now().Add(Settle)
-		for (runtime.NumGoroutine() > g0 || OpenFDs() > fd0) && time.Now().Before(deadline) {
+		var leaked []string
+		for {
+			leaked = leaked[:0]
+			for id, stack := range goroutines() {
+				if _, ok := before[id]; !ok && !isIgnored(stack) {
+					leaked = append(leaked, stack)
+				}
+			}
+			if (len(leaked) == 0 && OpenFDs() <= fd0) || !time.Now().Before(deadline) {
+				break
+			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		if g := runtime.NumGoroutine(); g > g0 {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutine leak: %d before, %d after\n%s", g0, g, buf[:runtime.Stack(buf, true)])
+		if len(leaked) > 0 {
+			t.Fatalf("goroutine leak: %d started during the test still running\n%s",
+				len(leaked), strings.Join(leaked, "\n\n"))
 		}
 		if fd := OpenFDs(); fd > fd0 {
 			t.Fatalf("descriptor leak: %d before, %d after", fd0, fd)
 		}
 	})
+}
+
+// goroutines returns every live goroutine's stack keyed by goroutine ID.
+func goroutines() map[uint64]string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	out := make(map[uint64]string)
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		// Each record starts "goroutine 123 [state]:".
+		rest, ok := bytes.CutPrefix(g, []byte("goroutine "))
+		if !ok {
+			continue
+		}
+		idStr, _, ok := bytes.Cut(rest, []byte(" "))
+		if !ok {
+			continue
+		}
+		id, err := strconv.ParseUint(string(idStr), 10, 64)
+		if err != nil {
+			continue
+		}
+		out[id] = string(g)
+	}
+	return out
+}
+
+func isIgnored(stack string) bool {
+	for _, s := range ignored {
+		if strings.Contains(stack, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // OpenFDs counts the process's open descriptors, or -1 where /proc/self/fd

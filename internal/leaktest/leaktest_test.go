@@ -42,6 +42,21 @@ func TestCheck(t *testing.T) {
 		close(stop)
 		require.Contains(t, r.failed, "goroutine leak")
 	})
+	t.Run("leak hidden by an exit", func(t *testing.T) {
+		// A goroutine older than Check exits while a new one leaks: the
+		// count stays the same, the leak must still be reported.
+		old, stop := make(chan struct{}), make(chan struct{})
+		oldDone := make(chan struct{})
+		go func() { <-old; close(oldDone) }()
+		r := &recorder{}
+		Check(r)
+		go func() { <-stop }()
+		close(old)
+		<-oldDone
+		r.finish()
+		close(stop)
+		require.Contains(t, r.failed, "goroutine leak")
+	})
 	t.Run("descriptor leak", func(t *testing.T) {
 		if OpenFDs() < 0 {
 			t.Skip("no /proc/self/fd")
