@@ -49,6 +49,15 @@ const (
 	// disconnected: a whole meeting joining at once sends each member one
 	// event per joiner, so this is above DefaultMaxParticipants/4 with room.
 	DefaultSendQueue = 512
+	// DefaultRequestRate and DefaultRequestBurst bound the messages one
+	// connection may send: a join (hello, join, three publishes and a few
+	// subscribes) or a client resynchronising many subscriptions fits in
+	// the burst of 200; 50 per second sustained is far above what a client
+	// following a meeting sends (a pong every ping interval, an occasional
+	// subscription change) and far below what a flood costs the router in
+	// route rebuilds.
+	DefaultRequestRate  = 50
+	DefaultRequestBurst = 200
 )
 
 // Config configures a Server. Zero fields take the default documented beside
@@ -96,6 +105,13 @@ type Config struct {
 	// SendQueue is the most frames queued for one client. Default
 	// DefaultSendQueue.
 	SendQueue int
+	// RequestRate (messages per second) and RequestBurst bound what one
+	// connection may send, as a token bucket: a message over the limit is
+	// refused with a non-fatal rate-limited error, and a client that sends
+	// RequestBurst more while refused is disconnected. Defaults
+	// DefaultRequestRate and DefaultRequestBurst.
+	RequestRate  int
+	RequestBurst int
 	// Endpoints are the media endpoints advertised in joined, in order of
 	// preference (see UDPEndpoints). An unspecified address (0.0.0.0, ::) is
 	// replaced per connection by the local address the client reached the
@@ -144,6 +160,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SendQueue == 0 {
 		c.SendQueue = DefaultSendQueue
 	}
+	if c.RequestRate == 0 {
+		c.RequestRate = DefaultRequestRate
+	}
+	if c.RequestBurst == 0 {
+		c.RequestBurst = DefaultRequestBurst
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -188,6 +210,7 @@ func (c *Config) validate() error {
 	}{
 		{"MaxConnsPerIP", c.MaxConnsPerIP}, {"MaxConns", c.MaxConns},
 		{"MaxParticipants", c.MaxParticipants}, {"MaxMeetings", c.MaxMeetings}, {"SendQueue", c.SendQueue},
+		{"RequestRate", c.RequestRate}, {"RequestBurst", c.RequestBurst},
 	}
 	for _, l := range limits {
 		if l.v < 1 {

@@ -49,6 +49,7 @@ type conn struct {
 	state  connState
 	p      *participant
 	linger bool
+	limit  limiter
 
 	qmu       sync.Mutex
 	q         [][]byte      // frames waiting for the flusher; shared read-only
@@ -86,6 +87,7 @@ func (c *conn) serve() {
 		return
 	}
 	fr := proto.NewFrameReader(c.nc, cfg.MaxFrame)
+	c.limit = newLimiter(cfg.RequestRate, cfg.RequestBurst, time.Now())
 	for {
 		if c.state == stateJoined {
 			// Before join the handshake deadline keeps running.
@@ -106,6 +108,17 @@ func (c *conn) serve() {
 			} else {
 				c.fatal(id, proto.CodeBadFrame, err.Error())
 			}
+			return
+		}
+		switch c.limit.take(time.Now()) {
+		case refuse:
+			c.s.stats.rateLimited.Add(1)
+			c.sendError(id, proto.CodeRateLimited, "over the request rate limit: not executed", false)
+			continue
+		case cutOff:
+			c.s.stats.rateLimited.Add(1)
+			c.s.stats.rateCutOff.Add(1)
+			c.fatal(id, proto.CodeRateLimited, "kept sending while rate limited")
 			return
 		}
 		if !c.handle(id, msg) {

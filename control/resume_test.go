@@ -126,7 +126,12 @@ func TestResumeRefused(t *testing.T) {
 	e := startServer(t, newFakeRouter(), nil)
 	a := e.join(t, "m", "a", token.Participant)
 	wrong := []byte(a.j.Resume)
-	wrong[0] ^= 1 // still hex, one bit off
+	// Still 64 hex digits, one digit off ('a'^1 or 'f'^1 would not be hex).
+	if wrong[0] == '0' {
+		wrong[0] = '1'
+	} else {
+		wrong[0] = '0'
+	}
 	tests := []struct {
 		name string
 		msg  *proto.Resume

@@ -19,12 +19,15 @@ type Stats struct {
 	GraceExpired    uint64 // participants removed because their grace period ran out
 	Timeouts        uint64 // connections closed by the handshake or idle timeout
 	SlowConsumers   uint64 // connections closed because their send queue was full
+	RateLimited     uint64 // messages refused by the request rate limit
+	RateCutOff      uint64 // connections closed for sending on while rate limited
 }
 
 // counters are the live counters behind Stats.
 type counters struct {
 	accepted, rejected, handshakeFailed, protocolErrors, authFailures atomic.Uint64
 	joins, resumes, graceExpired, timeouts, slowConsumers             atomic.Uint64
+	rateLimited, rateCutOff                                           atomic.Uint64
 }
 
 // Stats returns a snapshot. Safe for concurrent use.
@@ -37,5 +40,6 @@ func (s *Server) Stats() Stats {
 	st.ProtocolErrors, st.AuthFailures = c.protocolErrors.Load(), c.authFailures.Load()
 	st.Joins, st.Resumes, st.GraceExpired = c.joins.Load(), c.resumes.Load(), c.graceExpired.Load()
 	st.Timeouts, st.SlowConsumers = c.timeouts.Load(), c.slowConsumers.Load()
+	st.RateLimited, st.RateCutOff = c.rateLimited.Load(), c.rateCutOff.Load()
 	return st
 }

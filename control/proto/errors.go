@@ -26,6 +26,7 @@ const (
 	CodeReplaced          = "replaced"          // a resume on another connection took the participant over; fatal
 	CodeInternal          = "internal"          // server-side failure; fatal
 	CodeShuttingDown      = "shutting-down"     // the server is closing; fatal
+	CodeRateLimited       = "rate-limited"      // over the request rate: not executed; fatal once the client ignores it
 	maxCodeLen            = 64
 	maxErrorMessageLength = 1024
 )
