@@ -18,6 +18,10 @@ const MaxMessages = 1024
 // IPV6_TCLASS control message.
 var cmsgSpace = unix.CmsgSpace(4)
 
+// ctlSpace is the room of a message's combined control data: the DSCP mark
+// and an IPV6_PKTINFO (the larger of the two pktinfo forms).
+var ctlSpace = cmsgSpace + unix.CmsgSpace(unix.SizeofInet6Pktinfo)
+
 // Batch collects outgoing datagrams for one socket and sends them with
 // sendmmsg(2). Messages point at caller-owned packet buffers, which must
 // stay unchanged until Flush returns. Each message carries its media kind's
@@ -32,6 +36,7 @@ type Batch struct {
 	iovs   []unix.Iovec
 	owners []*stats.Live
 	cmsgs  [media.NumKinds][]byte
+	ctl    []byte // per message: mark + pktinfo; made on the first destination with a Src
 	n      int
 	total  *stats.Live
 }
@@ -90,7 +95,18 @@ func (b *Batch) Add(pkt []byte, dst *Addr, k media.Kind, owner *stats.Live) {
 	h := &b.msgs[i].Hdr
 	h.Name = dst.raw.ptr()
 	h.Namelen = dst.raw.len
-	if c := b.cmsgs[k.Index()]; c != nil {
+	if dst.pktinfo != nil {
+		// Both control messages side by side in this message's slot: a
+		// ~60-byte copy, paid only by routers bound to a wildcard address.
+		if b.ctl == nil { // once per Batch: most routers never need it
+			b.ctl = make([]byte, len(b.msgs)*ctlSpace)
+		}
+		c := b.ctl[i*ctlSpace : (i+1)*ctlSpace]
+		m := copy(c, b.cmsgs[k.Index()])
+		m += copy(c[m:], dst.pktinfo)
+		h.Control = &c[0]
+		h.SetControllen(m)
+	} else if c := b.cmsgs[k.Index()]; c != nil {
 		h.Control = &c[0]
 		h.SetControllen(len(c))
 	} else {

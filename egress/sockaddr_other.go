@@ -8,3 +8,5 @@ import "net/netip"
 type sockaddr struct{}
 
 func (s *sockaddr) set(netip.AddrPort) {}
+
+func pktinfoCmsg(Src) []byte { return nil }

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"net/netip"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -18,6 +19,7 @@ type Batch struct {
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6
 	bufs  []byte
+	ctl   []byte // per message: room for one IPV6_PKTINFO (or IP_PKTINFO)
 	n     int
 
 	pollFn  func(fd uintptr) bool // Poll mode read callback, made once
@@ -32,6 +34,7 @@ func NewBatch(n int) *Batch {
 		iovs:  make([]unix.Iovec, n),
 		names: make([]unix.RawSockaddrInet6, n),
 		bufs:  make([]byte, n*BufSize),
+		ctl:   make([]byte, n*ctlSpace),
 	}
 	for i := range b.msgs {
 		b.iovs[i].Base = &b.bufs[i*BufSize]
@@ -40,18 +43,27 @@ func NewBatch(n int) *Batch {
 		h.Name = (*byte)(unsafe.Pointer(&b.names[i]))
 		h.Iov = &b.iovs[i]
 		h.Iovlen = 1
+		h.Control = &b.ctl[i*ctlSpace]
 	}
 	return b
 }
 
+// ctlSpace is the control room of one message: a socket bound to a
+// wildcard address asks for each datagram's destination address
+// (IP_PKTINFO / IPV6_RECVPKTINFO) and nothing else.
+var ctlSpace = unix.CmsgSpace(unix.SizeofInet6Pktinfo)
+
 func (b *Batch) reset() {
 	for i := 0; i < b.n; i++ {
-		b.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-		b.msgs[i].Hdr.Flags = 0
+		h := &b.msgs[i].Hdr
+		h.Namelen = unix.SizeofSockaddrInet6
+		h.Flags = 0
+		h.SetControllen(ctlSpace)
 	}
 	if b.n == 0 { // first use
 		for i := range b.msgs {
 			b.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+			b.msgs[i].Hdr.SetControllen(ctlSpace)
 		}
 	}
 	b.n = 0
@@ -65,6 +77,38 @@ func (b *Batch) Len() int { return b.n }
 func (b *Batch) Packet(i int) (pkt []byte, truncated bool) {
 	n := int(b.msgs[i].Len)
 	return b.bufs[i*BufSize : i*BufSize+n : (i+1)*BufSize], b.msgs[i].Hdr.Flags&unix.MSG_TRUNC != 0
+}
+
+// Dest returns the local address datagram i was sent to and the index of
+// the interface it arrived on, when the socket reports them (it was bound
+// to a wildcard address; see Socket.Wildcard), or ok false. It parses the
+// control data in place, without allocating.
+func (b *Batch) Dest(i int) (addr netip.Addr, ifIndex uint32, ok bool) {
+	ctl := b.ctl[i*ctlSpace : i*ctlSpace+min(int(b.msgs[i].Hdr.Controllen), ctlSpace)]
+	hdr := unix.CmsgLen(0)
+	for len(ctl) >= hdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
+		l := int(h.Len)
+		if l < hdr || l > len(ctl) {
+			return netip.Addr{}, 0, false
+		}
+		data := ctl[hdr:l]
+		switch {
+		case h.Level == unix.IPPROTO_IP && h.Type == unix.IP_PKTINFO && len(data) >= unix.SizeofInet4Pktinfo:
+			pi := (*unix.Inet4Pktinfo)(unsafe.Pointer(&data[0]))
+			// ipi_addr: the header's destination, the address the peer used.
+			return netip.AddrFrom4(pi.Addr), uint32(pi.Ifindex), true
+		case h.Level == unix.IPPROTO_IPV6 && h.Type == unix.IPV6_PKTINFO && len(data) >= unix.SizeofInet6Pktinfo:
+			pi := (*unix.Inet6Pktinfo)(unsafe.Pointer(&data[0]))
+			return netip.AddrFrom16(pi.Addr), pi.Ifindex, true
+		}
+		next := unix.CmsgSpace(l - hdr)
+		if next >= len(ctl) {
+			break
+		}
+		ctl = ctl[next:]
+	}
+	return netip.Addr{}, 0, false
 }
 
 // Source writes datagram i's source address into key as 16 address bytes

@@ -78,6 +78,20 @@ func listenOne(addr netip.AddrPort, mode Mode, bufBytes int) (*Socket, error) {
 		}
 	}
 	setBuffer(fd, bufBytes)
+	if addr.Addr().IsUnspecified() {
+		// A wildcard socket cannot tell which of the host's addresses a
+		// client used; ask for it on every datagram so replies can leave
+		// from that address (egress.Src).
+		var err error
+		if family == unix.AF_INET {
+			err = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		} else {
+			err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ingress: enable packet info: %w", err)
+		}
+	}
 	var sa unix.Sockaddr
 	if family == unix.AF_INET {
 		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().Unmap().As4()}
@@ -149,6 +163,10 @@ func (s *Socket) FD() int { return s.fd }
 
 // Is6 reports whether this is an IPv6 socket.
 func (s *Socket) Is6() bool { return s.local.Addr().Is6() && !s.local.Addr().Is4In6() }
+
+// Wildcard reports whether the socket is bound to a wildcard address, so
+// that Batch.Dest tells each datagram's local address.
+func (s *Socket) Wildcard() bool { return s.local.Addr().IsUnspecified() }
 
 // ErrClosed is returned by Read after Wake or Close.
 var ErrClosed = errors.New("ingress: socket closed")

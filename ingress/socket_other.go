@@ -35,6 +35,12 @@ func (b *Batch) Packet(i int) ([]byte, bool) { return nil, false }
 // Source is never called off Linux.
 func (b *Batch) Source(i int, key *[18]byte) bool { return false }
 
+// Dest is never called off Linux.
+func (b *Batch) Dest(i int) (netip.Addr, uint32, bool) { return netip.Addr{}, 0, false }
+
+// Wildcard returns false.
+func (s *Socket) Wildcard() bool { return false }
+
 // Listen returns ErrUnsupported.
 func Listen(addr netip.AddrPort, n int, mode Mode, bufBytes int) ([]*Socket, error) {
 	return nil, ErrUnsupported

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -12,14 +13,18 @@ import (
 // TestZeroAllocsPerForwardedPacket measures the whole process's allocations
 // while one RTP packet and one RTCP report go in and are fanned out to 5
 // subscribers over real sockets (the send and receive calls used on the
-// client side do not allocate either), in both read modes.
+// client side do not allocate either), in both read modes, and on a
+// wildcard address (every copy then carries a source address).
 func TestZeroAllocsPerForwardedPacket(t *testing.T) {
-	for _, mode := range []string{"blocking", "poll"} {
+	for _, mode := range []string{"blocking", "poll", "wildcard"} {
 		t.Run(mode, func(t *testing.T) {
 			r := newTestRouter(t, func(c *Config) {
 				c.Shards = 1
-				if mode == "poll" {
+				switch mode {
+				case "poll":
 					c.ReadMode = 1
+				case "wildcard":
+					c.UDP = []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:0")}
 				}
 			})
 			require.NoError(t, r.CreateMeeting("m"))

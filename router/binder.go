@@ -17,6 +17,7 @@ type bindReq struct {
 	key   session.AddrKey
 	group int
 	txID  uint32
+	src   egress.Src // local address the bind arrived at, if the socket is a wildcard
 }
 
 // binder is the one goroutine that binds flows to addresses: it applies
@@ -55,7 +56,7 @@ func (b *binder) run() {
 
 func (b *binder) handle(req bindReq) {
 	ap := req.key.AddrPort()
-	if !b.rt.reg.Bind(req.p, req.kind, ap, req.group) {
+	if !b.rt.reg.Bind(req.p, req.kind, ap, req.group, req.src) {
 		// The participant left, or the address is another flow's.
 		b.live.Drop(stats.DropBadToken)
 		return

@@ -29,6 +29,20 @@ func newTestRouter(t testing.TB, mut ...func(*Config)) *Router {
 	return r
 }
 
+// dialAddr is the address clients send to: the router's first UDP address,
+// or for a wildcard router 127.0.0.2 (::1), which is not the source the
+// kernel would pick for a reply to the client.
+func dialAddr(r *Router) netip.AddrPort {
+	ap := r.UDPAddrs()[0]
+	switch {
+	case ap.Addr().Is4() && ap.Addr().IsUnspecified():
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), ap.Port())
+	case ap.Addr().IsUnspecified():
+		return netip.AddrPortFrom(netip.IPv6Loopback(), ap.Port())
+	}
+	return ap
+}
+
 // member is a test participant with one bound flow per kind.
 type member struct {
 	info  ParticipantInfo
@@ -45,7 +59,7 @@ func join(t testing.TB, r *Router, meeting string, n int) *member {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, k := range media.Kinds {
-		f, err := udpmedia.Dial(ctx, r.UDPAddrs()[0], k, info.Token)
+		f, err := udpmedia.Dial(ctx, dialAddr(r), k, info.Token)
 		require.NoError(t, err)
 		t.Cleanup(func() { f.Close() })
 		m.flows[k.Index()] = f

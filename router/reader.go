@@ -110,7 +110,7 @@ func (rd *reader) handle(i int) {
 	}
 	cls := wire.Classify(pkt)
 	if cls == wire.ClassBind {
-		rd.handleBind(pkt, key)
+		rd.handleBind(i, pkt, key)
 		return
 	}
 	f, ok := rd.rt.reg.Flows.Get(key)
@@ -239,7 +239,7 @@ func (rd *reader) handleKeepalive(pkt []byte, f *session.Flow) {
 
 // handleBind checks the token lock-free and hands a valid bind to the
 // binder goroutine, which owns flow binding; a full queue drops it.
-func (rd *reader) handleBind(pkt []byte, key session.AddrKey) {
+func (rd *reader) handleBind(i int, pkt []byte, key session.AddrKey) {
 	if err := rd.bind.Unmarshal(pkt); err != nil {
 		rd.live.Drop(stats.DropMalformed)
 		return
@@ -249,8 +249,15 @@ func (rd *reader) handleBind(pkt []byte, key session.AddrKey) {
 		rd.live.Drop(stats.DropBadToken)
 		return
 	}
+	var src egress.Src
+	if rd.sock.Wildcard() {
+		// Replies must leave from the address the client sent to.
+		if a, ifi, ok := rd.in.Dest(i); ok {
+			src = egress.Src{Addr: a, IfIndex: ifi}
+		}
+	}
 	select {
-	case rd.rt.binds <- bindReq{p: p, kind: rd.bind.Kind, key: key, group: rd.group, txID: rd.bind.TxID}:
+	case rd.rt.binds <- bindReq{p: p, kind: rd.bind.Kind, key: key, group: rd.group, txID: rd.bind.TxID, src: src}:
 	default:
 		rd.live.Drop(stats.DropBindBusy)
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/openmmr/mmr/egress"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/stats"
 	"github.com/openmmr/mmr/wire"
@@ -167,10 +168,11 @@ func (r *Registry) Get(id uint64) (*Participant, bool) {
 }
 
 // Bind points p's flow of kind k at remote address ap, served by listener
-// group. A flow already bound elsewhere moves (NAT rebinding): its old
-// address stops matching at once. An address bound to another flow is taken
-// from it. It reports false when p has left.
-func (r *Registry) Bind(p *Participant, k media.Kind, ap netip.AddrPort, group int) bool {
+// group, its copies leaving from src (the local address the bind arrived
+// at; zero: the kernel's choice). A flow already bound elsewhere moves (NAT
+// rebinding): its old address stops matching at once. An address bound to
+// another flow is taken from it. It reports false when p has left.
+func (r *Registry) Bind(p *Participant, k media.Kind, ap netip.AddrPort, group int, src egress.Src) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p.removed || !k.Valid() {
@@ -184,12 +186,12 @@ func (r *Registry) Bind(p *Participant, k media.Kind, ap netip.AddrPort, group i
 		other.remote.Store(nil)
 	}
 	if old := f.remote.Load(); old != nil {
-		if old.Key == key && old.Group == group && old.Sink == nil {
+		if old.Key == key && old.Group == group && old.Sink == nil && old.Dst.Src() == src {
 			return true
 		}
 		r.unlinkLocked(old)
 	}
-	rem := remoteOf(ap, group)
+	rem := &Remote{Key: key, Dst: egress.AddrFrom(ap, src), Group: group}
 	f.seen.Store(time.Now().UnixNano())
 	f.remote.Store(rem)
 	r.Flows.Put(key, f)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/openmmr/mmr/egress"
 	"github.com/openmmr/mmr/media"
 )
 
@@ -158,17 +159,17 @@ func TestRegistryBindMovesAndSteals(t *testing.T) {
 	a, _ := r.Add("m", "a", [media.NumKinds]netip.AddrPort{}, noGroup)
 	b, _ := r.Add("m", "b", [media.NumKinds]netip.AddrPort{}, noGroup)
 	x, y := netip.MustParseAddrPort("10.0.0.1:1000"), netip.MustParseAddrPort("10.0.0.1:2000")
-	require.True(t, r.Bind(a, media.Audio, x, 0))
-	require.True(t, r.Bind(a, media.Audio, y, 0)) // NAT rebinding: moves
+	require.True(t, r.Bind(a, media.Audio, x, 0, egress.Src{}))
+	require.True(t, r.Bind(a, media.Audio, y, 0, egress.Src{})) // NAT rebinding: moves
 	_, ok := r.Flows.Get(KeyOf(x))
 	require.False(t, ok, "old address unbound at once")
 	f, ok := r.Flows.Get(KeyOf(y))
 	require.True(t, ok)
 	require.Equal(t, a.Flow(media.Audio), f)
-	require.True(t, r.Bind(b, media.Audio, y, 0)) // the latest valid bind wins
+	require.True(t, r.Bind(b, media.Audio, y, 0, egress.Src{})) // the latest valid bind wins
 	f, _ = r.Flows.Get(KeyOf(y))
 	require.Equal(t, b.Flow(media.Audio), f)
 	require.Nil(t, a.Flow(media.Audio).Remote())
 	require.NoError(t, r.Remove(b.ID))
-	require.False(t, r.Bind(b, media.Audio, x, 0), "a removed participant cannot bind")
+	require.False(t, r.Bind(b, media.Audio, x, 0, egress.Src{}), "a removed participant cannot bind")
 }

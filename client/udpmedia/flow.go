@@ -42,11 +42,22 @@ type Flow struct {
 // Dial opens a UDP socket on an ephemeral port and binds it as the flow of
 // kind k. It returns ErrNoAnswer when no BindAck arrives.
 func Dial(ctx context.Context, server netip.AddrPort, k media.Kind, token wire.Token) (*Flow, error) {
+	return DialFrom(ctx, netip.AddrPort{}, server, k, token)
+}
+
+// DialFrom is Dial from the local address local (the zero AddrPort: any
+// address, an ephemeral port), e.g. to pick one interface of a multi-homed
+// client.
+func DialFrom(ctx context.Context, local, server netip.AddrPort, k media.Kind, token wire.Token) (*Flow, error) {
 	network := "udp4"
 	if server.Addr().Is6() && !server.Addr().Is4In6() {
 		network = "udp6"
 	}
-	c, err := net.ListenUDP(network, nil)
+	var laddr *net.UDPAddr
+	if local.IsValid() {
+		laddr = net.UDPAddrFromAddrPort(local)
+	}
+	c, err := net.ListenUDP(network, laddr)
 	if err != nil {
 		return nil, err
 	}
