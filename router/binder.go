@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/binary"
+	"time"
 
 	"github.com/openmmr/mmr/egress"
 	"github.com/openmmr/mmr/media"
@@ -80,6 +81,10 @@ func (b *binder) handle(req bindReq) {
 func (b *binder) requestKeyframe(req keyframeReq) {
 	f, ok := req.meeting.Owner(req.ssrc)
 	if !ok {
+		return
+	}
+	if !f.AllowKeyframe(req.ssrc, time.Now().UnixNano(), int64(b.rt.cfg.KeyframeInterval)) {
+		b.live.Drop(stats.DropKeyframeThrottled)
 		return
 	}
 	rem := f.Remote()

@@ -50,6 +50,13 @@ const (
 	// (a meeting room, an office), while a single host cannot exhaust
 	// descriptors.
 	DefaultMaxStreamsPerIP = 64
+	// DefaultKeyframeInterval lets one keyframe request (PLI, FIR) per
+	// published SSRC reach its publisher every 300 ms: a keyframe takes
+	// about that long to be encoded and delivered, so further requests in
+	// the meantime only make the publisher send more, bigger frames (1,000
+	// viewers joining at once would otherwise ask for 1,000 keyframes),
+	// while a keyframe that was lost is asked for again soon enough.
+	DefaultKeyframeInterval = 300 * time.Millisecond
 )
 
 // Config configures a Router. The zero value is valid: every zero field takes
@@ -100,6 +107,13 @@ type Config struct {
 	// MaxStreamsPerIP caps live TCP media streams from one source address.
 	// Default DefaultMaxStreamsPerIP.
 	MaxStreamsPerIP int
+	// KeyframeInterval is the least time between two keyframe requests
+	// (RTCP PLI or FIR, from subscribers or from the router's own stream
+	// queues) forwarded to the publisher of one SSRC; requests in between
+	// are dropped as DropKeyframeThrottled, with the compound RTCP packet
+	// that carried them. Default DefaultKeyframeInterval; negative: no
+	// limit.
+	KeyframeInterval time.Duration
 	// Logger receives lifecycle logs (never per-packet). Default slog.Default().
 	Logger *slog.Logger
 }
@@ -145,6 +159,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.KeyframeInterval == 0 {
+		c.KeyframeInterval = DefaultKeyframeInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -190,12 +190,24 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 		routed = true
 	}
 	ns := 0
-	for _, ssrc := range rd.rtcp.Targets[:rd.rtcp.N] {
+	var now int64 // read once, only if the compound asks for a keyframe
+	for i, ssrc := range rd.rtcp.Targets[:rd.rtcp.N] {
 		owner, ok := p.Meeting.Owner(ssrc)
 		if !ok || owner.Participant == p {
 			continue
 		}
 		routed = true
+		if rd.rtcp.IsKeyframe(i) {
+			if now == 0 {
+				now = time.Now().UnixNano()
+			}
+			if !owner.AllowKeyframe(ssrc, now, int64(rd.rt.cfg.KeyframeInterval)) {
+				// The publisher was asked moments ago: its keyframe is on
+				// the way. The compound is not sent to it for this target.
+				rd.drop(f, stats.DropKeyframeThrottled)
+				continue
+			}
+		}
 		dup := false
 		for _, s := range rd.sent[:ns] {
 			if s == owner {

@@ -63,6 +63,34 @@ type Flow struct {
 	// seen is when the flow last sent anything (Unix nanoseconds of the
 	// read batch that carried it), for idle expiry.
 	seen atomic.Int64
+	// keyframe[i] is when a keyframe request for the i-th published SSRC
+	// was last let through (Unix nanoseconds), for AllowKeyframe.
+	keyframe [MaxSSRCs]atomic.Int64
+}
+
+// AllowKeyframe decides whether a keyframe request (PLI, FIR) for ssrc,
+// published on this flow, may reach the publisher at now (Unix
+// nanoseconds): at most one per interval per SSRC, however many subscribers
+// ask at once (a keyframe answers them all). The first caller of an
+// interval wins, even among concurrent readers. Safe for concurrent use;
+// no allocation.
+func (f *Flow) AllowKeyframe(ssrc uint32, now, interval int64) bool {
+	p := f.ssrcs.Load()
+	if p == nil || interval <= 0 {
+		return true
+	}
+	for i, s := range *p {
+		if s != ssrc {
+			continue
+		}
+		last := &f.keyframe[i]
+		prev := last.Load()
+		if prev != 0 && now-prev < interval && now >= prev {
+			return false
+		}
+		return last.CompareAndSwap(prev, now)
+	}
+	return true // unpublished meanwhile: nothing to protect
 }
 
 // Seen records that the flow sent a packet at now (Unix nanoseconds).

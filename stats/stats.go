@@ -11,28 +11,30 @@ type DropReason uint8
 
 // Drop reasons.
 const (
-	DropUnbound         DropReason = iota // datagram from an address with no bound flow
-	DropBadToken                          // bind with an unknown token
-	DropMalformed                         // unknown first byte, short or invalid header
-	DropOversize                          // datagram larger than MaxPacket
-	DropUnknownSSRC                       // RTP with an SSRC the sender did not publish for the flow's kind
-	DropRTCPMalformed                     // RTCP that fails RFC 3550 validation
-	DropRTCPUnknownSSRC                   // RTCP feedback naming no published SSRC of the meeting
-	DropSendError                         // sendmmsg failed for one destination
-	DropSendBusy                          // socket send buffer full (EAGAIN): copy not sent
-	DropBindBusy                          // valid bind refused because the bind queue was full
-	DropStreamFrame                       // stream closed: impossible RFC 4571 length or garbage
-	DropStreamBind                        // stream closed: no valid bind as its first frame in time
-	DropStreamLimit                       // stream refused: too many from one source IP
-	DropQueueFull                         // copy not queued: the stream subscriber's queue was full
-	DropSlowSubscriber                    // stream closed: its peer stopped reading for StallTimeout
-	NumDropReasons                        // number of reasons; not a reason
+	DropUnbound           DropReason = iota // datagram from an address with no bound flow
+	DropBadToken                            // bind with an unknown token
+	DropMalformed                           // unknown first byte, short or invalid header
+	DropOversize                            // datagram larger than MaxPacket
+	DropUnknownSSRC                         // RTP with an SSRC the sender did not publish for the flow's kind
+	DropRTCPMalformed                       // RTCP that fails RFC 3550 validation
+	DropRTCPUnknownSSRC                     // RTCP feedback naming no published SSRC of the meeting
+	DropSendError                           // sendmmsg failed for one destination
+	DropSendBusy                            // socket send buffer full (EAGAIN): copy not sent
+	DropBindBusy                            // valid bind refused because the bind queue was full
+	DropStreamFrame                         // stream closed: impossible RFC 4571 length or garbage
+	DropStreamBind                          // stream closed: no valid bind as its first frame in time
+	DropStreamLimit                         // stream refused: too many from one source IP
+	DropQueueFull                           // copy not queued: the stream subscriber's queue was full
+	DropSlowSubscriber                      // stream closed: its peer stopped reading for StallTimeout
+	DropKeyframeThrottled                   // keyframe request (PLI, FIR) within the publisher's KeyframeInterval: not forwarded
+	NumDropReasons                          // number of reasons; not a reason
 )
 
 var dropNames = [NumDropReasons]string{
 	"unbound_source", "bad_token", "malformed", "oversize", "unknown_ssrc",
 	"rtcp_malformed", "rtcp_unknown_ssrc", "send_error", "send_busy", "bind_busy",
 	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
+	"keyframe_throttled",
 }
 
 // String returns the reason's stable snake_case name.

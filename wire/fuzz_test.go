@@ -133,6 +133,7 @@ func FuzzRTCPRoute(f *testing.F) {
 			require.False(t, seen[x], "duplicate target %d", x)
 			seen[x] = true
 		}
+		require.Zero(t, int(r.Keyframe)>>r.N, "keyframe bits only for targets")
 		require.Equal(t, ClassRTCP, Classify(b), "a parseable compound must classify as RTCP")
 	})
 }

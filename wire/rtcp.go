@@ -25,6 +25,7 @@ const (
 	rtcpPSFB  = 206 // payload-specific feedback, RFC 4585 §6.3
 	rtcpXR    = 207 // extended reports, RFC 3611 (skipped)
 
+	psfbPLI = 1  // picture loss indication, RFC 4585 §6.3.1
 	psfbFIR = 4  // full intra request, RFC 5104 §4.3.1
 	psfbAFB = 15 // application layer feedback, RFC 4585 §6.4
 
@@ -99,22 +100,38 @@ type RTCPRoute struct {
 	// entries and REMB SSRCs. SSRC 0 is never included. Only Targets[:N]
 	// is meaningful.
 	Targets [MaxRTCPTargets]uint32
+	// Keyframe has bit i set when Targets[i] is named by a keyframe request:
+	// a PLI (RFC 4585 §6.3.1) or a FIR entry (RFC 5104 §4.3.1). The router
+	// throttles those per publisher.
+	Keyframe uint16
 }
 
+// IsKeyframe reports whether Targets[i] is named by a keyframe request.
+func (r *RTCPRoute) IsKeyframe(i int) bool { return r.Keyframe&(1<<i) != 0 }
+
 // add appends ssrc to the targets unless it is 0, already present, or the
-// array is full.
-func (r *RTCPRoute) add(ssrc uint32) {
+// array is full, and returns its index (-1 if not a target).
+func (r *RTCPRoute) add(ssrc uint32) int {
 	if ssrc == 0 {
-		return
+		return -1
 	}
-	for _, t := range r.Targets[:r.N] {
+	for i, t := range r.Targets[:r.N] {
 		if t == ssrc {
-			return
+			return i
 		}
 	}
 	if r.N < MaxRTCPTargets {
 		r.Targets[r.N] = ssrc
 		r.N++
+		return r.N - 1
+	}
+	return -1
+}
+
+// addKeyframe adds ssrc as a target of a keyframe request.
+func (r *RTCPRoute) addKeyframe(ssrc uint32) {
+	if i := r.add(ssrc); i >= 0 {
+		r.Keyframe |= 1 << i
 	}
 }
 
@@ -141,9 +158,10 @@ func (r *RTCPRoute) add(ssrc uint32) {
 //     becomes a target (the media source field is 0 by definition).
 //     FMT 15 whose FCI starts with "REMB" (draft-alvestrand-rmcat-remb):
 //     byte 16 is the number of SSRCs, which start at byte 20 and must fit
-//     (ErrRTCPLength), and become targets. Any other FMT (PLI 1, SLI 2,
-//     RPSI 3, non-REMB application feedback, ...): the media source SSRC
-//     becomes a target;
+//     (ErrRTCPLength), and become targets. FMT 1, PLI: the media source
+//     SSRC becomes a target. FIR and PLI targets are marked in Keyframe.
+//     Any other FMT (SLI 2, RPSI 3, non-REMB application feedback, ...):
+//     the media source SSRC becomes a target;
 //   - SDES (202), APP (204), XR (207) and the other types in 192..223 are
 //     skipped.
 //
@@ -245,8 +263,11 @@ func (r *RTCPRoute) addPSFB(p []byte, format int) error {
 			return ErrRTCPLength
 		}
 		for o := 0; o+firEntrySize <= len(fci); o += firEntrySize {
-			r.add(binary.BigEndian.Uint32(fci[o : o+4]))
+			r.addKeyframe(binary.BigEndian.Uint32(fci[o : o+4]))
 		}
+		return nil
+	case format == psfbPLI:
+		r.addKeyframe(binary.BigEndian.Uint32(p[8:12]))
 		return nil
 	case format == psfbAFB && len(fci) >= 4 && string(fci[:4]) == "REMB":
 		if len(p) < rembSSRCOffset {

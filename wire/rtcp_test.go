@@ -62,6 +62,7 @@ type routeWant struct {
 	toSubs  bool
 	sender  uint32
 	targets []uint32
+	kf      uint16 // Keyframe bits
 }
 
 func TestRTCPRouteParse(t *testing.T) {
@@ -120,13 +121,13 @@ func TestRTCPRouteParse(t *testing.T) {
 		{
 			name: "PLI",
 			in:   compound(t, &rtcp.PictureLossIndication{SenderSSRC: 7, MediaSSRC: 71}),
-			want: routeWant{sender: 7, targets: []uint32{71}},
+			want: routeWant{sender: 7, targets: []uint32{71}, kf: 0b1},
 		},
 		{
 			name: "FIR with 2 entries",
 			in: compound(t, &rtcp.FullIntraRequest{SenderSSRC: 8, FIR: []rtcp.FIREntry{
 				{SSRC: 81, SequenceNumber: 1}, {SSRC: 82, SequenceNumber: 2}}}),
-			want: routeWant{sender: 8, targets: []uint32{81, 82}},
+			want: routeWant{sender: 8, targets: []uint32{81, 82}, kf: 0b11},
 		},
 		{
 			name: "REMB with 2 SSRCs",
@@ -142,7 +143,7 @@ func TestRTCPRouteParse(t *testing.T) {
 				&rtcp.TransportLayerNack{SenderSSRC: 10, MediaSSRC: 103, Nacks: []rtcp.NackPair{{PacketID: 1}}},
 				&rtcp.PictureLossIndication{SenderSSRC: 10, MediaSSRC: 104},
 				&rtcp.FullIntraRequest{SenderSSRC: 10, FIR: []rtcp.FIREntry{{SSRC: 105}}}),
-			want: routeWant{sender: 10, targets: []uint32{101, 102, 103, 104, 105}},
+			want: routeWant{sender: 10, targets: []uint32{101, 102, 103, 104, 105}, kf: 0b11000},
 		},
 		{
 			name: "17 distinct targets capped at 16",
@@ -156,7 +157,7 @@ func TestRTCPRouteParse(t *testing.T) {
 				&rtcp.TransportLayerNack{SenderSSRC: 12, MediaSSRC: 122, Nacks: []rtcp.NackPair{{PacketID: 1}}},
 				&rtcp.PictureLossIndication{SenderSSRC: 12, MediaSSRC: 123},
 				&rtcp.FullIntraRequest{SenderSSRC: 12, FIR: []rtcp.FIREntry{{SSRC: 121}, {SSRC: 123}}}),
-			want: routeWant{sender: 12, targets: []uint32{121, 122, 123}},
+			want: routeWant{sender: 12, targets: []uint32{121, 122, 123}, kf: 0b101},
 		},
 		{
 			name: "SSRC 0 never a target",
@@ -262,6 +263,7 @@ func TestRTCPRouteParse(t *testing.T) {
 			require.Equal(t, tc.want.toSubs, r.ToSubscribers, "ToSubscribers")
 			require.Equal(t, tc.want.sender, r.Sender, "Sender")
 			require.Equal(t, len(tc.want.targets), r.N, "N")
+			require.Equal(t, tc.want.kf, r.Keyframe, "Keyframe %b", r.Keyframe)
 			if len(tc.want.targets) > 0 {
 				require.Equal(t, tc.want.targets, r.Targets[:r.N])
 			}

@@ -92,6 +92,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	content := fs.Uint("dscp-content", uint(def.Content), "DSCP of content (screen share) packets (0..63; Zoom uses 40)")
 	noDSCP := fs.Bool("no-dscp", false, "send every packet unmarked")
 	sockbuf := fs.Int("sockbuf", router.DefaultSocketBuffer, "SO_RCVBUF/SO_SNDBUF bytes per socket")
+	keyframe := fs.Duration("keyframe-interval", router.DefaultKeyframeInterval, "least time between keyframe requests (PLI, FIR) forwarded to the publisher of one stream (negative: no limit)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -139,6 +140,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		}
 	}
 	o.cfg.Shards, o.cfg.Batch, o.cfg.ReadMode, o.cfg.SocketBuffer = *shards, *batch, m, *sockbuf
+	o.cfg.KeyframeInterval = *keyframe
 	o.cfg.DSCP = dscp.Config{Audio: uint8(*audio), Video: uint8(*video), Content: uint8(*content)}
 	o.cfg.DisableDSCP = *noDSCP || o.cfg.DSCP == (dscp.Config{})
 	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {

@@ -197,6 +197,14 @@ func parse(tok string) (c Claims, body, mac []byte, err error) {
 	if len(tok) > base64.RawURLEncoding.EncodedLen(minSize+2*MaxField) {
 		return Claims{}, nil, nil, ErrMalformed
 	}
+	// Strict rejects non-zero trailing bits, but every Go base64 decoder
+	// skips '\r' and '\n' anywhere: refuse anything outside the URL-safe
+	// alphabet first, so a token has exactly one accepted spelling.
+	for i := 0; i < len(tok); i++ {
+		if !isBase64URL(tok[i]) {
+			return Claims{}, nil, nil, ErrMalformed
+		}
+	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(tok) // strict: one encoding per token
 	if err != nil || len(b) < minSize || b[0] != Version {
 		return Claims{}, nil, nil, ErrMalformed
@@ -229,4 +237,9 @@ func field(b []byte) (string, []byte, bool) {
 	}
 	n := int(b[0])
 	return string(b[1 : 1+n]), b[1+n:], true
+}
+
+// isBase64URL reports whether c is in the RFC 4648 §5 alphabet.
+func isBase64URL(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_'
 }

@@ -73,6 +73,7 @@ func TestVerifyOutcomes(t *testing.T) {
 		{"unknown secret", rotated, other, ErrSignature},
 		{"forged and expired reports forged", onlyA, forgedExpired, ErrSignature},
 		{"role escalated", onlyA, base64.RawURLEncoding.EncodeToString(flipRole), ErrSignature},
+		{"line break inside (base64 decoders skip it)", onlyA, good[:20] + "\r\n" + good[20:], ErrMalformed},
 		{"mac altered", onlyA, base64.RawURLEncoding.EncodeToString(flipMAC), ErrSignature},
 		{"empty", onlyA, "", ErrMalformed},
 		{"not base64", onlyA, "!!!!", ErrMalformed},

@@ -1,0 +1,90 @@
+package router
+
+import (
+	"testing"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/stats"
+)
+
+// TestKeyframeThrottle: when every subscriber asks a publisher for a
+// keyframe at once, one request per SSRC and interval reaches it; other
+// feedback and other SSRCs pass; the next interval gets through again.
+func TestKeyframeThrottle(t *testing.T) {
+	const interval = 2 * time.Second
+	v := media.Video.Index()
+	nack := func(sender, ssrc uint32) []byte {
+		b, err := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{SenderSSRC: sender, MediaSSRC: ssrc,
+			Nacks: []rtcp.NackPair{{PacketID: 7}}}})
+		require.NoError(t, err)
+		return b
+	}
+	fir := func(sender, ssrc uint32) []byte {
+		b, err := rtcp.Marshal([]rtcp.Packet{&rtcp.FullIntraRequest{SenderSSRC: sender, FIR: []rtcp.FIREntry{{SSRC: ssrc, SequenceNumber: 1}}}})
+		require.NoError(t, err)
+		return b
+	}
+
+	t.Run("throttled", func(t *testing.T) {
+		r := newTestRouter(t, func(c *Config) { c.KeyframeInterval = interval })
+		require.NoError(t, r.CreateMeeting("m"))
+		a := join(t, r, "m", 1)
+		subs := []*member{join(t, r, "m", 2), join(t, r, "m", 3), join(t, r, "m", 4)}
+		layer2 := a.ssrc[v] + 0x10000 // a second simulcast layer
+		require.NoError(t, r.Publish(a.info.ID, media.Video, layer2))
+		before := r.Stats().Drops[stats.DropKeyframeThrottled]
+
+		start := time.Now()
+		for _, s := range subs {
+			require.NoError(t, s.flows[v].Send(pli(s.ssrc[v], a.ssrc[v])))
+		}
+		require.NoError(t, subs[0].flows[v].Send(fir(subs[0].ssrc[v], a.ssrc[v])))
+		got := recvAll(a.flows[v], 1, 3*time.Second)
+		require.Len(t, got, 1)
+		var asked []string // whichever request the readers saw first wins
+		for _, s := range subs {
+			asked = append(asked, string(pli(s.ssrc[v], a.ssrc[v])))
+		}
+		asked = append(asked, string(fir(subs[0].ssrc[v], a.ssrc[v])))
+		require.Contains(t, asked, string(got[0]))
+		// Other feedback for the same SSRC and a request for the other
+		// layer are not held back.
+		n := nack(subs[1].ssrc[v], a.ssrc[v])
+		require.NoError(t, subs[1].flows[v].Send(n))
+		require.Equal(t, [][]byte{n}, recvAll(a.flows[v], 1, 3*time.Second))
+		p2 := pli(subs[2].ssrc[v], layer2)
+		require.NoError(t, subs[2].flows[v].Send(p2))
+		require.Equal(t, [][]byte{p2}, recvAll(a.flows[v], 1, 3*time.Second))
+		require.Less(t, time.Since(start), interval, "the machine was too slow for this check")
+		require.True(t, quiet(a.flows[v], 50*time.Millisecond), "the other requests were held back")
+		require.Equal(t, before+3, r.Stats().Drops[stats.DropKeyframeThrottled])
+		var charged uint64
+		for _, s := range subs {
+			ps, err := r.ParticipantStats(s.info.ID)
+			require.NoError(t, err)
+			charged += ps.Drops[stats.DropKeyframeThrottled]
+		}
+		require.Equal(t, uint64(3), charged, "charged to the senders")
+
+		time.Sleep(time.Until(start.Add(interval + 50*time.Millisecond)))
+		again := pli(subs[1].ssrc[v], a.ssrc[v])
+		require.NoError(t, subs[1].flows[v].Send(again))
+		require.Equal(t, [][]byte{again}, recvAll(a.flows[v], 1, 3*time.Second), "a new interval")
+	})
+
+	t.Run("disabled", func(t *testing.T) {
+		r := newTestRouter(t, func(c *Config) { c.KeyframeInterval = -1 })
+		require.NoError(t, r.CreateMeeting("m"))
+		a := join(t, r, "m", 1)
+		subs := []*member{join(t, r, "m", 2), join(t, r, "m", 3), join(t, r, "m", 4)}
+		for _, s := range subs {
+			require.NoError(t, s.flows[v].Send(pli(s.ssrc[v], a.ssrc[v])))
+		}
+		require.Len(t, recvAll(a.flows[v], 3, 3*time.Second), 3)
+		require.Zero(t, r.Stats().Drops[stats.DropKeyframeThrottled])
+	})
+}
