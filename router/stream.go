@@ -86,9 +86,16 @@ func (r *Router) ServeStream(c net.Conn) error {
 	}
 
 	rd := newStreamReader(r, int(peer.Port()))
+	defer rd.flush() // copies of the last frames (the buffer is unchanged since)
 	f := p.Flow(k)
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(r.cfg.IdleTimeout))
+		if !d.HasFrame() {
+			// Next will read, and may move the buffer the queued UDP copies
+			// point into: send them first. Frames already buffered are
+			// routed into the same sendmmsg batch.
+			rd.flush()
+			_ = c.SetReadDeadline(time.Now().Add(r.cfg.IdleTimeout))
+		}
 		pkt, err := d.Next()
 		if err != nil {
 			if errors.Is(err, wire.ErrFrameSize) {
@@ -107,7 +114,6 @@ func (r *Router) ServeStream(c net.Conn) error {
 		// Expire never looks at stream-bound flows.
 		rd.live.In(len(pkt))
 		rd.fromFlow(pkt, wire.Classify(pkt), f)
-		rd.flush() // UDP copies point into the deframer's buffer
 	}
 }
 

@@ -50,7 +50,7 @@ func tlsMedia(t *testing.T, r *Router) (netip.AddrPort, *tls.Config) {
 }
 
 // joinStream adds a participant whose three flows are streams.
-func joinStream(t *testing.T, r *Router, meeting string, n int, addr netip.AddrPort, tlsConf *tls.Config) (*member, [media.NumKinds]*streammedia.Flow) {
+func joinStream(t testing.TB, r *Router, meeting string, n int, addr netip.AddrPort, tlsConf *tls.Config) (*member, [media.NumKinds]*streammedia.Flow) {
 	t.Helper()
 	info, err := r.AddParticipant(meeting, ParticipantOptions{})
 	require.NoError(t, err)

@@ -42,7 +42,9 @@ func NewDeframer(r io.Reader, max int) *Deframer {
 	return &Deframer{r: r, buf: make([]byte, size), max: max}
 }
 
-// Next returns the next packet. The slice is valid until the next call. It
+// Next returns the next packet. The slice is valid until the next call
+// that reads (any call made while HasFrame is false); packets returned
+// while frames were buffered stay valid together until then. It
 // returns io.EOF at a clean end of stream (between frames),
 // io.ErrUnexpectedEOF in the middle of one, and ErrFrameSize for an
 // impossible length.
@@ -68,6 +70,18 @@ func (d *Deframer) Next() ([]byte, error) {
 // Buffered reports whether a whole frame may already be buffered, so a
 // caller can keep routing before it flushes its output.
 func (d *Deframer) Buffered() int { return d.end - d.start }
+
+// HasFrame reports whether the next frame is already buffered whole with a
+// valid length, so that Next will return it without reading and without
+// moving the buffer: frames returned earlier stay valid across that call.
+func (d *Deframer) HasFrame() bool {
+	avail := d.end - d.start
+	if avail < FrameHeaderSize {
+		return false
+	}
+	n := int(binary.BigEndian.Uint16(d.buf[d.start:]))
+	return n != 0 && n <= d.max && avail >= FrameHeaderSize+n
+}
 
 // fill makes at least n bytes available from d.start.
 func (d *Deframer) fill(n int) error {

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"io"
+	"math/rand/v2"
 	"testing"
 	"testing/iotest"
 
@@ -74,10 +75,28 @@ func FuzzDeframer(f *testing.F) {
 	f.Add(AppendFrame(AppendFrame(nil, []byte{1, 2, 3}), []byte{4}))
 	f.Add([]byte{0, 0})
 	f.Add([]byte{0xff, 0xff, 1})
+	big, _ := manyFrames(42, 30) // several buffers' worth: compactions
+	f.Add(big)
 	f.Fuzz(func(t *testing.T, in []byte) {
-		d := NewDeframer(bytes.NewReader(in), 1500)
+		// Reads of varying sizes (the chunk sizes come from the input) so
+		// that frames straddle reads and the buffer gets compacted.
+		d := NewDeframer(&chunkReader{b: in}, 1500)
 		total := 0
+		// held are frames returned while HasFrame was true, with a copy:
+		// they must stay intact until Next is called with HasFrame false.
+		var held, copies [][]byte
+		check := func() {
+			for i := range held {
+				if !bytes.Equal(held[i], copies[i]) {
+					t.Fatalf("frame %d changed before the next read", i)
+				}
+			}
+			held, copies = held[:0], copies[:0]
+		}
 		for {
+			if !d.HasFrame() {
+				check()
+			}
 			p, err := d.Next()
 			if err != nil {
 				break
@@ -85,10 +104,103 @@ func FuzzDeframer(f *testing.F) {
 			if len(p) == 0 || len(p) > 1500 {
 				t.Fatalf("frame of %d bytes", len(p))
 			}
+			held, copies = append(held, p), append(copies, bytes.Clone(p))
 			total += FrameHeaderSize + len(p)
 		}
+		check()
 		if total > len(in) {
 			t.Fatalf("read %d bytes of frames from %d input bytes", total, len(in))
 		}
 	})
+}
+
+// chunkReader returns b in reads of 1 to 4096 bytes, the size of each taken
+// from the data itself.
+type chunkReader struct {
+	b     []byte
+	fixed int // if > 0, every read returns up to this many bytes instead
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), len(c.b), 1+int(c.b[0])*16)
+	if c.fixed > 0 {
+		n = min(len(p), len(c.b), c.fixed)
+	}
+	n = copy(p, c.b[:n])
+	c.b = c.b[n:]
+	return n, nil
+}
+
+// manyFrames returns n frames of pseudo-random sizes 1..1500 and contents.
+func manyFrames(seed uint64, n int) (stream []byte, frames [][]byte) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	for range n {
+		p := make([]byte, 1+rng.IntN(1500))
+		for i := range p {
+			p[i] = byte(rng.Uint32())
+		}
+		frames = append(frames, p)
+		stream = AppendFrame(stream, p)
+	}
+	return stream, frames
+}
+
+// TestDeframerHeldFrames: frames returned while HasFrame is true stay valid
+// together until a Next that reads, whatever the read sizes, across buffer
+// compactions (the stream is many times the 8 KiB buffer).
+func TestDeframerHeldFrames(t *testing.T) {
+	for seed := range uint64(8) {
+		stream, want := manyFrames(seed, 300)
+		// Chunk sizes from the seed: 1-byte reads up to whole-buffer reads.
+		d := NewDeframer(&chunkReader{b: stream, fixed: []int{1, 7, 100, 1500, 3000, 9000, 0, 4096}[seed]}, 1500)
+		var held, copies [][]byte
+		got := 0
+		for {
+			if !d.HasFrame() {
+				for i := range held {
+					require.Equal(t, copies[i], held[i], "seed %d: a held frame changed", seed)
+				}
+				held, copies = held[:0], copies[:0]
+			}
+			p, err := d.Next()
+			if err != nil {
+				require.ErrorIs(t, err, io.EOF)
+				break
+			}
+			require.Equal(t, want[got], p)
+			got++
+			held, copies = append(held, p), append(copies, bytes.Clone(p))
+		}
+		require.Equal(t, len(want), got)
+	}
+}
+
+func TestDeframerHasFrame(t *testing.T) {
+	frame := AppendFrame(nil, []byte("abcdef"))
+	tests := []struct {
+		name string
+		in   []byte
+		want bool
+	}{
+		{"empty", nil, false},
+		{"half a header", frame[:1], false},
+		{"header only", frame[:2], false},
+		{"partial payload", frame[:5], false},
+		{"whole frame", frame, true},
+		{"zero length", []byte{0, 0, 1}, false},
+		{"above max", []byte{0x05, 0xdd, 1}, false}, // 1501
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := NewDeframer(bytes.NewReader(tc.in), 1500)
+			require.False(t, d.HasFrame(), "nothing buffered before the first read")
+			// Buffer the input without consuming a frame: Next on a
+			// OneByte reader would consume, so fill directly.
+			_ = d.fill(len(tc.in))
+			require.Equal(t, tc.want, d.HasFrame())
+		})
+	}
 }
