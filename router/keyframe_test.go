@@ -88,3 +88,37 @@ func TestKeyframeThrottle(t *testing.T) {
 		require.Zero(t, r.Stats().Drops[stats.DropKeyframeThrottled])
 	})
 }
+
+// TestRTCPFeedbackOnlyFromSubscribers: feedback about a stream goes to its
+// publisher only from participants who receive that stream.
+func TestRTCPFeedbackOnlyFromSubscribers(t *testing.T) {
+	r := newTestRouter(t, func(c *Config) { c.KeyframeInterval = -1 })
+	require.NoError(t, r.CreateMeeting("m"))
+	a, b, c := join(t, r, "m", 1), join(t, r, "m", 2), join(t, r, "m", 3)
+	v := media.Video.Index()
+	// c receives video from b only.
+	require.NoError(t, r.Subscribe(c.info.ID, media.Video, From(b.info.ID)))
+	nack := func(sender, ssrc uint32) []byte {
+		p, err := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{SenderSSRC: sender, MediaSSRC: ssrc,
+			Nacks: []rtcp.NackPair{{PacketID: 1, LostPackets: 0xffff}}}})
+		require.NoError(t, err)
+		return p
+	}
+	before := r.Stats().Drops[stats.DropRTCPNotSubscribed]
+	for _, p := range [][]byte{pli(c.ssrc[v], a.ssrc[v]), nack(c.ssrc[v], a.ssrc[v])} {
+		require.NoError(t, c.flows[v].Send(p))
+	}
+	// An RR naming both: it still reaches b, the stream c receives.
+	rr, err := rtcp.Marshal([]rtcp.Packet{&rtcp.ReceiverReport{SSRC: c.ssrc[v], Reports: []rtcp.ReceptionReport{
+		{SSRC: a.ssrc[v]}, {SSRC: b.ssrc[v]}}}})
+	require.NoError(t, err)
+	require.NoError(t, c.flows[v].Send(rr))
+	require.Equal(t, [][]byte{rr}, recvAll(b.flows[v], 1, 3*time.Second))
+	require.True(t, quiet(a.flows[v], 100*time.Millisecond), "a gets no feedback from a non-subscriber")
+	require.Eventually(t, func() bool { return r.Stats().Drops[stats.DropRTCPNotSubscribed] == before+3 },
+		2*time.Second, 5*time.Millisecond)
+	// b, who receives a's video, still reaches a.
+	fb := pli(b.ssrc[v], a.ssrc[v])
+	require.NoError(t, b.flows[v].Send(fb))
+	require.Equal(t, [][]byte{fb}, recvAll(a.flows[v], 1, 3*time.Second))
+}

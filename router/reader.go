@@ -197,6 +197,13 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 			continue
 		}
 		routed = true
+		if !owner.Route().Has(p.Flow(owner.Kind)) {
+			// Feedback about a stream the sender does not receive (never
+			// subscribed, or unsubscribed since): it has nothing to report,
+			// and must not make the publisher resend or re-encode.
+			rd.drop(f, stats.DropRTCPNotSubscribed)
+			continue
+		}
 		if rd.rtcp.IsKeyframe(i) {
 			if now == 0 {
 				now = time.Now().UnixNano()

@@ -50,6 +50,18 @@ type Route struct {
 	Dests []*Flow
 }
 
+// Has reports whether f is one of the route's destinations: whether f's
+// participant receives the route's stream. A linear scan, for the RTCP path
+// (a few packets per second per participant), not for every media packet.
+func (r *Route) Has(f *Flow) bool {
+	for _, d := range r.Dests {
+		if d == f {
+			return true
+		}
+	}
+	return false
+}
+
 // Flow is one participant's transport for one media kind. Its identity
 // fields never change; its remote address, route and published SSRCs are
 // snapshots read lock-free on the packet path. Safe for concurrent use.

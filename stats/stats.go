@@ -27,6 +27,7 @@ const (
 	DropQueueFull                           // copy not queued: the stream subscriber's queue was full
 	DropSlowSubscriber                      // stream closed: its peer stopped reading for StallTimeout
 	DropKeyframeThrottled                   // keyframe request (PLI, FIR) within the publisher's KeyframeInterval: not forwarded
+	DropRTCPNotSubscribed                   // RTCP feedback about a stream its sender does not receive: not forwarded to that publisher
 	NumDropReasons                          // number of reasons; not a reason
 )
 
@@ -34,7 +35,7 @@ var dropNames = [NumDropReasons]string{
 	"unbound_source", "bad_token", "malformed", "oversize", "unknown_ssrc",
 	"rtcp_malformed", "rtcp_unknown_ssrc", "send_error", "send_busy", "bind_busy",
 	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
-	"keyframe_throttled",
+	"keyframe_throttled", "rtcp_not_subscribed",
 }
 
 // String returns the reason's stable snake_case name.
