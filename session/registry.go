@@ -244,6 +244,9 @@ func (r *Registry) publishLocked(p *Participant, k media.Kind, ssrcs []uint32) e
 	if len(cur) > MaxSSRCs {
 		return ErrTooManySSRCs
 	}
+	// The route first: once the SSRCs are visible the packet path forwards
+	// along it (routes of flows that published nothing are kept empty).
+	f.route.Store(routeOf(p.Meeting, p, k.Index()))
 	f.ssrcs.Store(&cur)
 	r.rebuildOwners(p.Meeting)
 	return nil
@@ -255,6 +258,9 @@ func (r *Registry) Unpublish(id uint64, k media.Kind, ssrcs ...uint32) error {
 		f := p.Flow(k)
 		cur := slices.DeleteFunc(f.SSRCs(), func(s uint32) bool { return slices.Contains(ssrcs, s) })
 		f.ssrcs.Store(&cur)
+		if len(cur) == 0 {
+			f.route.Store(&Route{}) // publishes nothing: routes nowhere
+		}
 		r.rebuildOwners(p.Meeting)
 		return nil
 	})
@@ -284,22 +290,37 @@ func (r *Registry) withParticipant(id uint64, k media.Kind, fn func(*Participant
 	return fn(p)
 }
 
-// rebuildRoutes recomputes every route of m: each publisher flow of kind k
-// goes to the kind-k flow of every other participant whose filter admits
-// the publisher. O(participants²); runs only on membership and
-// subscription changes.
+// rebuildRoutes recomputes the routes of m's publishing flows: each flow
+// of kind k with published SSRCs goes to the kind-k flow of every other
+// participant whose filter admits the publisher. A flow that publishes
+// nothing forwards nothing (the packet path checks Publishes first), so
+// its route is left empty: in a webinar of n viewers and a few panelists a
+// change costs O(publishers * n), not O(n^2). Runs only on membership and
+// subscription changes; publishLocked computes a flow's route when it
+// starts publishing.
 func (r *Registry) rebuildRoutes(m *Meeting) {
 	for _, pub := range m.parts {
-		for i := range media.Kinds {
-			var dests []*Flow
-			for _, sub := range m.parts {
-				if sub != pub && sub.subs[i].Includes(pub.ID) {
-					dests = append(dests, sub.Flows[i])
+		for i, f := range pub.Flows {
+			if s := f.ssrcs.Load(); s == nil || len(*s) == 0 {
+				if len(f.route.Load().Dests) != 0 {
+					f.route.Store(&Route{}) // drop references to departed flows
 				}
+				continue
 			}
-			pub.Flows[i].route.Store(&Route{Dests: dests})
+			f.route.Store(routeOf(m, pub, i))
 		}
 	}
+}
+
+// routeOf computes the route of pub's flow of kind index i.
+func routeOf(m *Meeting, pub *Participant, i int) *Route {
+	var dests []*Flow
+	for _, sub := range m.parts {
+		if sub != pub && sub.subs[i].Includes(pub.ID) {
+			dests = append(dests, sub.Flows[i])
+		}
+	}
+	return &Route{Dests: dests}
 }
 
 func (r *Registry) rebuildOwners(m *Meeting) {

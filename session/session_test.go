@@ -89,6 +89,11 @@ func TestRegistryRoutes(t *testing.T) {
 		require.NoError(t, err)
 		ps = append(ps, p)
 	}
+	require.Empty(t, ps[0].Flow(media.Audio).Route().Dests, "a flow that publishes nothing has no route")
+	for i, p := range ps {
+		require.NoError(t, r.Publish(p.ID, media.Audio, uint32(10+i)))
+		require.NoError(t, r.Publish(p.ID, media.Video, uint32(20+i)))
+	}
 	dests := func(p *Participant, k media.Kind) []uint64 {
 		var ids []uint64
 		for _, f := range p.Flow(k).Route().Dests {
