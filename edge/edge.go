@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,6 +55,22 @@ type Edge struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	vls    []*virtualListener
+
+	accepted, refused, handshakeFailed, unrouted atomic.Uint64
+}
+
+// Stats counts the edge's connections. Each field only grows.
+type Stats struct {
+	Accepted        uint64 // TCP connections accepted
+	Refused         uint64 // closed at once: MaxHandshakes handshakes were in progress
+	HandshakeFailed uint64 // TLS handshakes that failed or timed out (garbage, scanners, silent peers)
+	Unrouted        uint64 // handshakes whose ALPN has no route (and no default)
+}
+
+// Stats returns the counters. Safe for concurrent use.
+func (e *Edge) Stats() Stats {
+	return Stats{Accepted: e.accepted.Load(), Refused: e.refused.Load(),
+		HandshakeFailed: e.handshakeFailed.Load(), Unrouted: e.unrouted.Load()}
 }
 
 // New returns an Edge that will serve on ln (the caller binds it, e.g. with
@@ -130,9 +147,11 @@ func (e *Edge) Serve() error {
 			}
 			return err
 		}
+		e.accepted.Add(1)
 		select {
 		case e.sem <- struct{}{}:
 		default:
+			e.refused.Add(1)
 			c.Close() // too many handshakes in progress
 			continue
 		}
@@ -154,6 +173,7 @@ func (e *Edge) handshake(tc *tls.Conn) (*tls.Conn, func(net.Conn)) {
 	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout) // Close aborts it too
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
+		e.handshakeFailed.Add(1)
 		e.cfg.Logger.Debug("edge: handshake failed", "peer", tc.RemoteAddr(), "err", err)
 		tc.Close()
 		return nil, nil
@@ -163,6 +183,7 @@ func (e *Edge) handshake(tc *tls.Conn) (*tls.Conn, func(net.Conn)) {
 		h = r
 	}
 	if h == nil {
+		e.unrouted.Add(1)
 		tc.Close()
 	}
 	return tc, h

@@ -53,6 +53,7 @@ type options struct {
 	public         netip.Addr
 	id             string
 	drainTimeout   time.Duration
+	metrics        string
 }
 
 // defaultState is where a router keeps its certificate and secrets.
@@ -93,6 +94,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	noDSCP := fs.Bool("no-dscp", false, "send every packet unmarked")
 	sockbuf := fs.Int("sockbuf", router.DefaultSocketBuffer, "SO_RCVBUF/SO_SNDBUF bytes per socket")
 	keyframe := fs.Duration("keyframe-interval", router.DefaultKeyframeInterval, "least time between keyframe requests (PLI, FIR) forwarded to the publisher of one stream (negative: no limit)")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9801 (empty: off; keep it off public networks)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -100,7 +102,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
-	o := &options{control: *control, state: *state, joinSecretFile: *joinSecret, zoneSecretFile: *zoneSecret, id: *id, drainTimeout: *drainTimeout}
+	o := &options{control: *control, state: *state, joinSecretFile: *joinSecret, zoneSecretFile: *zoneSecret, id: *id, drainTimeout: *drainTimeout, metrics: *metricsAddr}
 	var err error
 	if o.cfg.UDP, err = parseAddrs(*udp); err != nil {
 		return nil, fmt.Errorf("-udp: %w", err)

@@ -36,6 +36,7 @@ type node struct {
 	agent *zcagent.Agent
 	log   *slog.Logger
 	fp    string
+	met   *metricsServer // nil unless -metrics
 }
 
 // start builds a node from o. On error everything started is closed.
@@ -117,6 +118,11 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.metrics != "" {
+		if n.met, err = serveMetrics(o.metrics, n); err != nil {
+			return nil, err
+		}
+	}
 	log.Info("mmr: running", "udp", n.r.UDPAddrs(), "tcp", n.r.TCPAddrs(), "tls", tlsAddr, "zone", zcs, "embedded_zc", n.zc != nil, "dscp", o.cfg.DSCP)
 	return n, nil
 }
@@ -133,6 +139,9 @@ func (n *node) load() zcagent.Load {
 
 // close stops everything, clients' side first. Idempotent enough: each part is.
 func (n *node) close() {
+	if n.met != nil {
+		n.met.close()
+	}
 	if n.agent != nil {
 		n.agent.Close()
 	}
