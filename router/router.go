@@ -80,7 +80,7 @@ func New(cfg Config) (*Router, error) {
 		streams:   make(map[net.Conn]struct{}),
 		perIP:     perIPLimit{max: cfg.MaxStreamsPerIP},
 		keyframes: make(chan keyframeReq, bindQueue),
-		frames:    make(framePool, freeFrames),
+		frames:    newFramePool(),
 	}
 	for _, a := range cfg.UDP {
 		socks, err := ingress.Listen(a, cfg.Shards, cfg.ReadMode, cfg.SocketBuffer)

@@ -90,6 +90,12 @@ func (c *Live) Out(copies, n int) {
 	c.bytesOut.Add(uint64(copies * n))
 }
 
+// OutTotal counts packets copies sent with bytes bytes in all.
+func (c *Live) OutTotal(packets, bytes int) {
+	c.packetsOut.Add(uint64(packets))
+	c.bytesOut.Add(uint64(bytes))
+}
+
 // Drop counts one drop for reason r.
 func (c *Live) Drop(r DropReason) { c.drops[r].Add(1) }
 
