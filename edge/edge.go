@@ -50,6 +50,7 @@ type Edge struct {
 	def    func(net.Conn)
 	sem    chan struct{}
 	wg     sync.WaitGroup
+	mu     sync.Mutex // orders wg.Add in Serve before Close's wg.Wait
 	once   sync.Once
 	closed chan struct{}
 	ctx    context.Context // canceled by Close
@@ -155,7 +156,19 @@ func (e *Edge) Serve() error {
 			c.Close() // too many handshakes in progress
 			continue
 		}
+		// A WaitGroup must not grow while Close waits on it: register the
+		// handshake only if Close has not started.
+		e.mu.Lock()
+		select {
+		case <-e.closed:
+			e.mu.Unlock()
+			<-e.sem
+			c.Close()
+			return nil
+		default:
+		}
 		e.wg.Add(1)
+		e.mu.Unlock()
 		go func() {
 			tc, h := e.handshake(tls.Server(c, tc))
 			<-e.sem
@@ -194,7 +207,9 @@ func (e *Edge) handshake(tc *tls.Conn) (*tls.Conn, func(net.Conn)) {
 // to close; Close does not wait for them. Idempotent.
 func (e *Edge) Close() error {
 	e.once.Do(func() {
+		e.mu.Lock()
 		close(e.closed)
+		e.mu.Unlock()
 		e.cancel()
 		e.ln.Close()
 		for _, vl := range e.vls {
