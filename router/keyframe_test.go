@@ -17,12 +17,6 @@ import (
 func TestKeyframeThrottle(t *testing.T) {
 	const interval = 2 * time.Second
 	v := media.Video.Index()
-	nack := func(sender, ssrc uint32) []byte {
-		b, err := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{SenderSSRC: sender, MediaSSRC: ssrc,
-			Nacks: []rtcp.NackPair{{PacketID: 7}}}})
-		require.NoError(t, err)
-		return b
-	}
 	fir := func(sender, ssrc uint32) []byte {
 		b, err := rtcp.Marshal([]rtcp.Packet{&rtcp.FullIntraRequest{SenderSSRC: sender, FIR: []rtcp.FIREntry{{SSRC: ssrc, SequenceNumber: 1}}}})
 		require.NoError(t, err)
@@ -53,7 +47,7 @@ func TestKeyframeThrottle(t *testing.T) {
 		require.Contains(t, asked, string(got[0]))
 		// Other feedback for the same SSRC and a request for the other
 		// layer are not held back.
-		n := nack(subs[1].ssrc[v], a.ssrc[v])
+		n := nack(t, subs[1].ssrc[v], a.ssrc[v], 7, 0)
 		require.NoError(t, subs[1].flows[v].Send(n))
 		require.Equal(t, [][]byte{n}, recvAll(a.flows[v], 1, 3*time.Second))
 		p2 := pli(subs[2].ssrc[v], layer2)
@@ -98,14 +92,8 @@ func TestRTCPFeedbackOnlyFromSubscribers(t *testing.T) {
 	v := media.Video.Index()
 	// c receives video from b only.
 	require.NoError(t, r.Subscribe(c.info.ID, media.Video, From(b.info.ID)))
-	nack := func(sender, ssrc uint32) []byte {
-		p, err := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{SenderSSRC: sender, MediaSSRC: ssrc,
-			Nacks: []rtcp.NackPair{{PacketID: 1, LostPackets: 0xffff}}}})
-		require.NoError(t, err)
-		return p
-	}
 	before := r.Stats().Drops[stats.DropRTCPNotSubscribed]
-	for _, p := range [][]byte{pli(c.ssrc[v], a.ssrc[v]), nack(c.ssrc[v], a.ssrc[v])} {
+	for _, p := range [][]byte{pli(c.ssrc[v], a.ssrc[v]), nack(t, c.ssrc[v], a.ssrc[v], 1, 0xffff)} {
 		require.NoError(t, c.flows[v].Send(p))
 	}
 	// An RR naming both: it still reaches b, the stream c receives.
@@ -121,4 +109,14 @@ func TestRTCPFeedbackOnlyFromSubscribers(t *testing.T) {
 	fb := pli(b.ssrc[v], a.ssrc[v])
 	require.NoError(t, b.flows[v].Send(fb))
 	require.Equal(t, [][]byte{fb}, recvAll(a.flows[v], 1, 3*time.Second))
+}
+
+// nack builds an RTCP generic NACK (RFC 4585 §6.2.1) from sender about
+// media ssrc for packet id and the bitmask of the 16 after it.
+func nack(t *testing.T, sender, ssrc uint32, id, lost uint16) []byte {
+	t.Helper()
+	p, err := rtcp.Marshal([]rtcp.Packet{&rtcp.TransportLayerNack{SenderSSRC: sender, MediaSSRC: ssrc,
+		Nacks: []rtcp.NackPair{{PacketID: id, LostPackets: rtcp.PacketBitmap(lost)}}}})
+	require.NoError(t, err)
+	return p
 }
