@@ -52,6 +52,7 @@ type Result struct {
 	Proxy    ProxyReport   `json:"proxy"`
 	Lookup   LookupReport  `json:"lookup"`
 	Zones    []ZoneReport  `json:"zones"`
+	ZoneTook time.Duration `json:"zone_took_ns"` // the zone phase: handshakes and probes
 	Zone     string        `json:"zone,omitempty"`
 	ZoneWhy  string        `json:"zone_why,omitempty"`
 	NextStep string        `json:"next_step,omitempty"` // NextStepTunnel
@@ -208,7 +209,9 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	log.Info("connect: lookup", "meeting", lk.Meeting.ID, "role", lk.Role, "zones", len(lk.Zones), "via_proxy", lk.Client.ViaProxy, "took", res.Lookup.Took)
 
 	// 2. Zone selection.
+	zstart := time.Now()
 	ranked, reports, answered := selectZones(ctx, cfg, s.dial, lk.Zones)
+	res.ZoneTook = time.Since(zstart)
 	res.Zones = reports
 	defer func() {
 		for _, z := range ranked {
@@ -292,7 +295,11 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 
 	// 4. Control channel, pinned to the placement's fingerprint.
 	start = time.Now()
-	proxied := res.Proxy.Detected
+	// The MMR is behind a proxy when the proxy decision for its address
+	// names one (NO_PROXY or a PAC DIRECT may exempt it while the web tier
+	// is proxied), or when the web tier saw a proxy the client did not
+	// configure (a transparent one): then only TLS 443 is likely to pass.
+	proxied := lk.Client.ViaProxy
 	if p, _, _ := proxies.forAddr(ctlAddr); p != nil {
 		proxied = true
 	}
