@@ -3,8 +3,13 @@ package connect_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,7 +27,7 @@ const meetingID = "1234567890"
 var joinSecret = []byte("connect-test-join-secret-0123456789")
 
 // testLogger logs at info to the test output when -v, else nowhere.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
@@ -35,7 +40,11 @@ type env struct {
 	web   *connecttest.Web
 }
 
-func startEnv(t *testing.T, nzones int) *env {
+func startEnv(t *testing.T, nzones int) *env { return startEnvN(t, nzones) }
+
+func startEnvTB(b testing.TB) *env { return startEnvN(b, 1) }
+
+func startEnvN(t testing.TB, nzones int) *env {
 	t.Helper()
 	e := &env{}
 	var lz []connect.LookupZone
@@ -118,16 +127,24 @@ func rtp(ssrc uint32, seq uint16, size int) []byte {
 func ssrcFor(client int, k media.Kind) uint32 { return uint32(0x1000*(client+1) + int(k)) }
 
 func clientConfig(t *testing.T, e *env, client int, rx *receiver) connect.Config {
+	return clientConfigTB(t, e, client, rx)
+}
+
+func clientConfigTB(t testing.TB, e *env, client int, rx *receiver) connect.Config {
 	tc, err := tlsutil.PinnedClientConfig(e.web.Fingerprint)
 	require.NoError(t, err)
 	ssrcs := map[media.Kind][]uint32{}
 	for _, k := range media.Kinds {
 		ssrcs[k] = []uint32{ssrcFor(client, k)}
 	}
-	return connect.Config{
+	c := connect.Config{
 		Web: e.web.URL, WebTLS: tc, MeetingID: meetingID, Passcode: "4242", Name: "client" + string(rune('A'+client)),
-		SSRCs: ssrcs, OnMedia: rx.onMedia, NoEnvProxy: true, Logger: testLogger(t),
+		SSRCs: ssrcs, NoEnvProxy: true, Logger: testLogger(t),
 	}
+	if rx != nil {
+		c.OnMedia = rx.onMedia
+	}
+	return c
 }
 
 // exchange proves media flows from a to b on every kind, packet by packet:
@@ -161,4 +178,53 @@ func exchange(t *testing.T, a *connect.Session, aIdx int, rxB *receiver) {
 			return true
 		}), "%s: not all 50 packets arrived", k)
 	}
+}
+
+// tinyproxy is a real HTTP proxy (Debian's tinyproxy) with its own config
+// and access log, listening on loopback and connecting out from the lab's
+// proxy address.
+type tinyproxy struct {
+	addr string
+	log  string
+	cmd  *exec.Cmd
+}
+
+func startTinyproxy(t testing.TB, bind string) *tinyproxy {
+	t.Helper()
+	if _, err := exec.LookPath("tinyproxy"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("tinyproxy not installed (apt-get install tinyproxy)")
+		}
+		t.Skip("tinyproxy not installed (apt-get install tinyproxy)")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // find a free port
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir := t.TempDir()
+	p := &tinyproxy{addr: fmt.Sprintf("127.0.0.1:%d", port), log: filepath.Join(dir, "access.log")}
+	conf := fmt.Sprintf("Port %d\nListen 127.0.0.1\nBind %s\nTimeout 60\nLogFile %q\nLogLevel Connect\nMaxClients 100\nAllow 127.0.0.1\n", port, bind, p.log)
+	cf := filepath.Join(dir, "tinyproxy.conf")
+	require.NoError(t, os.WriteFile(cf, []byte(conf), 0o600))
+	p.cmd = exec.Command("tinyproxy", "-d", "-c", cf)
+	require.NoError(t, p.cmd.Start())
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	})
+	require.NoError(t, connecttest.Wait(context.Background(), 10*time.Second, func() bool {
+		c, err := net.Dial("tcp", p.addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}), "tinyproxy did not start")
+	return p
+}
+
+// connects counts the CONNECT requests to addr in the access log.
+func (p *tinyproxy) connects(t testing.TB, addr string) int {
+	b, err := os.ReadFile(p.log)
+	require.NoError(t, err)
+	return strings.Count(string(b), "CONNECT "+addr+" ")
 }

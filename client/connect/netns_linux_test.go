@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -315,6 +314,27 @@ func TestNetnsFallback(t *testing.T) {
 		require.NoError(t, b.Leave(context.Background()))
 	})
 
+	t.Run("UDP dies mid-call: the silent kinds reconnect over TCP", func(t *testing.T) {
+		l.rules()
+		c := l.config(t, 0, newReceiver())
+		c.Keepalive = 200 * time.Millisecond
+		a, ra := connectOK(t, c)
+		requireTransport(t, a, ra, connect.UDP)
+		l.rules("udp dport 8801 drop")
+		start := time.Now()
+		require.NoError(t, connecttest.Wait(context.Background(), 20*time.Second, func() bool {
+			for _, k := range media.Kinds {
+				if a.Flow(k).Transport() != connect.TCP {
+					return false
+				}
+			}
+			return true
+		}), "kinds did not reconnect over TCP")
+		t.Logf("reconnected over TCP %v after UDP was dropped", time.Since(start))
+		require.NoError(t, a.Leave(context.Background()))
+		l.rules()
+	})
+
 	t.Run("all of 8801 dropped: TLS 443", func(t *testing.T) {
 		l.rules("udp dport 8801 drop", "tcp dport 8801 drop")
 		rxA, rxB := newReceiver(), newReceiver()
@@ -351,55 +371,6 @@ func TestNetnsZCBlackholed(t *testing.T) {
 	require.NotContains(t, res.Advice, "\n")
 	require.Equal(t, res.Advice, ce.Advice)
 	require.NotEmpty(t, res.Zones[0].Err)
-}
-
-// tinyproxy is a real HTTP proxy (Debian's tinyproxy) with its own config
-// and access log, listening on loopback and connecting out from the lab's
-// proxy address.
-type tinyproxy struct {
-	addr string
-	log  string
-	cmd  *exec.Cmd
-}
-
-func startTinyproxy(t *testing.T, bind string) *tinyproxy {
-	t.Helper()
-	if _, err := exec.LookPath("tinyproxy"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("tinyproxy not installed (apt-get install tinyproxy)")
-		}
-		t.Skip("tinyproxy not installed (apt-get install tinyproxy)")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0") // find a free port
-	require.NoError(t, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	dir := t.TempDir()
-	p := &tinyproxy{addr: fmt.Sprintf("127.0.0.1:%d", port), log: filepath.Join(dir, "access.log")}
-	conf := fmt.Sprintf("Port %d\nListen 127.0.0.1\nBind %s\nTimeout 60\nLogFile %q\nLogLevel Connect\nMaxClients 100\nAllow 127.0.0.1\n", port, bind, p.log)
-	cf := filepath.Join(dir, "tinyproxy.conf")
-	require.NoError(t, os.WriteFile(cf, []byte(conf), 0o600))
-	p.cmd = exec.Command("tinyproxy", "-d", "-c", cf)
-	require.NoError(t, p.cmd.Start())
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		_ = p.cmd.Wait()
-	})
-	require.NoError(t, connecttest.Wait(context.Background(), 10*time.Second, func() bool {
-		c, err := net.Dial("tcp", p.addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}), "tinyproxy did not start")
-	return p
-}
-
-// connects counts the CONNECT requests to addr in the access log.
-func (p *tinyproxy) connects(t *testing.T, addr string) int {
-	b, err := os.ReadFile(p.log)
-	require.NoError(t, err)
-	return strings.Count(string(b), "CONNECT "+addr+" ")
 }
 
 func TestNetnsProxy(t *testing.T) {
