@@ -153,6 +153,11 @@ func Connect(ctx context.Context, cfg Config) (*Session, Result, error) {
 	err = s.run(ctx, &res)
 	res.Elapsed = time.Since(res.Started)
 	if err != nil {
+		if s.joined != nil { // joined, then failed: leave at once rather than linger for the grace period
+			lctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = s.ctl.Leave(lctx)
+			cancel()
+		}
 		s.Close()
 		var e *Error
 		if errors.As(err, &e) && e.Advice == "" && res.Lookup.WebClientURL != "" && e.Phase != PhaseLookup {

@@ -335,6 +335,23 @@ func TestNetnsFallback(t *testing.T) {
 		l.rules()
 	})
 
+	t.Run("forced UDP with UDP dropped: the media phase fails and leaves nothing", func(t *testing.T) {
+		l.rules("udp dport 8801 drop")
+		c := l.config(t, 0, newReceiver())
+		c.Transport = connect.UDP
+		_, res, err := connect.Connect(context.Background(), c)
+		var ce *connect.Error
+		require.ErrorAs(t, err, &ce)
+		require.Equal(t, connect.PhaseMedia, ce.Phase)
+		require.Contains(t, ce.Advice, l.info.WebURL, "the web client advice")
+		for _, m := range res.Media {
+			require.NotEmpty(t, m.Err)
+		}
+		// Connect sent leave before closing (no participant lingering for
+		// the grace period); the test's leak check covers the client side.
+		l.rules()
+	})
+
 	t.Run("all of 8801 dropped: TLS 443", func(t *testing.T) {
 		l.rules("udp dport 8801 drop", "tcp dport 8801 drop")
 		rxA, rxB := newReceiver(), newReceiver()

@@ -44,7 +44,7 @@ var profiles = map[media.Kind]profile{
 	// Opus-like: 50 packets/s of 160 bytes (64 kb/s).
 	media.Audio: {PT: 111, Clock: 48000, Interval: 20 * time.Millisecond, FrameBytes: 160, KeyBytes: 160},
 	// 30 frames/s, about 3 KB per delta frame and 12 KB per keyframe
-	// every 2 s (≈ 850 kb/s), in packets of at most 1,200 bytes.
+	// every 2 s (≈ 760 kb/s), in packets of at most 1,200 bytes.
 	media.Video: {PT: 96, Clock: 90000, Interval: time.Second / 30, FrameBytes: 3000, KeyBytes: 12000, KeyInterval: 60},
 	// Screen share: 5 frames/s of 2 KB, a 10 KB keyframe every 5 s.
 	media.Content: {PT: 97, Clock: 90000, Interval: 200 * time.Millisecond, FrameBytes: 2000, KeyBytes: 10000, KeyInterval: 25},
