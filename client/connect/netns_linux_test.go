@@ -22,6 +22,7 @@ import (
 
 	"github.com/openmmr/mmr/client/connect"
 	"github.com/openmmr/mmr/client/connect/connecttest"
+	ctlproto "github.com/openmmr/mmr/control/proto"
 	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/tlsutil"
@@ -310,6 +311,46 @@ func TestNetnsFallback(t *testing.T) {
 		}
 		stop.Store(true)
 		wg.Wait()
+		require.NoError(t, a.Leave(context.Background()))
+		require.NoError(t, b.Leave(context.Background()))
+	})
+
+	t.Run("control channel cut: it resumes, the others see nothing", func(t *testing.T) {
+		l.rules()
+		rxA, rxB := newReceiver(), newReceiver()
+		a, _ := connectOK(t, l.config(t, 0, rxA))
+		cb := l.config(t, 1, rxB)
+		var mu sync.Mutex
+		var left []any
+		cb.OnEvent = func(m any) {
+			if _, ok := m.(*ctlproto.ParticipantLeft); ok {
+				mu.Lock()
+				left = append(left, m)
+				mu.Unlock()
+			}
+		}
+		b, _ := connectOK(t, cb)
+		before := a.Joined().Resume
+		// Kill A's and B's TCP connections to the MMR's port 443 (the
+		// control channels: media is on UDP), as a network change would.
+		out, err := exec.Command("ss", "-K", "dst", l.zoneIP, "dport", "=", ":443").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), l.zoneIP, "ss -K closed nothing")
+		require.NoError(t, connecttest.Wait(context.Background(), 20*time.Second, func() bool {
+			j := a.Joined()
+			return j != nil && j.Resume != before // a resume hands out a new credential
+		}), "A's control channel did not resume")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, connecttest.Wait(ctx, 10*time.Second, func() bool {
+			_, _, err := a.Control().Ping(ctx)
+			return err == nil
+		}))
+		exchange(t, a, 0, rxB)
+		exchange(t, b, 1, rxA)
+		mu.Lock()
+		require.Empty(t, left, "nobody left")
+		mu.Unlock()
 		require.NoError(t, a.Leave(context.Background()))
 		require.NoError(t, b.Leave(context.Background()))
 	})

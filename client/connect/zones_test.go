@@ -2,6 +2,7 @@ package connect_test
 
 import (
 	"context"
+	"encoding/pem"
 	"net"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openmmr/mmr/client/connect"
+	"github.com/openmmr/mmr/client/connect/connecttest"
 	"github.com/openmmr/mmr/internal/leaktest"
 )
 
@@ -174,4 +176,26 @@ func TestScore(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, connect.Score(tc.median, tc.jitter, tc.loss))
 	}
+}
+
+// A ZC listed with ca_pem is verified against it (and its server name);
+// one whose certificate the CA did not sign is skipped with the reason.
+func TestZoneCAVerification(t *testing.T) {
+	leaktest.Check(t)
+	e := startEnv(t, 2)
+	good, other := e.zones[0], e.zones[1]
+	caOf := func(z *connecttest.Zone) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: z.Cert.Certificate[0]}))
+	}
+	byCA := good.LookupZone()
+	byCA.ZCs[0].Fingerprint, byCA.ZCs[0].CAPEM = "", caOf(good)
+	wrongCA := other.LookupZone()
+	wrongCA.ZCs[0].Fingerprint, wrongCA.ZCs[0].CAPEM = "", caOf(good)
+	e.web.SetZones([]connect.LookupZone{wrongCA, byCA})
+	s, res, err := connect.Connect(context.Background(), clientConfig(t, e, 0, newReceiver()))
+	require.NoError(t, err)
+	defer s.Close()
+	require.Equal(t, good.Name, res.Zone)
+	require.Contains(t, res.Zones[0].Err, "certificate", "%+v", res.Zones[0])
+	require.NoError(t, s.Leave(context.Background()))
 }
