@@ -72,8 +72,9 @@ type Config struct {
 	// MeetingID is the meeting's ID; spaces and dashes are stripped, a URL
 	// is reduced to its last path segment (NormalizeMeetingID).
 	MeetingID string
-	// Passcode, Name (default "openmmr") and HostKey go into the lookup.
-	Passcode, Name, HostKey string
+	// Passcode, Name (default "openmmr"), HostKey and PanelistKey go into
+	// the lookup.
+	Passcode, Name, HostKey, PanelistKey string
 
 	// Proxy, when set, is an http:// proxy URL every TCP connection goes
 	// through (HTTP CONNECT).

@@ -197,7 +197,7 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	start := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, cfg.LookupTimeout)
 	lk, proxyURL, err := lookup(lctx, cfg.Web, cfg.WebTLS, s.dial, LookupRequest{
-		MeetingID: cfg.MeetingID, Passcode: cfg.Passcode, Name: cfg.Name, HostKey: cfg.HostKey,
+		MeetingID: cfg.MeetingID, Passcode: cfg.Passcode, Name: cfg.Name, HostKey: cfg.HostKey, PanelistKey: cfg.PanelistKey,
 		Capabilities: []string{UDP, TCP, TLS},
 	})
 	cancel()

@@ -22,6 +22,7 @@ type LookupRequest struct {
 	Passcode     string   `json:"passcode,omitempty"`
 	Name         string   `json:"name"`
 	HostKey      string   `json:"host_key,omitempty"`
+	PanelistKey  string   `json:"panelist_key,omitempty"` // webinars: makes a panelist
 	Capabilities []string `json:"capabilities,omitempty"`
 }
 

@@ -81,6 +81,7 @@ func parseJoin(args []string, stderr io.Writer) (*joinOptions, error) {
 	fs.StringVar(&o.cfg.Passcode, "passcode", "", "the meeting's passcode")
 	fs.StringVar(&o.cfg.Name, "name", "", "display name (default: user@host)")
 	fs.StringVar(&o.cfg.HostKey, "host-key", "", "host key (join as host)")
+	fs.StringVar(&o.cfg.PanelistKey, "panelist-key", "", "panelist key (webinars: join as a panelist, who may publish)")
 	fs.StringVar(&o.cfg.Proxy, "proxy", "", "HTTP proxy URL for every TCP connection (CONNECT); default: HTTPS_PROXY/NO_PROXY, then -pac")
 	fs.StringVar(&o.cfg.PAC, "pac", "", "proxy auto-config file URL (http://, https:// or file://)")
 	fs.StringVar(&o.cfg.Transport, "transport", "", "force the media transport of every kind: udp, tcp or tls (default: UDP, then TCP, then TLS)")
