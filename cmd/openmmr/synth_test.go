@@ -51,7 +51,7 @@ func TestSyntheticProfiles(t *testing.T) {
 				require.InDelta(t, 64, kbps, 1) // 50 × 160 B
 			case media.Video:
 				require.InDelta(t, 30, 1/profiles[k].Interval.Seconds(), 0.1)
-				require.Equal(t, 5, keys) // every 60 frames
+				require.Equal(t, 5, keys)         // every 60 frames
 				require.InDelta(t, 756, kbps, 10) // (59 × 3,000 + 12,000) B per 2 s
 			case media.Content:
 				require.Equal(t, 12, keys)
