@@ -97,13 +97,23 @@ func parseJoin(args []string, stderr io.Writer) (*joinOptions, error) {
 		})
 	}
 	level := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	// Flags may come before and after the meeting ID (the flag package
+	// stops at the first argument that is not a flag: parse again after it).
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if fs.NArg() != 1 {
-		return nil, errors.New("want exactly one MEETING_ID or URL after the flags")
+	if len(positional) != 1 {
+		return nil, errors.New("want exactly one MEETING_ID or URL")
 	}
-	o.cfg.MeetingID = fs.Arg(0)
+	o.cfg.MeetingID = positional[0]
 	if *web == "" {
 		return nil, errors.New("-web is required (the one-box `mmr` logs the exact join command)")
 	}

@@ -161,6 +161,12 @@ func TestUsage(t *testing.T) {
 	require.Equal(t, 0, run(context.Background(), []string{"join", "-h"}, &out, &errb))
 	require.Equal(t, 2, run(context.Background(), []string{"join", "123"}, &out, &errb))
 	require.Equal(t, 2, run(context.Background(), []string{"join", "-web", "https://x", "123"}, &out, &errb))
+	require.Equal(t, 2, run(context.Background(), []string{"join", "-web", "https://x", "-pin", strings.Repeat("ab", 32), "1", "2"}, &out, &errb), "two IDs")
+	o, err := parseJoin([]string{"-web", "https://x", "-pin", strings.Repeat("ab", 32), "123", "-name", "bob", "-duration", "2s"}, &errb)
+	require.NoError(t, err, "flags after the meeting ID")
+	require.Equal(t, "123", o.cfg.MeetingID)
+	require.Equal(t, "bob", o.cfg.Name)
+	require.Equal(t, 2*time.Second, o.duration)
 }
 
 // A join killed with SIGKILL: the others see it leave with reason timeout
