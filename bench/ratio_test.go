@@ -35,7 +35,7 @@ func BenchmarkRatio(b *testing.B) {
 		"fanout/floor-vs-floor/subs=50/size=200",
 		fanout(implFloor, 200), fanout(implFloor, 200), closedLoop(windowFor(50)), sliceFor(50),
 	}}
-	for _, vs := range [][2]string{{implMMR, implFloor}, {implMMR, implNaive}, {implMMRPoll, implFloor}} {
+	for _, vs := range [][2]string{{implMMR, implCFloor}, {implFloor, implCFloor}, {implMMR, implFloor}, {implMMR, implNaive}, {implMMRPoll, implFloor}} {
 		for _, size := range []int{200, 1200} {
 			pairs = append(pairs, pair{
 				fmt.Sprintf("fanout/%s-vs-%s/subs=50/size=%d", vs[0], vs[1], size),
@@ -43,10 +43,10 @@ func BenchmarkRatio(b *testing.B) {
 			})
 		}
 	}
-	for _, impl := range []string{implMMR, implMMRPoll} {
+	for _, vs := range [][2]string{{implMMR, implCFloor}, {implFloor, implCFloor}, {implMMR, implFloor}, {implMMRPoll, implFloor}} {
 		pairs = append(pairs, pair{
-			fmt.Sprintf("light/%s-vs-floor", impl),
-			light(impl), light(implFloor), paced(time.Second / lightRate), lightSlice,
+			fmt.Sprintf("light/%s-vs-%s", vs[0], vs[1]),
+			light(vs[0]), light(vs[1]), paced(time.Second / lightRate), lightSlice,
 		})
 	}
 	pairs = append(pairs, pair{
@@ -82,8 +82,8 @@ func runPaired(b *testing.B, name string, sa, sb scenario, drive driver, slice i
 	}()
 	b.Run(name, func(b *testing.B) {
 		for i, sc := range [2]scenario{sa, sb} {
-			if sc.impl == implFloor && !floorSupported {
-				b.Skip("the floor forwarder needs Linux (recvmmsg/sendmmsg)")
+			if why := implSkip(sc.impl); why != "" {
+				b.Skip(why)
 			}
 			if rigs[i] == nil {
 				r, err := newRig(sc)
