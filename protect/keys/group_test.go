@@ -1,9 +1,12 @@
 package keys
 
 import (
+	"bytes"
 	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"slices"
 	"testing"
 	"time"
@@ -35,6 +38,7 @@ type meeting struct {
 	now     time.Time
 	clients map[uint64]*client
 	nextID  uint64
+	sent    [][]byte // every e2ee-key request body a client sent to the server
 }
 
 func newMeeting(t *testing.T) *meeting {
@@ -102,7 +106,13 @@ func (m *meeting) run(d time.Duration) {
 				r := m.clients[o.To]
 				require.NotNil(m.t, r)
 				// Through the JSON form, as the control channel carries it.
-				w, err := NewE2EEKey(o.Wrap).KeyWrap()
+				body, err := json.Marshal(NewE2EEKey(o.Wrap))
+				require.NoError(m.t, err)
+				m.sent = append(m.sent, body)
+				var msg E2EEKey
+				require.NoError(m.t, json.Unmarshal(body, &msg))
+				msg.From, msg.To = c.id, 0 // the server relays it as an event
+				w, err := msg.KeyWrap()
 				require.NoError(m.t, err)
 				acts, err := r.g.Receive(w, m.now)
 				require.NoError(m.t, err)
@@ -214,6 +224,18 @@ func TestE2EELeaverAndJoiner(t *testing.T) {
 	// Periodic re-key.
 	m.run(DefaultRekeyInterval)
 	require.Greater(t, m.requireAllConnected(), k3)
+
+	// The server never received a key: no request body holds any secret
+	// any client ever held, raw or in hex.
+	require.NotEmpty(t, m.sent)
+	for _, c := range []*client{a, b, c, d} {
+		for _, k := range c.held {
+			for _, body := range m.sent {
+				require.False(t, bytes.Contains(body, k.Secret[:]))
+				require.False(t, bytes.Contains(bytes.ToLower(body), []byte(hex.EncodeToString(k.Secret[:]))))
+			}
+		}
+	}
 }
 
 func TestSecurityCode(t *testing.T) {
