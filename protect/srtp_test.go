@@ -334,3 +334,40 @@ func TestConcurrentUse(t *testing.T) {
 	st := o.Stats()
 	require.Equal(t, uint64(1000), st.Opened+st.Rejected())
 }
+
+// Rejected packets: what they cost in allocations (pion builds a wrapped
+// error for a failed tag and a *duplicatedError for a replay). Logged, not
+// asserted as zero: the figure is documented on Open.
+func TestRejectionAllocs(t *testing.T) {
+	leaktest.Check(t)
+	k := newKey(t, 1)
+	s := NewSealer(1, 0)
+	require.NoError(t, s.SetKey(k))
+	o := newOpener(t, []MeetingKey{k}, Sender{1, 9})
+	sp := seal(t, s, rtpPacket(t, 9, 1, 0, false, 100))
+	_, err := o.Open(nil, sp)
+	require.NoError(t, err)
+	bad := seal(t, s, rtpPacket(t, 9, 2, 0, false, 100))
+	bad[30] ^= 1
+	buf := make([]byte, 0, 200)
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+		err  error
+		max  float64
+	}{
+		{"replayed", sp, ErrReplayed, 2}, // pion: one *duplicatedError
+		{"auth", bad, ErrAuth, 8},        // pion: fmt.Errorf("%w: %w") wrapping GCM's error (4 today)
+		{"unknown sender", rtpPacket(t, 8, 1, 0, false, 100), ErrUnknownSender, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			allocs := testing.AllocsPerRun(50, func() {
+				if _, err := o.Open(buf, c.pkt); err != c.err {
+					panic(err)
+				}
+			})
+			t.Logf("%s: %.0f allocs per rejected packet", c.name, allocs)
+			require.LessOrEqual(t, allocs, c.max)
+		})
+	}
+}

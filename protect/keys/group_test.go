@@ -362,3 +362,25 @@ func TestMessagesRoundTrip(t *testing.T) {
 	_, err = E2EEKey{From: 9, Wrap: msg.Wrap}.KeyWrap()
 	require.ErrorIs(t, err, ErrMessage)
 }
+
+// A host that joins a running meeting becomes the leader at once: it has
+// never held a key, so it starts at a random key ID, and the others accept
+// it because it comes from the new leader.
+func TestE2EEHostJoinsLate(t *testing.T) {
+	leaktest.Check(t)
+	m := newMeeting(t)
+	b := m.join(false)
+	c := m.join(false)
+	m.run(3 * time.Second)
+	require.True(t, b.g.IsLeader())
+	m.requireAllConnected()
+	before := []([]byte){b.sealPacket(t), c.sealPacket(t)}
+	h := m.join(true)
+	m.run(5 * time.Second)
+	require.True(t, h.g.IsLeader())
+	require.False(t, b.g.IsLeader())
+	m.requireAllConnected()
+	requireUnreadable(t, b, before[0], h.held)
+	requireUnreadable(t, c, before[1], h.held)
+	require.Equal(t, b.g.SecurityCode(), h.g.SecurityCode())
+}

@@ -27,7 +27,10 @@ const (
 type RingConfig struct {
 	SwitchDelay time.Duration
 	RetireDelay time.Duration
-	MaxKeys     int // live keys, at least 2; 0: protect.DefaultMaxKeys
+	// MaxKeys is the number of live keys, at least 2; 0 means
+	// protect.DefaultMaxKeys. It must not exceed the MaxKeys of the Opener
+	// the Ring drives, or Opener.AddKey fails with ErrTooManyKeys.
+	MaxKeys int
 }
 
 // ActionKind is what an Action asks of the Sealer and Opener.
