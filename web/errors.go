@@ -45,7 +45,9 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.code + ": " + e.msg }
 
-func errorf(status int, code, msg string) *apiError { return &apiError{status: status, code: code, msg: msg} }
+func errorf(status int, code, msg string) *apiError {
+	return &apiError{status: status, code: code, msg: msg}
+}
 
 // errorBody is the JSON of every non-2xx answer.
 type errorBody struct {

@@ -68,7 +68,9 @@ func newEnv(t testing.TB, dsn string, site config.File) *env {
 	return &env{srv: srv, ts: ts, st: st, key: key}
 }
 
-func isExists(err error) bool { return err != nil && bytes.Contains([]byte(err.Error()), []byte("exists")) }
+func isExists(err error) bool {
+	return err != nil && bytes.Contains([]byte(err.Error()), []byte("exists"))
+}
 
 // client returns a keep-alive HTTPS client of e whose connections come
 // from local ("" : any loopback address).
