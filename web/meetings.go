@@ -240,39 +240,63 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, e)
 		return
 	}
-	now := s.now().UTC().Truncate(time.Millisecond)
-	m := store.Meeting{Topic: "Meeting", Type: store.TypeMeeting, CreatedAt: now, UpdatedAt: now, Version: 1}
-	sec, err := s.apply(&m, &req, true)
-	if err != nil {
-		s.internal(w, "create", err)
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
-	for try := 0; ; try++ {
-		if req.ID != nil {
-			m.ID = *req.ID
-		} else if m.ID, err = randomDigits(10); err != nil {
-			s.internal(w, "create", err)
-			return
-		}
-		err = s.st.CreateMeeting(ctx, m)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, store.ErrExists) {
-			s.internal(w, "create", err)
-			return
-		}
-		if req.ID != nil || try == createTries {
-			s.writeError(w, errorf(http.StatusConflict, CodeMeetingExists, "a meeting with ID "+m.ID+" exists"))
-			return
-		}
+	m, sec, e := s.create(ctx, &req)
+	if e != nil {
+		s.writeError(w, e)
+		return
 	}
 	out := s.meetingOut(m)
 	out.show(sec)
 	w.Header().Set("Location", "/v1/meetings/"+m.ID)
 	writeJSON(w, http.StatusCreated, out)
+}
+
+// create makes the meeting of a checked request.
+func (s *Server) create(ctx context.Context, req *MeetingRequest) (store.Meeting, meetingSecrets, *apiError) {
+	now := s.now().UTC().Truncate(time.Millisecond)
+	m := store.Meeting{Topic: "Meeting", Type: store.TypeMeeting, CreatedAt: now, UpdatedAt: now, Version: 1}
+	sec, err := s.apply(&m, req, true)
+	if err != nil {
+		return m, sec, s.internalErr("create", err)
+	}
+	for try := 0; ; try++ {
+		if req.ID != nil {
+			m.ID = *req.ID
+		} else if m.ID, err = randomDigits(10); err != nil {
+			return m, sec, s.internalErr("create", err)
+		}
+		err = s.st.CreateMeeting(ctx, m)
+		if err == nil {
+			return m, sec, nil
+		}
+		if !errors.Is(err, store.ErrExists) {
+			return m, sec, s.internalErr("create", err)
+		}
+		if req.ID != nil || try == createTries {
+			return m, sec, errorf(http.StatusConflict, CodeMeetingExists, "a meeting with ID "+m.ID+" exists")
+		}
+	}
+}
+
+// Created is a meeting CreateMeeting made, with its secrets in clear
+// (shown this once).
+type Created struct {
+	ID, Passcode, HostKey, PanelistKey string
+}
+
+// CreateMeeting creates a meeting as POST /v1/meetings does (for
+// operators' tools, e.g. the one-box node's first meeting).
+func (s *Server) CreateMeeting(ctx context.Context, req MeetingRequest) (Created, error) {
+	if e := s.checkMeetingRequest(&req, true); e != nil {
+		return Created{}, e
+	}
+	m, sec, e := s.create(ctx, &req)
+	if e != nil {
+		return Created{}, e
+	}
+	return Created{ID: m.ID, Passcode: sec.passcode, HostKey: sec.hostKey, PanelistKey: sec.panelistKey}, nil
 }
 
 // pathID returns the {id} of the route, or writes the error.

@@ -74,7 +74,7 @@ func Open(ctx context.Context, dsn string) (Store, error) {
 			s.db.SetMaxIdleConns(pgConns)
 		}
 	default:
-		return nil, fmt.Errorf("store: %q: want sqlite:PATH or postgres://...", redact(dsn))
+		return nil, fmt.Errorf("store: %q: want sqlite:PATH or postgres://URL", redact(dsn))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
