@@ -75,6 +75,8 @@ func TestCAFileRead(t *testing.T) {
 	require.ErrorContains(t, err, "no certificate")
 	_, err = Parse([]byte("[[zones]]\nname = \"a\"\n[[zones.zcs]]\naddr = \"h:1\"\nca_file = \"" + filepath.Join(dir, "missing") + "\"\n"))
 	require.ErrorContains(t, err, "no such file")
+	_, err = Parse([]byte("[[zones]]\nname = \"a\"\n[[zones.zcs]]\naddr = \"h:1\"\nca_file = \"/dev/zero\"\n"))
+	require.ErrorContains(t, err, "not a regular file")
 }
 
 func TestFingerprintLowerCased(t *testing.T) {

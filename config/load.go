@@ -195,6 +195,13 @@ func (c *ZC) validate() error {
 		}
 	}
 	if c.CAFile != "" {
+		st, err := os.Stat(c.CAFile)
+		if err != nil {
+			return fmt.Errorf("zc %s: %w", c.Addr, err)
+		}
+		if !st.Mode().IsRegular() || st.Size() > MaxFileSize {
+			return fmt.Errorf("zc %s: ca_file %s: not a regular file of at most %d bytes", c.Addr, c.CAFile, MaxFileSize)
+		}
 		b, err := os.ReadFile(c.CAFile)
 		if err != nil {
 			return fmt.Errorf("zc %s: %w", c.Addr, err)
