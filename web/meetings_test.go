@@ -1,9 +1,14 @@
 package web
 
 import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -134,4 +139,36 @@ func TestMeetingsAPI(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, "HTTP/2.0", resp.Proto, "h2 over TLS")
 	require.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+}
+
+// TestSlowClient: a client that sends half a request line and then nothing
+// is disconnected by ReadHeaderTimeout; the server's other clients are
+// served meanwhile.
+func TestSlowClient(t *testing.T) {
+	leaktest.Check(t)
+	site := testSite()
+	site.Zones = testZones(t)
+	e := newEnv(t, "", site)
+	hs := e.srv.HTTPServer()
+	require.Equal(t, ReadHeaderTimeout, hs.ReadHeaderTimeout)
+	require.Equal(t, ReadTimeout, hs.ReadTimeout)
+	require.Equal(t, WriteTimeout, hs.WriteTimeout)
+	require.Equal(t, IdleTimeout, hs.IdleTimeout)
+	require.Equal(t, MaxHeaderBytes, hs.MaxHeaderBytes)
+
+	tc := e.ts.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	tc.NextProtos = []string{"http/1.1"}
+	c, err := tls.Dial("tcp", e.ts.Listener.Addr().String(), tc)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "POST /v1/lookup HTTP/1.1\r\nHost: x\r\n")
+	require.NoError(t, err)
+	start := time.Now()
+	a := e.do(t, e.client(t, ""), "GET", "/v1/healthz", "", nil)
+	require.Equal(t, http.StatusOK, a.status, "others are served")
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(ReadHeaderTimeout+20*time.Second)))
+	_, err = io.ReadAll(c) // the server closes: EOF (nil) or a reset
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server closed the connection, not our deadline: %v", err)
+	require.GreaterOrEqual(t, time.Since(start), ReadHeaderTimeout-time.Second)
 }
