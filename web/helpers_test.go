@@ -21,6 +21,10 @@ import (
 
 var testSecret = []byte("0123456789abcdef-join-secret")
 
+// testArgon2 are cheap hash parameters for tests (TestSecretHash checks
+// the defaults).
+var testArgon2 = Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}
+
 // env is one web node over real HTTPS (httptest TLS, HTTP/2 enabled) with
 // the Server's own http.Server settings.
 type env struct {
@@ -53,7 +57,8 @@ func newEnv(t testing.TB, dsn string, site config.File) *env {
 		dsn = storetest.SQLiteDSN(t)
 	}
 	st := storetest.Open(t, dsn)
-	srv, err := New(Config{Site: site, Store: st, Secret: testSecret, Logger: quietLogger()})
+	srv, err := New(Config{Site: site, Store: st, Secret: testSecret, Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError})),
+		Argon2: testArgon2})
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Close() })
 	ts := httptest.NewUnstartedServer(nil)
@@ -191,3 +196,11 @@ func (e *env) lookup(t testing.TB, c *http.Client, req map[string]any) (answer, 
 }
 
 func jsonDecode(resp *http.Response, v any) error { return json.NewDecoder(resp.Body).Decode(v) }
+
+// testWriter sends log lines to the test's log (errors only reach it).
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimSuffix(p, []byte("\n"))))
+	return len(p), nil
+}

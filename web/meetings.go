@@ -183,7 +183,7 @@ func (s *Server) apply(m *store.Meeting, req *MeetingRequest, create bool) (out 
 		}
 		*hash, *shown = "", v
 		if v != "" {
-			if *hash, err = HashSecret(v); err != nil {
+			if *hash, err = HashSecretWith(s.argon, v); err != nil {
 				return err
 			}
 		}

@@ -33,16 +33,35 @@ const (
 	argonSaltLen = 16
 )
 
-// HashSecret returns the PHC-format argon2id hash of secret
-// ("$argon2id$v=19$m=19456,t=2,p=1$SALT$HASH", unpadded standard base64).
-func HashSecret(secret string) (string, error) {
+// Argon2Params are the cost parameters of new argon2id hashes (RFC 9106
+// §3.1). Hashes record their parameters, so changing them later only
+// affects new hashes.
+type Argon2Params struct {
+	Time      uint32 // passes
+	MemoryKiB uint32
+	Threads   uint8
+}
+
+// DefaultArgon2 returns the parameters above (OWASP's minimum for
+// argon2id).
+func DefaultArgon2() Argon2Params {
+	return Argon2Params{Time: argonTime, MemoryKiB: argonMemory, Threads: argonThreads}
+}
+
+// HashSecret returns the PHC-format argon2id hash of secret with the
+// default parameters ("$argon2id$v=19$m=19456,t=2,p=1$SALT$HASH", unpadded
+// standard base64).
+func HashSecret(secret string) (string, error) { return HashSecretWith(DefaultArgon2(), secret) }
+
+// HashSecretWith is HashSecret with parameters p.
+func HashSecretWith(p Argon2Params, secret string) (string, error) {
 	salt := make([]byte, argonSaltLen)
 	if _, err := rand.Read(salt); err != nil {
 		return "", err
 	}
-	h := argon2.IDKey([]byte(secret), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	h := argon2.IDKey([]byte(secret), salt, p.Time, p.MemoryKiB, p.Threads, argonKeyLen)
 	enc := base64.RawStdEncoding
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads, enc.EncodeToString(salt), enc.EncodeToString(h)), nil
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.MemoryKiB, p.Time, p.Threads, enc.EncodeToString(salt), enc.EncodeToString(h)), nil
 }
 
 // errHash is a stored hash this package cannot read.

@@ -72,8 +72,10 @@ const (
 	// lookup and of the meetings API.
 	MaxLookupBody = 4 << 10
 	MaxAdminBody  = 16 << 10
-	// requestTimeout bounds the store work of one request.
-	requestTimeout = 5 * time.Second
+	// requestTimeout bounds one request's work (store calls, and hashing
+	// queued behind others): a safety net well above any normal request,
+	// whose client has usually given up by then.
+	requestTimeout = 30 * time.Second
 )
 
 // Config configures a Server.
@@ -87,6 +89,10 @@ type Config struct {
 	Secret []byte
 	// Logger: default slog.Default().
 	Logger *slog.Logger
+	// Argon2 are the cost parameters of new secret hashes; zero:
+	// DefaultArgon2(). (Tests lower them: the race detector makes argon2id
+	// some ten times slower.)
+	Argon2 Argon2Params
 }
 
 // Server is the web tier's HTTP handler and its background work (Geo-IP
@@ -114,6 +120,7 @@ type Server struct {
 	wg       sync.WaitGroup
 	once     sync.Once
 	now      func() time.Time
+	argon    Argon2Params
 	zcsJSON  [][]zcJSON // per zone, immutable
 	clientID func() (string, [token.IDSize]byte, error)
 }
@@ -147,7 +154,10 @@ func New(cfg Config) (_ *Server, err error) {
 		refused: newRefusals(), done: make(chan struct{}), now: time.Now, zoneIdx: map[string]int{}, tunnels: []tunnelJSON{},
 		meeting:  store.Policy{Limit: l.MeetingFailures, Window: l.MeetingWindow.D(), Lockout: l.MeetingLockout.D(), LockoutMax: l.MeetingLockoutMax.D()},
 		source:   store.Policy{Limit: l.SourceFailures, Window: l.SourceWindow.D(), Lockout: l.SourceLockout.D(), LockoutMax: l.SourceLockoutMax.D()},
-		clientID: newIdentity,
+		clientID: newIdentity, argon: cfg.Argon2,
+	}
+	if s.argon == (Argon2Params{}) {
+		s.argon = DefaultArgon2()
 	}
 	defer func() {
 		if err != nil {
