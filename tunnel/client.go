@@ -66,7 +66,7 @@ func PingURL(tunnelURL string) (string, error) {
 		return "", fmt.Errorf("tunnel: url: %w", err)
 	}
 	if u.Scheme != "https" || u.Host == "" {
-		return "", fmt.Errorf("tunnel: url %q is not https://host/...", tunnelURL)
+		return "", fmt.Errorf("tunnel: url %q is not an https URL with a host", tunnelURL)
 	}
 	i := strings.LastIndexByte(u.Path, '/')
 	u.Path = u.Path[:i+1] + "ping"
