@@ -66,21 +66,28 @@ func (a *allowList) lookup(ctx context.Context, host string) ([]netip.Addr, erro
 	return ips, nil
 }
 
-// allowed returns the resolved addresses of host:port that are on the list,
-// in resolver order. Only these are dialled: the check and the dial use
-// the same IP, so no second resolution can redirect the stream.
-func (a *allowList) allowed(ctx context.Context, host string, port uint16) ([]netip.AddrPort, error) {
+// resolve returns the addresses of host:port, in resolver order.
+func (a *allowList) resolve(ctx context.Context, host string, port uint16) ([]netip.AddrPort, error) {
 	ips, err := a.lookup(ctx, host)
 	if err != nil {
 		return nil, err
 	}
-	set := *a.set.Load()
+	out := make([]netip.AddrPort, len(ips))
+	for i, ip := range ips {
+		out[i] = netip.AddrPortFrom(ip.Unmap(), port)
+	}
+	return out, nil
+}
+
+// filter returns the addresses of aps that are in set, in order. Only
+// these are dialled: the check and the dial use the same IP, so no second
+// resolution can redirect the stream.
+func filter(aps []netip.AddrPort, set map[netip.AddrPort]struct{}) []netip.AddrPort {
 	var out []netip.AddrPort
-	for _, ip := range ips {
-		ap := netip.AddrPortFrom(ip.Unmap(), port)
+	for _, ap := range aps {
 		if _, ok := set[ap]; ok {
 			out = append(out, ap)
 		}
 	}
-	return out, nil
+	return out
 }

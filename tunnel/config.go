@@ -39,6 +39,12 @@ type Config struct {
 	Zones []string
 	// Refresh is how often zone names are resolved again. Default 1 min.
 	Refresh time.Duration
+	// Placer, when set, widens the allow-list per stream: a destination
+	// not in Zones is allowed when it is an endpoint of the placement of
+	// the token's meeting (ZCPlacer asks the zone's ZCs; results cached
+	// 10 s, failures 2 s). So the MMR addresses need not be configured,
+	// and a client reaches only its own meeting's MMR. Default: none.
+	Placer Placer
 	// Resolver resolves zone names and destinations. Default
 	// net.DefaultResolver.
 	Resolver Resolver

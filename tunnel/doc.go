@@ -40,10 +40,12 @@
 // pairs on the allow-list (Config.Zones, resolved at start and every
 // Config.Refresh) are dialled, and the server dials the very IP it
 // checked, so a name that resolves to an allowed address once and an
-// internal one next (DNS rebinding) cannot redirect a stream. TODO: learn
-// the MMR addresses from the zones' ZCs (a zone/zclient Lookup of the
-// token's meeting gives the placement's endpoints); until then the MMR
-// addresses are part of the static list.
+// internal one next (DNS rebinding) cannot redirect a stream. The MMR
+// addresses may be listed too, or learnt (Config.Placer, ZCPlacer): a
+// destination not on the list is allowed when it is a TLS or TCP endpoint
+// of the placement the zone's ZCs give for the token's meeting (cached 10
+// s). That scopes a client to its own meeting's MMR, and needs no list of
+// MMRs that changes whenever the zone grows.
 //
 // Limits (Config): total TCP connections (closed at accept beyond it),
 // total streams, streams and bytes per second per token identity and per

@@ -30,8 +30,9 @@ type Server struct {
 	cfg      Config
 	verifier *token.Verifier
 	allow    *allowList
-	clients  *slots // keyed by meeting + "\x00" + identity
-	addrs    *slots // keyed by source IP
+	places   *placeCache // nil without Config.Placer
+	clients  *slots      // keyed by meeting + "\x00" + identity
+	addrs    *slots      // keyed by source IP
 	logLim   *rate.Limiter
 	c        counters
 	srv      *http.Server
@@ -73,6 +74,9 @@ func NewServer(cfg Config) (*Server, error) {
 		streams:  make(map[*stream]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if cfg.Placer != nil {
+		s.places = &placeCache{p: cfg.Placer, ctx: s.ctx, wg: &s.wg, c: &s.c, m: make(map[string]*placeEntry)}
+	}
 	if err := s.allow.refresh(s.ctx); err != nil {
 		cfg.Log.Warn("tunnel: some zone addresses do not resolve", "err", err)
 	}
@@ -360,10 +364,20 @@ func (s *Server) tunnel(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, RefusedBadTarget, http.StatusBadRequest, CodeBadTarget, err.Error())
 		return
 	}
-	dests, err := s.allow.allowed(r.Context(), host, port)
+	resolved, err := s.allow.resolve(r.Context(), host, port)
 	if err != nil {
 		s.refuse(w, r, RefusedDialFailed, http.StatusBadGateway, CodeDialFailed, "cannot resolve "+host, "target", target)
 		return
+	}
+	dests := filter(resolved, *s.allow.set.Load())
+	if len(dests) == 0 && s.places != nil {
+		// Not a configured address: is it an MMR endpoint of the token's
+		// meeting's placement?
+		if set, err := s.places.get(r.Context(), claims.Meeting); err == nil {
+			dests = filter(resolved, set)
+		} else if r.Context().Err() == nil {
+			s.cfg.Log.Debug("tunnel: placement lookup failed", "meeting", claims.Meeting, "err", err)
+		}
 	}
 	if len(dests) == 0 {
 		s.refuse(w, r, RefusedNotAllowed, http.StatusForbidden, CodeTargetNotAllowed,

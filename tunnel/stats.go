@@ -72,6 +72,8 @@ type Stats struct {
 	Refused     [NumRefusals]uint64
 	Ended       [NumEnds]uint64
 	LogDropped  uint64 // refusal log lines suppressed by the log rate limit
+	Placements  uint64 // placement lookups at the ZCs (Config.Placer)
+	PlaceFailed uint64 // placement lookups that failed
 }
 
 type counters struct {
@@ -81,6 +83,7 @@ type counters struct {
 	refused                         [NumRefusals]atomic.Uint64
 	ended                           [NumEnds]atomic.Uint64
 	logDropped                      atomic.Uint64
+	placements, placeFailed         atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -88,6 +91,7 @@ func (c *counters) snapshot() Stats {
 		Conns: c.conns.Load(), Streams: c.streams.Load(), Accepted: c.accepted.Load(),
 		Pings: c.pings.Load(), Opened: c.opened.Load(), BytesUp: c.bytesUp.Load(),
 		BytesDown: c.bytesDown.Load(), ConnTimeout: c.connTimeout.Load(), LogDropped: c.logDropped.Load(),
+		Placements: c.placements.Load(), PlaceFailed: c.placeFailed.Load(),
 	}
 	for i := range s.Refused {
 		s.Refused[i] = c.refused[i].Load()

@@ -2,6 +2,7 @@
 // controller open WebSocket streams over HTTPS through it to the zones it
 // serves (package tunnel; docs/PROTOCOL.md, "HTTP tunnel (HTTPS 443)").
 //
+//	ht -join-secret-file /etc/openmmr/join.secret -zc zc1.ams.example:443=FINGERPRINT,zc2.ams.example:443=FINGERPRINT
 //	ht -join-secret-file /etc/openmmr/join.secret -zones zc1.ams.example:443,mmr1.ams.example:443
 //
 // On SIGTERM or SIGINT it stops taking streams, closes the open ones with
@@ -69,7 +70,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.key, "key", "", "TLS private key PEM file")
 	fs.StringVar(&o.state, "state", defaultState(), "directory for the self-signed certificate (created on first start)")
 	fs.StringVar(&o.secretFile, "join-secret-file", "", "join-token secret file, the MMRs' (required; its bytes, one trailing newline ignored)")
-	zones := fs.String("zones", "", "comma-separated host:port destinations streams may reach: the zones' ZCs, MMR TLS and TCP media addresses (required)")
+	zones := fs.String("zones", "", "comma-separated host:port destinations streams may reach: the zones' ZCs, MMR TLS and TCP media addresses")
+	zcs := fs.String("zc", "", "comma-separated ZC=FINGERPRINT (host:port=SHA-256 hex): these ZCs are reachable, and a client may also reach the MMR endpoints of its meeting's placement, which ht looks up there")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9802 (empty: off; keep it off public networks)")
 	fs.StringVar(&o.cfg.Name, "name", "", "server name in ping answers (default: the host name)")
 	fs.IntVar(&o.cfg.MaxConns, "max-conns", 0, "open TCP connections at most (0: default 10000)")
@@ -95,8 +97,27 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 			o.cfg.Zones = append(o.cfg.Zones, z)
 		}
 	}
+	var placer tunnel.ZCPlacer
+	for _, z := range strings.Split(*zcs, ",") {
+		if z = strings.TrimSpace(z); z == "" {
+			continue
+		}
+		addr, fp, ok := strings.Cut(z, "=")
+		if !ok {
+			return nil, fmt.Errorf("-zc %q: want host:port=fingerprint", z)
+		}
+		pin, err := tlsutil.PinnedClientConfig(fp)
+		if err != nil {
+			return nil, fmt.Errorf("-zc %q: %w", z, err)
+		}
+		placer.ZCs = append(placer.ZCs, tunnel.ZC{Addr: addr, TLS: pin})
+		o.cfg.Zones = append(o.cfg.Zones, addr)
+	}
+	if len(placer.ZCs) > 0 {
+		o.cfg.Placer = &placer
+	}
 	if len(o.cfg.Zones) == 0 {
-		return nil, errors.New("-zones is required")
+		return nil, errors.New("-zones or -zc is required")
 	}
 	if (o.cert == "") != (o.key == "") {
 		return nil, errors.New("-cert and -key go together")

@@ -118,7 +118,9 @@ func TestFlags(t *testing.T) {
 		want string
 	}{
 		{"no secret", []string{"-zones", "127.0.0.1:1"}, "-join-secret-file is required"},
-		{"no zones", []string{"-join-secret-file", sec}, "-zones is required"},
+		{"no zones", []string{"-join-secret-file", sec}, "-zones or -zc is required"},
+		{"zc without pin", []string{"-join-secret-file", sec, "-zc", "127.0.0.1:1"}, "want host:port=fingerprint"},
+		{"zc bad pin", []string{"-join-secret-file", sec, "-zc", "127.0.0.1:1=abc"}, "fingerprint must be"},
 		{"cert alone", []string{"-join-secret-file", sec, "-zones", "127.0.0.1:1", "-cert", "x.pem"}, "-cert and -key go together"},
 		{"extra", []string{"-join-secret-file", sec, "-zones", "127.0.0.1:1", "junk"}, "unexpected argument"},
 	} {
