@@ -34,6 +34,8 @@ func TestMain(m *testing.M) {
 		runEchoChild()
 	case "tunnel":
 		runTunnelChild()
+	case "netns-client":
+		runNetnsClient()
 	}
 	os.Exit(0)
 }

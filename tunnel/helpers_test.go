@@ -41,6 +41,12 @@ type testServer struct {
 // in when empty) and closes it when the test ends.
 func startServer(t testing.TB, cfg Config) *testServer {
 	t.Helper()
+	return startServerAt(t, cfg, "127.0.0.1:0")
+}
+
+// startServerAt is startServer listening on addr.
+func startServerAt(t testing.TB, cfg Config, addr string) *testServer {
+	t.Helper()
 	if cfg.Secret == nil {
 		cfg.Secret = testSecret
 	}
@@ -52,7 +58,7 @@ func startServer(t testing.TB, cfg Config) *testServer {
 	require.NoError(t, err)
 	cert, err := tlsutil.SelfSigned()
 	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln, cert) }()
@@ -60,7 +66,7 @@ func startServer(t testing.TB, cfg Config) *testServer {
 		require.NoError(t, s.Close())
 		require.ErrorIs(t, <-done, http.ErrServerClosed)
 	})
-	addr := ln.Addr().String()
+	addr = ln.Addr().String()
 	return &testServer{Server: s, addr: addr, logs: logs,
 		ep: Endpoint{URL: "https://" + addr + PathTunnel, Fingerprint: tlsutil.Fingerprint(cert)}}
 }
@@ -84,11 +90,17 @@ type tlsEcho struct {
 // when not nil, replaces the echo for each connection.
 func startEcho(t testing.TB, handler func(c *tls.Conn)) *tlsEcho {
 	t.Helper()
+	return startEchoAt(t, "127.0.0.1:0", handler)
+}
+
+// startEchoAt is startEcho listening on addr.
+func startEchoAt(t testing.TB, addr string, handler func(c *tls.Conn)) *tlsEcho {
+	t.Helper()
 	cert, err := tlsutil.SelfSigned()
 	require.NoError(t, err)
 	e := &tlsEcho{fp: tlsutil.Fingerprint(cert)}
 	e.cfg = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{echoALPN}, MinVersion: tls.VersionTLS13}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
 	e.addr = ln.Addr().String()
 	var wg sync.WaitGroup
@@ -208,7 +220,13 @@ func (p *tap) bytes() []byte {
 // path).
 func startTap(t testing.TB, target string, delay time.Duration) *tap {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startTapAt(t, "127.0.0.1:0", target, delay)
+}
+
+// startTapAt is startTap listening on addr.
+func startTapAt(t testing.TB, addr, target string, delay time.Duration) *tap {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	require.NoError(t, err)
 	p := &tap{addr: ln.Addr().String()}
 	stop := make(chan struct{})

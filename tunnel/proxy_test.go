@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,13 +22,19 @@ import (
 // loopback port with its own configuration and returns its URL and log.
 func startTinyproxy(t *testing.T) (*url.URL, *lockedBuffer) {
 	t.Helper()
+	return startTinyproxyAt(t, "127.0.0.1")
+}
+
+// startTinyproxyAt is startTinyproxy listening on the IPv4 address ip.
+func startTinyproxyAt(t *testing.T, ip string) (*url.URL, *lockedBuffer) {
+	t.Helper()
 	bin, err := exec.LookPath("tinyproxy")
 	if err != nil {
 		t.Skip("tinyproxy not installed (apt-get install tinyproxy)")
 	}
 	dir := t.TempDir()
 	for attempt := 0; attempt < 5; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", ip+":0")
 		require.NoError(t, err)
 		port := ln.Addr().(*net.TCPAddr).Port
 		require.NoError(t, ln.Close())
@@ -35,7 +42,7 @@ func startTinyproxy(t *testing.T) (*url.URL, *lockedBuffer) {
 		// No ConnectPort line: CONNECT to any port (the test's tunnel
 		// servers listen on ephemeral ports, not 443).
 		require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil,
-			"User nobody\nGroup nogroup\nListen 127.0.0.1\nPort %d\nTimeout 60\nMaxClients 50\nAllow 127.0.0.1\nLogLevel Connect\n", port), 0o644))
+			"User nobody\nGroup nogroup\nListen %s\nPort %d\nTimeout 60\nMaxClients 50\nAllow 127.0.0.1\nAllow %s/24\nLogLevel Connect\n", ip, port, ip), 0o644))
 		logs := &lockedBuffer{}
 		cmd := exec.Command(bin, "-d", "-c", conf)
 		cmd.Stdout, cmd.Stderr = logs, logs
@@ -46,7 +53,7 @@ func startTinyproxy(t *testing.T) (*url.URL, *lockedBuffer) {
 			_ = cmd.Process.Kill()
 			<-exited
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		addr := net.JoinHostPort(ip, strconv.Itoa(port))
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			select {

@@ -59,15 +59,15 @@ func TestTunnelTLSEndToEnd(t *testing.T) {
 	require.GreaterOrEqual(t, st.BytesDown, uint64(len(big)))
 }
 
-// TestPick pings a dead tunnel (closed port), a slow one (1.5 s injected
+// TestPick pings a dead tunnel (closed port), a slow one (10 s injected
 // before its connections are forwarded) and a fast one: Pick returns the
-// fast one and cancels the slow ping.
+// fast one without waiting for the slow one, whose ping it cancels.
 func TestPick(t *testing.T) {
 	leaktest.Check(t)
 	echo := startEcho(t, nil)
 	fast := startServer(t, Config{Name: "fast", Zones: []string{echo.addr}})
 	slowSrv := startServer(t, Config{Name: "slow", Zones: []string{echo.addr}})
-	slow := startTap(t, slowSrv.addr, 1500*time.Millisecond)
+	slow := startTap(t, slowSrv.addr, 10*time.Second)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	dead := ln.Addr().String()
@@ -88,7 +88,7 @@ func TestPick(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "fast", tun.Server.Server)
 		require.Equal(t, fast.ep, tun.Endpoint)
-		require.Less(t, time.Since(start), 1500*time.Millisecond, "Pick waited for the slow tunnel")
+		require.Less(t, time.Since(start), 10*time.Second, "Pick waited for the slow tunnel")
 	}
 	require.Zero(t, slowSrv.Stats().Pings, "the slow pings were cancelled before reaching the server")
 
@@ -328,7 +328,7 @@ func TestShutdownLeaving(t *testing.T) {
 		_, err := c.Read(make([]byte, 1))
 		require.ErrorIs(t, err, ErrServerLeaving)
 	}
-	require.Less(t, time.Since(start), 5*time.Second, "clients learnt at once, not by a timeout")
+	require.Less(t, time.Since(start), 15*time.Second, "clients learnt at once, not by the 60 s idle timeout")
 	require.NoError(t, <-done)
 	require.Equal(t, uint64(3), srv.Stats().Ended[EndLeaving])
 	_, _, err = tun.Ping(ctx)
@@ -428,10 +428,9 @@ func TestIdleConnections(t *testing.T) {
 	t.Logf("heap growth with 1000 idle connections: %d KiB", grown>>10)
 	require.Less(t, grown, uint64(64<<20), "memory per idle connection is bounded")
 	roundTrip(t, tc, []byte("during")) // the legitimate stream still flows
-	waitFor(t, "idle ones cut", func() bool { return srv.Stats().Conns == 1 })
-	st := srv.Stats()
-	require.Equal(t, uint64(1000-599), st.Refused[RefusedServerFull])
-	require.GreaterOrEqual(t, st.ConnTimeout, uint64(599))
+	// Closed first, counted just after (net/http's ConnState hook).
+	waitFor(t, "idle ones cut", func() bool { st := srv.Stats(); return st.Conns == 1 && st.ConnTimeout == 599 })
+	require.Equal(t, uint64(1000-599), srv.Stats().Refused[RefusedServerFull])
 	for _, c := range idle { // the server closed them all
 		require.NoError(t, c.SetReadDeadline(time.Now().Add(20*time.Second)))
 		_, err := c.Read(make([]byte, 1))
