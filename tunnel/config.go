@@ -90,7 +90,8 @@ type Config struct {
 	Log *slog.Logger
 	// LogRate is how many refusals per second are logged. Default 5.
 	LogRate float64
-	// Now is the clock tokens are checked against. Default time.Now.
+	// Now is the clock tokens are checked against and stream idleness is
+	// measured with. Default time.Now.
 	Now func() time.Time
 }
 

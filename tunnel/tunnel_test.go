@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"sync/atomic"
 	"strings"
 	"testing"
 	"time"
@@ -448,4 +449,76 @@ func heapInUse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse
+}
+
+// TestByteRateLimit: an identity's streams share a token bucket of
+// BytesPerClient bytes per second (both directions), so echoing 192 KiB at
+// 128 KiB/s (384 KiB relayed, 128 KiB of burst) takes at least 2 s. Only
+// a lower bound is asserted: load can only make it slower.
+func TestByteRateLimit(t *testing.T) {
+	leaktest.Check(t)
+	echo := startEcho(t, nil)
+	const rate = 128 << 10
+	srv := startServer(t, Config{Zones: []string{echo.addr}, BytesPerClient: rate})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tun, err := (&Dialer{Token: mint(t, testSecret, "greedy", time.Hour)}).Open(srv.ep)
+	require.NoError(t, err)
+	c, err := tun.Dial(ctx, echo.addr)
+	require.NoError(t, err)
+	tc := echo.clientTLS(t, c)
+	start := time.Now()
+	roundTrip(t, tc, bytes.Repeat([]byte{7}, 192<<10))
+	elapsed := time.Since(start)
+	t.Logf("192 KiB echoed in %v at %d B/s", elapsed, rate)
+	require.GreaterOrEqual(t, elapsed, 1900*time.Millisecond)
+	require.NoError(t, tc.Close())
+}
+
+// TestIdleStreams: 120 upgraded streams from 12 identities that then send
+// nothing, against MaxStreams 100: 20 are refused (streams-full), the rest
+// are cut by the idle timeout once the server's clock passes it; the heap
+// per open stream is bounded and descriptors come back (leaktest).
+func TestIdleStreams(t *testing.T) {
+	leaktest.Check(t)
+	echo := startEcho(t, nil)
+	var skew atomic.Int64 // the test moves the server's clock past the idle timeout
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	srv := startServer(t, Config{Zones: []string{echo.addr}, MaxStreams: 100, IdleTimeout: time.Minute, Now: now})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	heap0 := heapInUse()
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	refused := 0
+	for id := range 12 {
+		tun, err := (&Dialer{Token: mint(t, testSecret, "idler-"+string(rune('a'+id)), time.Hour)}).Open(srv.ep)
+		require.NoError(t, err)
+		for range 10 {
+			c, err := tun.Dial(ctx, echo.addr)
+			if err != nil {
+				require.ErrorIs(t, err, &Error{Code: CodeServerFull})
+				refused++
+				continue
+			}
+			conns = append(conns, c)
+		}
+	}
+	require.Equal(t, int64(100), srv.Stats().Streams)
+	t.Logf("heap per idle stream (both ends and the echo in this process): %d KiB", (heapInUse()-heap0)/100>>10)
+	require.Equal(t, 20, refused)
+	require.Equal(t, uint64(20), srv.Stats().Refused[RefusedStreamsFull])
+	require.Zero(t, srv.Stats().Ended[EndIdle])
+	skew.Store(int64(2 * time.Minute))
+	waitFor(t, "idle streams cut", func() bool { return srv.Stats().Ended[EndIdle] == 100 })
+	require.Zero(t, srv.Stats().Streams)
+	for _, c := range conns {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(20*time.Second)))
+		_, err := c.Read(make([]byte, 1))
+		require.ErrorIs(t, err, ErrIdle)
+	}
 }
