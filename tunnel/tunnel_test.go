@@ -9,8 +9,8 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
-	"sync/atomic"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
