@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -521,4 +522,34 @@ func TestIdleStreams(t *testing.T) {
 		_, err := c.Read(make([]byte, 1))
 		require.ErrorIs(t, err, ErrIdle)
 	}
+}
+
+// TestRootCAs: an endpoint without a fingerprint is verified against
+// Dialer.RootCAs (here the server's self-signed certificate, valid for
+// 127.0.0.1); without the root the TLS handshake fails.
+func TestRootCAs(t *testing.T) {
+	leaktest.Check(t)
+	echo := startEcho(t, nil)
+	srv := startServer(t, Config{Zones: []string{echo.addr}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ep := Endpoint{URL: srv.ep.URL}
+	tok := mint(t, testSecret, "ca", time.Hour)
+	_, err := (&Dialer{Token: tok}).Pick(ctx, []Endpoint{ep})
+	var uerr x509.UnknownAuthorityError
+	require.ErrorAs(t, err, &uerr)
+
+	conn, err := tls.Dial("tcp", srv.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	require.NoError(t, err)
+	leaf := conn.ConnectionState().PeerCertificates[0]
+	require.NoError(t, conn.Close())
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	tun, err := (&Dialer{Token: tok, RootCAs: roots}).Pick(ctx, []Endpoint{ep})
+	require.NoError(t, err)
+	c, err := tun.Dial(ctx, echo.addr)
+	require.NoError(t, err)
+	tc := echo.clientTLS(t, c)
+	roundTrip(t, tc, []byte("verified by CA"))
+	require.NoError(t, tc.Close())
 }
