@@ -120,6 +120,12 @@ type Config struct {
 	// Logger receives connection and meeting lifecycle logs. Default
 	// slog.Default().
 	Logger *slog.Logger
+	// Observe, when set, is told each join's latency on the server (from
+	// the connection's start to the joined answer) and each control
+	// channel RTT measured by the server's pings. It is called on
+	// connection goroutines, never on the media path: it must be fast and
+	// safe for concurrent use (a Prometheus histogram is).
+	Observe Observer
 }
 
 // withDefaults fills zero fields and validates.
@@ -236,3 +242,9 @@ const (
 	zeroHex16 = "00000000000000000000000000000000"
 	zeroHex32 = zeroHex16 + zeroHex16
 )
+
+// Observer receives the control channel's latency samples (Config.Observe).
+type Observer interface {
+	JoinLatency(time.Duration)
+	ControlRTT(time.Duration)
+}

@@ -45,6 +45,7 @@ type conn struct {
 	pingID   atomic.Uint32
 	pingSent atomic.Int64 // UnixNano of the last server ping
 	rtt      atomic.Int64 // last measured round-trip time in ns
+	started  time.Time    // serve began: the join latency's origin
 
 	state  connState
 	p      *participant
@@ -90,7 +91,8 @@ func (c *conn) serve() {
 	defer c.s.wg.Done()
 	defer c.finish()
 	cfg := &c.s.cfg
-	if err := c.raw.SetDeadline(time.Now().Add(cfg.HandshakeTimeout)); err != nil {
+	c.started = time.Now()
+	if err := c.raw.SetDeadline(c.started.Add(cfg.HandshakeTimeout)); err != nil {
 		return
 	}
 	if err := c.nc.Handshake(); err != nil { // a no-op if already done
@@ -324,7 +326,11 @@ func (c *conn) rttMicros() int64 { return c.rtt.Load() / int64(time.Microsecond)
 func (c *conn) pong(id uint32) {
 	if id != 0 && id == c.pingID.Load() {
 		if sent := c.pingSent.Load(); sent != 0 {
-			c.rtt.Store(max(time.Now().UnixNano()-sent, 1))
+			rtt := max(time.Now().UnixNano()-sent, 1)
+			c.rtt.Store(rtt)
+			if o := c.s.cfg.Observe; o != nil {
+				o.ControlRTT(time.Duration(rtt))
+			}
 		}
 	}
 }

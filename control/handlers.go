@@ -75,6 +75,9 @@ func (c *conn) join(id uint32, j *proto.Join) bool {
 		return c.joinFailed(id, err)
 	}
 	c.s.stats.joins.Add(1)
+	if o := c.s.cfg.Observe; o != nil {
+		o.JoinLatency(time.Since(c.started))
+	}
 	c.s.log.Debug("control: joined", "meeting", j.Meeting, "participant", p.id, "role", claims.Role)
 	c.becomeJoined(p)
 	return true
