@@ -202,7 +202,14 @@ func (r *runner) report(rep *Report, t0, t1 time.Time, before, after sample) {
 	}
 
 	// Kinds.
-	aggs := append(r.eng.aggs(), &r.streamAgg)
+	// Snapshots of the aggregates: late packets may still arrive.
+	var aggs []*agg
+	for _, a := range append(r.eng.aggs(), &r.streamAgg) {
+		a.mu.Lock()
+		c := &agg{inWin: a.inWin, delay: a.delay, series: append([]second(nil), a.series...)}
+		a.mu.Unlock()
+		aggs = append(aggs, c)
+	}
 	var exp [][media.NumKinds]uint64
 	var late uint64
 	for _, s := range r.senders {

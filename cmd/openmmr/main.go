@@ -47,6 +47,9 @@ func usage(w io.Writer) {
 
 // run is main without the process: it returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "load" {
+		return runLoad(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || (args[0] != "join" && args[0] != "-h" && args[0] != "-help" && args[0] != "--help") {
 		usage(stderr)
 		return 2
