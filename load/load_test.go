@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +33,9 @@ func meetingIDs(n int) []string {
 // dropped at the load tool's receive queue (SO_RXQ_OVFL).
 type routerCheck struct {
 	r          *router.Router
+	metricsURL string
+	metrics    map[string]float64
+	metricsErr error
 	json       []byte
 	checked    int
 	mismatches []string
@@ -40,6 +45,9 @@ type routerCheck struct {
 
 func (c *routerCheck) drained(rep *load.Report) {
 	c.json, _ = json.Marshal(rep)
+	if c.metricsURL != "" {
+		c.metrics, c.metricsErr = load.Scrape(c.metricsURL)
+	}
 	for _, p := range rep.People {
 		if !p.Joined {
 			continue
@@ -99,7 +107,7 @@ func conference(t testing.TB, meetings int, window time.Duration) {
 	leaktest.Check(t)
 	ids := meetingIDs(meetings)
 	b := startBox(t, ids)
-	chk := &routerCheck{r: b.r}
+	chk := &routerCheck{r: b.r, metricsURL: b.metricsURL}
 	var pub [media.NumKinds]int
 	pub[media.Audio.Index()], pub[media.Video.Index()] = 5, 2
 	rep, err := load.Run(context.Background(), load.Config{
@@ -113,6 +121,14 @@ func conference(t testing.TB, meetings int, window time.Duration) {
 	var table bytes.Buffer
 	rep.WriteTable(&table)
 	t.Log("\n" + table.String())
+	// LOAD_PLOT=FILE.png and LOAD_JSON=FILE keep this run's plot and report
+	// (bench/load-conference.* were made so).
+	if f := os.Getenv("LOAD_PLOT"); f != "" {
+		require.NoError(t, rep.WritePlot(f))
+	}
+	if f := os.Getenv("LOAD_JSON"); f != "" {
+		require.NoError(t, os.WriteFile(f, append(chk.json, '\n'), 0o644))
+	}
 
 	m := decode(t, chk.json)
 	joins := m["joins"].(map[string]any)
@@ -142,6 +158,20 @@ func conference(t testing.TB, meetings int, window time.Duration) {
 	require.Positive(t, num(t, rr, "cpu_seconds"))
 	require.Equal(t, chk.routerOut, chk.loadRx+uint64(num(t, m, "load_tool", "kernel_receive_drops")))
 	require.NotEmpty(t, m["series"])
+
+	// metrics/prom while everyone was in: the per-meeting gauges and the
+	// control channel's join latency histogram (control.Config.Observe).
+	require.NoError(t, chk.metricsErr)
+	perMeeting := 0
+	for k, v := range chk.metrics {
+		if strings.HasPrefix(k, "mmr_meeting_participants{") {
+			perMeeting++
+			require.EqualValues(t, 5, v, k)
+		}
+	}
+	require.Equal(t, meetings, perMeeting)
+	require.EqualValues(t, meetings*5, chk.metrics["mmr_control_join_seconds_count"])
+	require.EqualValues(t, meetings*5, chk.metrics["mmr_participants"])
 }
 
 // TestConference: the bar's 100 meetings × 5 participants (all publishing
