@@ -99,10 +99,14 @@ type SelfReport struct {
 	// receive queues (SO_RXQ_OVFL), sent by the router but never read.
 	KernelDrops uint64 `json:"kernel_receive_drops"`
 	SendBusy    uint64 `json:"send_busy"` // frames' packets refused by full send buffers
-	SendErrors  uint64 `json:"send_errors"`
-	LateFrames  uint64 `json:"late_frames"` // frames sent more than an interval behind schedule
-	Saturated   bool   `json:"saturated"`
-	Why         string `json:"why"`
+	// HostUDPRcvbufErrors: UDP datagrams the host dropped at full receive
+	// buffers during the window and drain, every socket of the machine
+	// (/proc/net/snmp): the router's overflowing sockets count here.
+	HostUDPRcvbufErrors uint64 `json:"host_udp_rcvbuf_errors"`
+	SendErrors          uint64 `json:"send_errors"`
+	LateFrames          uint64 `json:"late_frames"` // frames sent more than an interval behind schedule
+	Saturated           bool   `json:"saturated"`
+	Why                 string `json:"why"`
 }
 
 // RouterReport is the router's /metrics, deltas over the window and drain
@@ -296,7 +300,8 @@ func (r *runner) report(rep *Report, t0, t1 time.Time, before, after sample) {
 		}
 	}
 	self := SelfReport{CPUSeconds: round6((after.cpu - before.cpu).Seconds()), Cores: runtime.GOMAXPROCS(0), KernelDrops: r.kernelDrops(),
-		SendBusy: ss.Drops[stats.DropSendBusy], SendErrors: ss.Drops[stats.DropSendError], LateFrames: late}
+		SendBusy: ss.Drops[stats.DropSendBusy], SendErrors: ss.Drops[stats.DropSendError], LateFrames: late,
+		HostUDPRcvbufErrors: after.rcvbuf - before.rcvbuf}
 	if el > 0 {
 		self.CPUCores = round6(self.CPUSeconds / el)
 	}
@@ -342,6 +347,9 @@ func (r *runner) report(rep *Report, t0, t1 time.Time, before, after sample) {
 		why = append(why, fmt.Sprintf("the load tool used %.2f of %d cores", self.CPUCores, self.Cores))
 	}
 	self.Saturated = len(why) > 0
+	if n := self.HostUDPRcvbufErrors; n > self.KernelDrops {
+		why = append(why, fmt.Sprintf("%d more datagrams dropped at full UDP receive buffers elsewhere on the host (the router's sockets, if it runs here)", n-self.KernelDrops))
+	}
 	if self.Saturated {
 		self.Why = "the load tool, not the router, limited this run: " + strings.Join(why, "; ")
 	} else {
@@ -391,6 +399,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nload tool: %.2f CPU cores (%.1f s); %s\n", rep.Self.CPUCores, rep.Self.CPUSeconds, rep.Self.Why)
+	if n := rep.Self.HostUDPRcvbufErrors; n > 0 {
+		fmt.Fprintf(w, "host: %d UDP datagrams dropped at full receive buffers (/proc/net/snmp RcvbufErrors)\n", n)
+	}
 	if r := rep.Router; r != nil {
 		if r.Error != "" {
 			fmt.Fprintf(w, "router: %s: %s\n", r.URL, r.Error)

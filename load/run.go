@@ -24,7 +24,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -609,16 +612,45 @@ func (r *runner) kernelDrops() uint64 {
 type sample struct {
 	at      time.Time
 	cpu     time.Duration // this process, user + system
+	rcvbuf  uint64        // the host's UDP RcvbufErrors (/proc/net/snmp)
 	metrics map[string]float64
 	err     error
 }
 
 func (r *runner) sample() sample {
-	s := sample{at: time.Now(), cpu: processCPU()}
+	s := sample{at: time.Now(), cpu: processCPU(), rcvbuf: udpRcvbufErrors()}
 	if r.cfg.MetricsURL != "" {
 		s.metrics, s.err = Scrape(r.cfg.MetricsURL)
 	}
 	return s
+}
+
+// udpRcvbufErrors reads the host's count of UDP datagrams dropped at full
+// receive buffers (Linux /proc/net/snmp; 0 elsewhere): the router's
+// sockets overflowing show up here and nowhere in its own counters.
+func udpRcvbufErrors() uint64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "Udp: ") {
+			continue
+		}
+		f := strings.Fields(l)[1:]
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "RcvbufErrors" && i < len(f) {
+				v, _ := strconv.ParseUint(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
 }
 
 func processCPU() time.Duration {
