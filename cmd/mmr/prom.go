@@ -34,7 +34,7 @@ func servePromMetrics(addr string, n *node, m *prom.Metrics) (*metricsServer, er
 	}
 	ms := &metricsServer{ln: ln, srv: &http.Server{
 		Handler:           m.Handler(),
-		ReadHeaderTimeout: 5 * time.Second, // a scraper that stalls holds nothing
+		ReadHeaderTimeout: 5 * time.Second,  // a scraper that stalls holds nothing
 		WriteTimeout:      60 * time.Second, // room for a 30 s CPU profile
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    8 << 10,
