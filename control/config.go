@@ -121,7 +121,8 @@ type Config struct {
 	// slog.Default().
 	Logger *slog.Logger
 	// Observe, when set, is told each join's latency on the server (from
-	// the connection's start to the joined answer) and each control
+	// the server taking the connection, after the edge's TLS handshake or
+	// before its own, to the joined answer) and each control
 	// channel RTT measured by the server's pings. It is called on
 	// connection goroutines, never on the media path: it must be fast and
 	// safe for concurrent use (a Prometheus histogram is).

@@ -127,7 +127,7 @@ func (m *Metrics) Observer() control.Observer {
 	m.obsOnce.Do(func() {
 		m.obs = &observer{
 			join: prometheus.NewHistogram(prometheus.HistogramOpts{Name: m.opts.Prefix + "_control_join_seconds",
-				Help: "Control channel joins: from the connection's start (TLS handshake) to the joined answer.", Buckets: latencyBuckets}),
+				Help: "Control channel joins: from the control server taking the connection to the joined answer.", Buckets: latencyBuckets}),
 			rtt: prometheus.NewHistogram(prometheus.HistogramOpts{Name: m.opts.Prefix + "_control_rtt_seconds",
 				Help: "Control channel round-trip times measured by the server's pings.", Buckets: latencyBuckets}),
 		}
