@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -33,6 +34,7 @@ func meetingIDs(n int) []string {
 // dropped at the load tool's receive queue (SO_RXQ_OVFL).
 type routerCheck struct {
 	r          *router.Router
+	start      time.Time
 	metricsURL string
 	metrics    map[string]float64
 	metricsErr error
@@ -57,14 +59,27 @@ func (c *routerCheck) drained(rep *load.Report) {
 			c.mismatches = append(c.mismatches, fmt.Sprintf("participant %d (id %d): %v", p.Index, p.ID, err))
 			continue
 		}
-		var rx, drops uint64
+		var rx, drops, streams uint64
 		for _, k := range p.Kinds {
 			rx += k.Received
 			drops += k.KernelDrops
+			if k.Transport != "udp" {
+				streams++
+			}
 		}
 		c.routerOut += st.PacketsOut
 		c.loadRx += rx
 		c.checked++
+		// On a TCP/TLS stream the router also counts, per participant, the
+		// BindAck frame and one KeepaliveAck per 5 s keepalive of the
+		// connection process; the client consumes those itself.
+		if streams > 0 {
+			extra := st.PacketsOut - rx - drops
+			if st.PacketsOut < rx+drops || extra < streams || extra > streams*(1+uint64(time.Since(c.start)/(5*time.Second))) {
+				c.mismatches = append(c.mismatches, fmt.Sprintf("participant %d (id %d): router sent %d, load read %d + %d kernel drops, %d stream kinds", p.Index, p.ID, st.PacketsOut, rx, drops, streams))
+			}
+			continue
+		}
 		if rx+drops != st.PacketsOut {
 			c.mismatches = append(c.mismatches, fmt.Sprintf("participant %d (id %d): router sent %d, load read %d + %d kernel drops", p.Index, p.ID, st.PacketsOut, rx, drops))
 		}
@@ -201,7 +216,11 @@ func TestWebinar(t *testing.T) {
 	pub[media.Audio.Index()], pub[media.Video.Index()] = 1, 1
 	rep, err := load.Run(context.Background(), load.Config{
 		Meetings: 1, Participants: 1001, MeetingIDs: ids, Shape: load.Webinar, Publishers: pub,
-		Direct:   &load.DirectConfig{Control: b.tlsAddr.String(), TLS: b.mmrTLS(t), JoinSecret: joinSecret},
+		Direct: &load.DirectConfig{Control: b.tlsAddr.String(), TLS: b.mmrTLS(t), JoinSecret: joinSecret},
+		// Control connections and media sockets spread over 8 loopback addresses.
+		SourceIPs: []netip.Addr{netip.MustParseAddr("127.0.1.1"), netip.MustParseAddr("127.0.1.2"), netip.MustParseAddr("127.0.1.3"),
+			netip.MustParseAddr("127.0.1.4"), netip.MustParseAddr("127.0.1.5"), netip.MustParseAddr("127.0.1.6"),
+			netip.MustParseAddr("127.0.1.7"), netip.MustParseAddr("127.0.1.8")},
 		JoinRate: 500, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond, HoldMedia: true, Drain: 30 * time.Second,
 		MetricsURL: b.metricsURL, Drained: chk.drained, Logger: testLogger(),
 	})
@@ -225,4 +244,36 @@ func TestWebinar(t *testing.T) {
 	a := kindOf(t, m, "audio")
 	require.EqualValues(t, 1, a["publishers"])
 	require.Positive(t, a["expected"].(float64))
+}
+
+// TestTransports: forced TCP and TLS media stay on the connection
+// process's streams (no engine socket); counts still match the router's.
+func TestTransports(t *testing.T) {
+	leaktest.Check(t)
+	ids := meetingIDs(2)
+	b := startBox(t, ids)
+	for _, tr := range []string{"tcp", "tls"} {
+		t.Run(tr, func(t *testing.T) {
+			chk := &routerCheck{r: b.r, start: time.Now()}
+			var pub [media.NumKinds]int
+			pub[media.Audio.Index()], pub[media.Video.Index()] = 3, 1
+			_, err := load.Run(context.Background(), load.Config{
+				Meetings: 2, Participants: 3, MeetingIDs: ids, Publishers: pub, Transport: tr,
+				Connect: b.connectConfig(t), Duration: time.Second, Warmup: 200 * time.Millisecond, Drain: 10 * time.Second,
+				Drained: chk.drained, Logger: testLogger(),
+			})
+			require.NoError(t, err)
+			m := decode(t, chk.json)
+			require.EqualValues(t, 6, num(t, m, "joins", "joined"))
+			tr2 := m["joins"].(map[string]any)["transports"].(map[string]any)
+			require.EqualValues(t, 6, num(t, tr2, "audio", tr))
+			require.EqualValues(t, 6, num(t, tr2, "video", tr))
+			_, handover := m["joins"].(map[string]any)["phases"].(map[string]any)["handover"]
+			require.True(t, handover)
+			a := kindOf(t, m, "audio")
+			require.Positive(t, a["received"].(float64))
+			require.Equal(t, 6, chk.checked)
+			require.Empty(t, chk.mismatches)
+		})
+	}
 }
