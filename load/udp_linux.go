@@ -40,6 +40,8 @@ const (
 	// sockBuf is each socket's SO_RCVBUF: 256 KiB holds ~200 video
 	// packets, a quarter second of a keyframe burst to one viewer.
 	sockBuf = 256 << 10
+	// bindTries: Bind packets sent before giving up (12.7 s in all).
+	bindTries = 7
 	// epollEvents per epoll_wait.
 	epollEvents = 256
 )
@@ -171,12 +173,14 @@ func sockaddr(ap netip.AddrPort, fam int) unix.Sockaddr {
 }
 
 // bind binds ep's socket as its kind's flow with token: Bind packets at 0,
-// 100, 300, 700 and 1500 ms (docs/PROTOCOL.md), done at the first BindAck
-// the reader sees.
+// 100, 300, 700, 1500 ms... (docs/PROTOCOL.md's schedule, with two more
+// tries: this bind moves a joined participant's flow, it is not a fallback
+// decision, and a busy router may answer late), done at the first
+// BindAck the reader sees.
 func (e *udpEngine) bind(ctx context.Context, ep *endpoint, tok wire.Token) error {
 	var req [wire.BindSize]byte
 	wait := 100 * time.Millisecond
-	for try := range 5 {
+	for try := range bindTries {
 		b := wire.Bind{Kind: ep.kind, TxID: uint32(try + 1), Token: tok}
 		if _, err := b.MarshalTo(req[:]); err != nil {
 			return err

@@ -69,7 +69,7 @@ func startBox(t testing.TB, meetings []string) *box {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	b.tlsAddr = ln.Addr().(*net.TCPAddr).AddrPort()
-	b.edge, err = edge.New(ln, edge.Config{TLS: tlsutil.ServerConfig(cert), Logger: log})
+	b.edge, err = edge.New(ln, edge.Config{TLS: tlsutil.ServerConfig(cert), Logger: log, HandshakeTimeout: time.Minute})
 	require.NoError(t, err)
 	met := prom.New(prom.Options{PerMeeting: true})
 	eps := control.UDPEndpoints(b.r.UDPAddrs())
@@ -78,7 +78,9 @@ func startBox(t testing.TB, meetings []string) *box {
 			ctlproto.Endpoint{Kind: ctlproto.Kind(k), Transport: ctlproto.TransportTLS, Addr: b.tlsAddr})
 	}
 	b.ctl, err = control.New(control.Config{TLS: tlsutil.ServerConfig(cert), Secret: joinSecret, Endpoints: eps, Logger: log,
-		MaxConnsPerIP: 5000, MaxParticipants: 2000, SendQueue: 8192, Observe: met.Observer()}, b.r)
+		MaxConnsPerIP: 5000, MaxParticipants: 2000, SendQueue: 8192,
+		// Generous for the race detector on a loaded 2-core machine.
+		HandshakeTimeout: time.Minute, Observe: met.Observer()}, b.r)
 	require.NoError(t, err)
 	t.Cleanup(func() { b.ctl.Close() })
 	b.edge.Handle(ctlproto.ALPN, b.ctl.HandleConn)
@@ -136,7 +138,13 @@ func startBox(t testing.TB, meetings []string) *box {
 func (b *box) connectConfig(t testing.TB) *connect.Config {
 	tc, err := tlsutil.PinnedClientConfig(b.web.Fingerprint)
 	require.NoError(t, err)
-	return &connect.Config{Web: b.web.URL, WebTLS: tc, NoEnvProxy: true, Logger: testLogger()}
+	// Timeouts generous for the race detector on a loaded 2-core machine:
+	// the defaults are tuned for real networks, not for 500 handshakes
+	// sharing two busy cores.
+	const slow = 60 * time.Second
+	return &connect.Config{Web: b.web.URL, WebTLS: tc, NoEnvProxy: true, Logger: testLogger(),
+		LookupTimeout: slow, ZoneTimeout: slow, ProbeTimeout: slow, MMRTimeout: slow, ControlTimeout: slow,
+		UDPGiveUp: 5 * time.Second, TCPTimeout: slow, TLSTimeout: slow}
 }
 
 func (b *box) mmrTLS(t testing.TB) *tls.Config {
