@@ -36,8 +36,6 @@ func (rep *Report) WritePlot(path string) error {
 	cdf := plot.New()
 	cdf.Title.Text = "delay CDF"
 	cdf.X.Label.Text, cdf.Y.Label.Text = "delay (ms)", "fraction of packets"
-	cdf.X.Scale = plot.LogScale{}
-	cdf.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	for _, k := range rep.Kinds {
 		c := kindColors[k.Kind]
 		p50, p99, lo := plotter.XYs{}, plotter.XYs{}, plotter.XYs{}
@@ -74,6 +72,14 @@ func (rep *Report) WritePlot(path string) error {
 		if err := addLine(cdf, pts, c, nil, k.Kind); err != nil {
 			return err
 		}
+	}
+	var anyDelay bool
+	for _, k := range rep.Kinds {
+		anyDelay = anyDelay || k.Delay.N > 0
+	}
+	if anyDelay { // a log axis needs positive data
+		cdf.X.Scale = plot.LogScale{}
+		cdf.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	}
 	for _, p := range []*plot.Plot{delay, loss, cdf} {
 		p.Legend.Top = true

@@ -341,7 +341,12 @@ func (r *runner) report(rep *Report, t0, t1 time.Time, before, after sample) {
 		why = append(why, fmt.Sprintf("%d packets refused by the load tool's full send buffers", self.SendBusy))
 	}
 	if self.LateFrames > 0 {
-		why = append(why, fmt.Sprintf("%d frames sent over an interval late", self.LateFrames))
+		if self.CPUCores < 0.5*float64(self.Cores) {
+			why = append(why, fmt.Sprintf("%d frames sent over an interval late while it used only %.2f of %d cores: the host's CPU is contended (other processes)",
+				self.LateFrames, self.CPUCores, self.Cores))
+		} else {
+			why = append(why, fmt.Sprintf("%d frames sent over an interval late", self.LateFrames))
+		}
 	}
 	if self.CPUCores > 0.85*float64(self.Cores) {
 		why = append(why, fmt.Sprintf("the load tool used %.2f of %d cores", self.CPUCores, self.Cores))

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -82,7 +81,7 @@ func parseLoad(args []string, stderr io.Writer) (*loadOptions, error) {
 	web := fs.String("web", "", "the web tier's URL: every participant walks the whole connection process")
 	direct := fs.String("direct", "", "an MMR's control address (host:port): join straight to it (needs -join-secret-file)")
 	pin := fs.String("pin", "", "SHA-256 fingerprint of the web tier's (with -web) or the MMR's (with -direct) certificate")
-	secretFile := fs.String("join-secret-file", "", "the MMR's join-token secret (hex, as cmd/mmr writes STATE/join.secret), for -direct")
+	secretFile := fs.String("join-secret-file", "", "the MMR's join-token secret file (cmd/mmr: STATE/join.secret), for -direct")
 	fs.IntVar(&c.Meetings, "meetings", 1, "meetings")
 	fs.IntVar(&c.Participants, "participants", 5, "participants per meeting")
 	fs.StringVar(&c.Shape, "shape", load.Conference, "conference (everyone may publish) or webinar (publishers + viewers)")
@@ -166,10 +165,9 @@ func parseLoad(args []string, stderr io.Writer) (*loadOptions, error) {
 		if err != nil {
 			return nil, err
 		}
-		secret, err := hex.DecodeString(strings.TrimSpace(string(b)))
-		if err != nil {
-			secret = []byte(strings.TrimSpace(string(b))) // not hex: the bytes themselves
-		}
+		// cmd/mmr's secret is the file's text (64 hex digits) as bytes,
+		// as `mmr token` signs with it.
+		secret := []byte(strings.TrimSpace(string(b)))
 		c.Direct = &load.DirectConfig{Control: *direct, TLS: tc, JoinSecret: secret}
 	default:
 		return nil, errors.New("-web or -direct is required")

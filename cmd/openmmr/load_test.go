@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"image/png"
 	"io"
@@ -24,14 +23,14 @@ import (
 var loadSecret = []byte("openmmr-load-test-join-secret-0123456789")
 
 // loadZone starts a one-box zone and writes its join secret as cmd/mmr
-// does (hex); it returns the direct-mode flags.
+// does (the secret's text, a newline); it returns the direct-mode flags.
 func loadZone(t *testing.T) []string {
 	t.Helper()
 	z, err := connecttest.StartZone(connecttest.ZoneConfig{JoinSecret: loadSecret})
 	require.NoError(t, err)
 	t.Cleanup(z.Close)
 	f := filepath.Join(t.TempDir(), "join.secret")
-	require.NoError(t, os.WriteFile(f, []byte(hex.EncodeToString(loadSecret)+"\n"), 0o600))
+	require.NoError(t, os.WriteFile(f, append(append([]byte(nil), loadSecret...), '\n'), 0o600))
 	return []string{"-direct", z.TLSAddr.String(), "-pin", z.Fingerprint, "-join-secret-file", f,
 		"-meetings", "2", "-participants", "3", "-duration", "1500ms", "-warmup", "200ms", "-join-rate", "100"}
 }
