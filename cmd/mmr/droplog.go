@@ -16,9 +16,13 @@ const dropLogInterval = 10 * time.Second
 // startDropLog logs one warn line per interval in which the router's drop
 // counters grew, with each reason's growth and the interval: drop-reason
 // bursts rate-limited, never a line per packet. The counters are read from
-// Stats() (the packet path does nothing extra). stop ends the goroutine and
-// waits for it; it is idempotent.
+// Stats() (the packet path does nothing extra). every <= 0 means
+// dropLogInterval. stop ends the goroutine and waits for it; it is
+// idempotent.
 func startDropLog(r interface{ Stats() router.Stats }, log *slog.Logger, every time.Duration) (stop func()) {
+	if every <= 0 {
+		every = dropLogInterval
+	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
