@@ -26,11 +26,11 @@ func startDropLog(r interface{ Stats() router.Stats }, log *slog.Logger, every t
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
+	last := r.Stats().Drops // before returning: every later drop is logged
 	go func() {
 		defer wg.Done()
 		t := time.NewTicker(every)
 		defer t.Stop()
-		last := r.Stats().Drops
 		for {
 			select {
 			case <-done:
