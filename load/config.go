@@ -101,6 +101,9 @@ type Config struct {
 	// each publishes as soon as it joined, so the router carries media
 	// while the others join, as in a real meeting).
 	HoldMedia bool
+	// DrainQuiet ends the drain once nothing arrived for this long
+	// (default 300 ms; on a starved host a router thread may sleep longer).
+	DrainQuiet time.Duration
 	// Keepalive interval of every UDP flow.
 	Keepalive time.Duration
 	// Readers and Senders: goroutines of the UDP engine. Default
@@ -183,6 +186,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Warmup = DefaultWarmup
 	}
 	def(&c.Drain, DefaultDrain)
+	def(&c.DrainQuiet, drainQuiet)
 	def(&c.Keepalive, DefaultKeepalive)
 	def(&c.ProgressInterval, time.Second)
 	if c.Readers <= 0 {

@@ -130,7 +130,7 @@ func conference(t testing.TB, meetings int, window time.Duration) {
 		Connect: b.connectConfig(t), JoinRate: 200, JoinConcurrency: 32, Duration: window,
 		MetricsURL: b.metricsURL, Drained: chk.drained, Logger: testLogger(),
 		// The connection process's zone test, shortened: one box, one zone.
-		Warmup: 500 * time.Millisecond, HoldMedia: true, Drain: 30 * time.Second,
+		Warmup: 500 * time.Millisecond, HoldMedia: true, Drain: 30 * time.Second, DrainQuiet: 2 * time.Second,
 	})
 	require.NoError(t, err)
 	var table bytes.Buffer
@@ -236,7 +236,7 @@ func TestWebinar(t *testing.T) {
 		SourceIPs: []netip.Addr{netip.MustParseAddr("127.0.1.1"), netip.MustParseAddr("127.0.1.2"), netip.MustParseAddr("127.0.1.3"),
 			netip.MustParseAddr("127.0.1.4"), netip.MustParseAddr("127.0.1.5"), netip.MustParseAddr("127.0.1.6"),
 			netip.MustParseAddr("127.0.1.7"), netip.MustParseAddr("127.0.1.8")},
-		JoinRate: 500, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond, HoldMedia: true, Drain: 30 * time.Second,
+		JoinRate: 500, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond, HoldMedia: true, Drain: 30 * time.Second, DrainQuiet: 2 * time.Second,
 		MetricsURL: b.metricsURL, Drained: chk.drained, Logger: testLogger(),
 	})
 	require.NoError(t, err)
@@ -274,7 +274,7 @@ func TestTransports(t *testing.T) {
 			pub[media.Audio.Index()], pub[media.Video.Index()] = 3, 1
 			_, err := load.Run(context.Background(), load.Config{
 				Meetings: 2, Participants: 3, MeetingIDs: ids, Publishers: pub, Transport: tr,
-				Connect: b.connectConfig(t), Duration: time.Second, Warmup: 200 * time.Millisecond, Drain: 10 * time.Second,
+				Connect: b.connectConfig(t), Duration: time.Second, Warmup: 200 * time.Millisecond, Drain: 10 * time.Second, DrainQuiet: 2 * time.Second,
 				Drained: chk.drained, Logger: testLogger(),
 			})
 			require.NoError(t, err)

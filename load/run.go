@@ -510,13 +510,13 @@ func (r *runner) rxTotal() uint64 {
 	return n
 }
 
-// drainQuiet: the drain ends when nothing arrived for this long.
+// drainQuiet: by default the drain ends when nothing arrived for this long.
 const drainQuiet = 300 * time.Millisecond
 
 func (r *runner) drain() {
 	deadline := time.Now().Add(r.cfg.Drain)
 	last, lastChange := r.rxTotal(), time.Now()
-	for time.Now().Before(deadline) && time.Since(lastChange) < drainQuiet {
+	for time.Now().Before(deadline) && time.Since(lastChange) < r.cfg.DrainQuiet {
 		time.Sleep(20 * time.Millisecond) // polling interval of the drain
 		if n := r.rxTotal(); n != last {
 			last, lastChange = n, time.Now()

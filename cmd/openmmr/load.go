@@ -98,6 +98,7 @@ func parseLoad(args []string, stderr io.Writer) (*loadOptions, error) {
 	fs.DurationVar(&c.Duration, "duration", 30*time.Second, "the measurement window, after every join and the warm-up")
 	fs.DurationVar(&c.Warmup, "warmup", load.DefaultWarmup, "pause between the last join and the window")
 	fs.DurationVar(&c.Drain, "drain", load.DefaultDrain, "longest wait for packets in flight after the window")
+	fs.DurationVar(&c.DrainQuiet, "drain-quiet", 300*time.Millisecond, "the drain ends once nothing arrived for this long")
 	fs.BoolVar(&c.HoldMedia, "hold-media", false, "publishers start when every join is done (default: as soon as each joined)")
 	fs.StringVar(&c.MetricsURL, "metrics", "", "the router's /metrics URL (e.g. http://127.0.0.1:9801/metrics): its counters and CPU go into the report")
 	fs.StringVar(&o.jsonFile, "json", "", "write the report as JSON to this file (- for stdout)")

@@ -32,7 +32,7 @@ func loadZone(t *testing.T) []string {
 	f := filepath.Join(t.TempDir(), "join.secret")
 	require.NoError(t, os.WriteFile(f, append(append([]byte(nil), loadSecret...), '\n'), 0o600))
 	return []string{"-direct", z.TLSAddr.String(), "-pin", z.Fingerprint, "-join-secret-file", f,
-		"-meetings", "2", "-participants", "3", "-duration", "1500ms", "-warmup", "200ms", "-join-rate", "100"}
+		"-meetings", "2", "-participants", "3", "-duration", "1500ms", "-warmup", "200ms", "-join-rate", "100", "-drain-quiet", "1s"}
 }
 
 // syncBuffer is a bytes.Buffer safe for the progress goroutine and the test.
@@ -61,7 +61,7 @@ func TestLoadLines(t *testing.T) {
 	dir := t.TempDir()
 	js, pngFile, svgFile := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.png"), filepath.Join(dir, "r.svg")
 	var out, errb syncBuffer
-	code := run(context.Background(), append([]string{"load", "-json", js, "-plot", pngFile, "-log-format", "json"}, args...), &out, &errb)
+	code := run(context.Background(), append([]string{"load", "-json", js, "-plot", pngFile, "-log-format", "json", "-max-loss", "1"}, args...), &out, &errb)
 	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 	o := out.String()
 	require.Contains(t, o, "measuring: joined 6/6")
@@ -118,7 +118,7 @@ func TestLoadTerminal(t *testing.T) {
 		_, _ = io.Copy(&screen, ptmx) // ends when the tty side is closed
 	}()
 	var errb syncBuffer
-	code := run(context.Background(), append([]string{"load"}, args...), tty, &errb)
+	code := run(context.Background(), append([]string{"load", "-max-loss", "1"}, args...), tty, &errb)
 	require.NoError(t, tty.Close())
 	select {
 	case <-done:
