@@ -279,7 +279,7 @@ func TestTransports(t *testing.T) {
 			})
 			require.NoError(t, err)
 			m := decode(t, chk.json)
-			require.EqualValues(t, 6, num(t, m, "joins", "joined"))
+			require.EqualValues(t, 6, num(t, m, "joins", "joined"), "errors: %v", m["joins"].(map[string]any)["errors"])
 			tr2 := m["joins"].(map[string]any)["transports"].(map[string]any)
 			require.EqualValues(t, 6, num(t, tr2, "audio", tr))
 			require.EqualValues(t, 6, num(t, tr2, "video", tr))
