@@ -339,4 +339,22 @@ func TestLockoutAcrossNodesPostgres(t *testing.T) {
 		ans, _ := n.e.lookup(t, n.c, map[string]any{"meeting_id": m.ID, "passcode": "424242", "name": "x"})
 		require.Equal(t, CodeLockedOut, ans.code(), "3 failures spread over two nodes lock the meeting on both")
 	}
+
+	// The passcode verification cache is coherent: node b has verified
+	// the passcode of meeting m2 (cached); node a changes it; node b
+	// refuses the old one at once and accepts the new one.
+	m2 := a.createMeeting(t, map[string]any{"passcode": "111111"})
+	look := func(pass string) string {
+		ans, _ := b.lookup(t, cb, map[string]any{"meeting_id": m2.ID, "passcode": pass, "name": "x"})
+		return ans.code()
+	}
+	require.Equal(t, "", look("111111"))
+	require.Equal(t, "", look("111111"))
+	patched := a.do(t, ca, "PATCH", "/v1/meetings/"+m2.ID, a.key, map[string]any{"passcode": "222222"})
+	require.Equal(t, http.StatusOK, patched.status)
+	require.Equal(t, CodeWrongPasscode, look("111111"))
+	require.Equal(t, "", look("222222"))
+	// And a meeting deleted on a is gone on b.
+	require.Equal(t, http.StatusNoContent, a.do(t, ca, "DELETE", "/v1/meetings/"+m2.ID, a.key, nil).status)
+	require.Equal(t, CodeMeetingNotFound, look("222222"))
 }
