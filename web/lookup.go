@@ -113,10 +113,20 @@ func sourceKey(a netip.Addr) string {
 	return a.String()
 }
 
+// limitKey is the rate limiter's key of a source: as sourceKey, IPv6
+// addresses count by their /64.
+func limitKey(a netip.Addr) netip.Addr {
+	if a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
 func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	ci := s.clientOf(r)
-	if ok, wait := s.limiter.allow(ci.addr, now); !ok {
+	if ok, wait := s.limiter.allow(limitKey(ci.addr), now); !ok {
 		e := errorf(http.StatusTooManyRequests, CodeRateLimited, "too many lookups from this address; slow down")
 		e.retryAfter = wait
 		s.writeError(w, e)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -357,4 +358,27 @@ func TestLockoutAcrossNodesPostgres(t *testing.T) {
 	// And a meeting deleted on a is gone on b.
 	require.Equal(t, http.StatusNoContent, a.do(t, ca, "DELETE", "/v1/meetings/"+m2.ID, a.key, nil).status)
 	require.Equal(t, CodeMeetingNotFound, look("222222"))
+}
+
+func TestSourceKeys(t *testing.T) {
+	leaktest.Check(t)
+	require.Equal(t, "192.0.2.1", sourceKey(netip.MustParseAddr("192.0.2.1")))
+	require.Equal(t, "2001:db8:1:2::/64", sourceKey(netip.MustParseAddr("2001:db8:1:2:3:4:5:6")))
+	require.Equal(t, limitKey(netip.MustParseAddr("2001:db8:1:2::1")), limitKey(netip.MustParseAddr("2001:db8:1:2:ffff::9")))
+	require.NotEqual(t, limitKey(netip.MustParseAddr("2001:db8:1:2::1")), limitKey(netip.MustParseAddr("2001:db8:1:3::1")))
+}
+
+// TestStoreDown: a store that fails answers 500 internal, as JSON.
+func TestStoreDown(t *testing.T) {
+	leaktest.Check(t)
+	site := testSite()
+	site.Zones = testZones(t)
+	e := newEnv(t, "", site)
+	m := e.createMeeting(t, map[string]any{"passcode": ""})
+	require.NoError(t, e.st.Close())
+	a, _ := e.lookup(t, e.client(t, ""), map[string]any{"meeting_id": m.ID, "name": "x"})
+	require.Equal(t, http.StatusInternalServerError, a.status)
+	require.Equal(t, CodeInternal, a.code())
+	a = e.do(t, e.client(t, ""), "GET", "/v1/meetings", e.key, nil)
+	require.Equal(t, CodeInternal, a.code())
 }
