@@ -117,4 +117,3 @@ func TestLocateAndReload(t *testing.T) {
 	_, err = geo.Open(filepath.Join(t.TempDir(), "missing.mmdb"), 0, nil)
 	require.Error(t, err)
 }
-
