@@ -64,6 +64,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	}
 
 	o.cfg.Logger = log
+	raiseGOMAXPROCS(o.cfg, log)
 	if n.r, err = router.New(o.cfg); err != nil {
 		return nil, fmt.Errorf("%w (pick other addresses with -udp and -tcp)", err)
 	}
