@@ -48,10 +48,10 @@ func BenchmarkLookup(b *testing.B) {
 				if err != nil {
 					return err
 				}
-				b, _ := io.ReadAll(resp.Body)
+				msg, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					return fmt.Errorf("lookup: %s: %s", resp.Status, b)
+					return fmt.Errorf("lookup: %s: %s", resp.Status, msg)
 				}
 				return nil
 			}
