@@ -180,12 +180,16 @@ func (s *Server) lookup(ctx context.Context, req *LookupRequest, ci clientInfo, 
 	if m.Ended {
 		return nil, errorf(http.StatusGone, CodeMeetingEnded, "the meeting has ended")
 	}
-	if m.PasscodeHash != "" {
+	// The meeting's lockout guards every secret of it: the passcode, and
+	// the host and panelist keys (also in a meeting without passcode).
+	if m.PasscodeHash != "" || req.HostKey != "" || req.PanelistKey != "" {
 		if until, err := s.st.LockedUntil(ctx, scopeMeeting, m.ID, now); err != nil {
 			return nil, s.internalErr("lockout", err)
 		} else if !until.IsZero() {
 			return nil, lockedOut(until, now, "this meeting's passcode")
 		}
+	}
+	if m.PasscodeHash != "" {
 		if req.Passcode == "" {
 			return nil, errorf(http.StatusUnauthorized, CodePasscodeRequired, "this meeting needs a passcode")
 		}

@@ -125,9 +125,20 @@ func TestLookupPasscodeAndLockout(t *testing.T) {
 	require.InDelta(t, 15*60, ra, 5)
 
 	// Other meetings are not locked; ended ones answer 410; unknown 404.
-	open := e.createMeeting(t, map[string]any{"passcode": ""})
+	open := e.createMeeting(t, map[string]any{"passcode": "", "host_key": "hostkey9"})
 	a, l = e.lookup(t, c, map[string]any{"meeting_id": open.ID, "name": "Bob"})
 	require.Equal(t, http.StatusOK, a.status, string(a.body))
+	// Host keys are guarded by the meeting lockout too, also without a
+	// passcode; keyless participants still get in.
+	for range 3 {
+		a, _ = e.lookup(t, c, map[string]any{"meeting_id": open.ID, "name": "Bob", "host_key": "guess123"})
+		require.Equal(t, CodeWrongHostKey, a.code())
+	}
+	a, _ = e.lookup(t, c, map[string]any{"meeting_id": open.ID, "name": "Bob", "host_key": "hostkey9"})
+	require.Equal(t, CodeLockedOut, a.code(), "host key path locked")
+	a, l = e.lookup(t, c, map[string]any{"meeting_id": open.ID, "name": "Bob"})
+	require.Equal(t, http.StatusOK, a.status, "no secret asked: not locked")
+	require.Equal(t, "participant", l.Role)
 	a = e.do(t, c, "PATCH", "/v1/meetings/"+open.ID, e.key, map[string]any{"ended": true})
 	require.Equal(t, http.StatusOK, a.status)
 	a, _ = e.lookup(t, c, map[string]any{"meeting_id": open.ID, "name": "Bob"})
@@ -136,7 +147,7 @@ func TestLookupPasscodeAndLockout(t *testing.T) {
 	a, _ = e.lookup(t, c, map[string]any{"meeting_id": "5555555555", "name": "Bob"})
 	require.Equal(t, http.StatusNotFound, a.status)
 	require.Equal(t, CodeMeetingNotFound, a.code())
-	require.EqualValues(t, 4, e.srv.Stats().Lookups)
+	require.EqualValues(t, 5, e.srv.Stats().Lookups)
 }
 
 func TestSourceLockoutAndRateLimit(t *testing.T) {
