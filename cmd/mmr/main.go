@@ -27,6 +27,7 @@ import (
 	"github.com/openmmr/mmr/control/zcagent"
 	"github.com/openmmr/mmr/dscp"
 	"github.com/openmmr/mmr/ingress"
+	"github.com/openmmr/mmr/internal/onebox"
 	"github.com/openmmr/mmr/router"
 )
 
@@ -61,15 +62,7 @@ type options struct {
 }
 
 // defaultState is where a router keeps its certificate and secrets.
-func defaultState() string {
-	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
-		return d
-	}
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "openmmr")
-	}
-	return ".openmmr"
-}
+func defaultState() string { return onebox.DefaultState() }
 
 func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("mmr", flag.ContinueOnError)
