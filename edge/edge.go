@@ -57,8 +57,23 @@ type Edge struct {
 	cancel context.CancelFunc
 	vls    []*virtualListener
 
-	accepted, refused, handshakeFailed, unrouted atomic.Uint64
+	accepted, refused, handshakeFailed, unrouted, acceptErrors atomic.Uint64
+	serving                                                    atomic.Bool  // Serve's loop is running
+	lastAcceptErr                                              atomic.Int64 // Unix nanoseconds of the last Accept error; 0: none
 }
+
+// Accept back-off after an error such as EMFILE (the process is out of
+// descriptors) or ECONNABORTED: like net/http's Server.Serve, wait 5 ms,
+// doubling to at most 1 s, and try again. The listener itself is fine; a
+// connection closing elsewhere frees the descriptor the next Accept needs.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+	// notAcceptingFor: an Accept error within this long marks the edge as
+	// not accepting (Accepting, Stats), so a health check or a load
+	// report taken between two retries still sees the trouble.
+	notAcceptingFor = 2 * time.Second
+)
 
 // Stats counts the edge's connections. Each field only grows.
 type Stats struct {
@@ -66,12 +81,28 @@ type Stats struct {
 	Refused         uint64 // closed at once: MaxHandshakes handshakes were in progress
 	HandshakeFailed uint64 // TLS handshakes that failed or timed out (garbage, scanners, silent peers)
 	Unrouted        uint64 // handshakes whose ALPN has no route (and no default)
+	AcceptErrors    uint64 // Accept errors (EMFILE and the like), each retried after a back-off
+	// Accepting is false before Serve, after Serve stopped, and while
+	// Accept has been failing (within the last 2 s).
+	Accepting bool
 }
 
 // Stats returns the counters. Safe for concurrent use.
 func (e *Edge) Stats() Stats {
 	return Stats{Accepted: e.accepted.Load(), Refused: e.refused.Load(),
-		HandshakeFailed: e.handshakeFailed.Load(), Unrouted: e.unrouted.Load()}
+		HandshakeFailed: e.handshakeFailed.Load(), Unrouted: e.unrouted.Load(),
+		AcceptErrors: e.acceptErrors.Load(), Accepting: e.Accepting()}
+}
+
+// Accepting reports whether the edge takes new connections: Serve is
+// running and Accept has not failed within the last 2 s. Safe for
+// concurrent use.
+func (e *Edge) Accepting() bool {
+	if !e.serving.Load() {
+		return false
+	}
+	last := e.lastAcceptErr.Load()
+	return last == 0 || time.Since(time.Unix(0, last)) > notAcceptingFor
 }
 
 // New returns an Edge that will serve on ln (the caller binds it, e.g. with
@@ -127,13 +158,19 @@ func (e *Edge) Listener(alpn string) net.Listener {
 // Addr returns the listening address.
 func (e *Edge) Addr() net.Addr { return e.ln.Addr() }
 
-// Serve accepts until Close. It returns nil after Close.
+// Serve accepts until Close. It returns nil after Close, and an error only
+// when the listener is closed under it by someone else: every other Accept
+// error (out of descriptors, aborted connections) is retried after a
+// back-off, counted, and shown by Accepting.
 func (e *Edge) Serve() error {
 	tc := e.cfg.TLS.Clone()
 	tc.NextProtos = nil
 	for p := range e.routes {
 		tc.NextProtos = append(tc.NextProtos, p)
 	}
+	e.serving.Store(true)
+	defer e.serving.Store(false)
+	var backoff time.Duration
 	for {
 		c, err := e.ln.Accept()
 		if err != nil {
@@ -142,11 +179,24 @@ func (e *Edge) Serve() error {
 				return nil
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				e.cfg.Logger.Error("edge: listener closed, no longer accepting", "addr", e.ln.Addr(), "err", err)
+				return err
 			}
-			return err
+			e.acceptErrors.Add(1)
+			e.lastAcceptErr.Store(time.Now().UnixNano())
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			e.cfg.Logger.Warn("edge: accept failed, retrying", "addr", e.ln.Addr(), "err", err, "retry_in", backoff)
+			select {
+			case <-e.closed:
+				return nil
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		if backoff != 0 {
+			backoff = 0
+			e.lastAcceptErr.Store(0)
 		}
 		e.accepted.Add(1)
 		select {

@@ -50,6 +50,15 @@ const (
 	// (a meeting room, an office), while a single host cannot exhaust
 	// descriptors.
 	DefaultMaxStreamsPerIP = 64
+	// DefaultStreamReserve is the share of the process's descriptor limit
+	// (RLIMIT_NOFILE) that media streams may not take when MaxStreams is
+	// unset: a quarter stays free for the control port's connections, the
+	// zone link, the UDP sockets and files, so a flood of TCP media
+	// connections cannot lock clients out of joining.
+	DefaultStreamReserve = 4
+	// fallbackMaxStreams is MaxStreams where the descriptor limit is
+	// unknown.
+	fallbackMaxStreams = 16384
 	// DefaultKeyframeInterval lets one keyframe request (PLI, FIR) per
 	// published SSRC reach its publisher every 300 ms: a keyframe takes
 	// about that long to be encoded and delivered, so further requests in
@@ -107,6 +116,11 @@ type Config struct {
 	// MaxStreamsPerIP caps live TCP media streams from one source address.
 	// Default DefaultMaxStreamsPerIP.
 	MaxStreamsPerIP int
+	// MaxStreams caps the live TCP and TLS media streams of the whole
+	// router; more are refused at once (DropStreamsFull). Default: the
+	// descriptor limit (RLIMIT_NOFILE soft limit) less a quarter kept in
+	// reserve (DefaultStreamReserve).
+	MaxStreams int
 	// KeyframeInterval is the least time between two keyframe requests
 	// (RTCP PLI or FIR, from subscribers or from the router's own stream
 	// queues) forwarded to the publisher of one SSRC; requests in between
@@ -157,6 +171,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxStreamsPerIP == 0 {
 		c.MaxStreamsPerIP = DefaultMaxStreamsPerIP
 	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = fallbackMaxStreams
+		if n := descriptorLimit(); n > 0 {
+			c.MaxStreams = max(1, n-n/DefaultStreamReserve)
+		}
+	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
@@ -191,8 +211,8 @@ func (c Config) validate() error {
 	if c.StreamQueue < 4*MaxPacket {
 		errs = append(errs, fmt.Errorf("router: StreamQueue %d below %d", c.StreamQueue, 4*MaxPacket))
 	}
-	if c.StallTimeout <= 0 || c.BindTimeout <= 0 || c.MaxStreamsPerIP < 1 {
-		errs = append(errs, errors.New("router: StallTimeout, BindTimeout and MaxStreamsPerIP must be positive"))
+	if c.StallTimeout <= 0 || c.BindTimeout <= 0 || c.MaxStreamsPerIP < 1 || c.MaxStreams < 1 {
+		errs = append(errs, errors.New("router: StallTimeout, BindTimeout, MaxStreamsPerIP and MaxStreams must be positive"))
 	}
 	if c.IdleTimeout < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("router: IdleTimeout %v below 10ms", c.IdleTimeout))

@@ -54,6 +54,10 @@ type Router struct {
 	perIP      perIPLimit
 	frames     framePool
 	keyframes  chan keyframeReq
+
+	tcpAcceptErrors  atomic.Uint64
+	lastTCPAcceptErr atomic.Int64 // Unix nanoseconds; 0: none since the last success
+	tcpStopped       atomic.Bool  // a TCP listener was closed under the router
 }
 
 // group is the socket group of one listen address.
@@ -321,6 +325,8 @@ func (r *Router) Stats() Stats {
 	s.Add(r.bindr.live.Snapshot())
 	s.Add(r.streamLive.Snapshot())
 	s.Meetings, s.Participants = r.reg.Counts()
+	s.Streams, s.MaxStreams = r.liveStreams(), r.cfg.MaxStreams
+	s.TCPAcceptErrors, s.TCPAccepting = r.tcpAcceptErrors.Load(), r.tcpAccepting()
 	return s
 }
 

@@ -28,6 +28,7 @@ const (
 	DropSlowSubscriber                      // stream closed: its peer stopped reading for StallTimeout
 	DropKeyframeThrottled                   // keyframe request (PLI, FIR) within the publisher's KeyframeInterval: not forwarded
 	DropRTCPNotSubscribed                   // RTCP feedback about a stream its sender does not receive: not forwarded to that publisher
+	DropStreamsFull                         // stream refused: the router-wide MaxStreams cap is reached (descriptors kept for the control port)
 	NumDropReasons                          // number of reasons; not a reason
 )
 
@@ -35,7 +36,7 @@ var dropNames = [NumDropReasons]string{
 	"unbound_source", "bad_token", "malformed", "oversize", "unknown_ssrc",
 	"rtcp_malformed", "rtcp_unknown_ssrc", "send_error", "send_busy", "bind_busy",
 	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
-	"keyframe_throttled", "rtcp_not_subscribed",
+	"keyframe_throttled", "rtcp_not_subscribed", "streams_full",
 }
 
 // String returns the reason's stable snake_case name.

@@ -89,6 +89,15 @@ func TestMetrics(t *testing.T) {
 				m["mmr_zone_mmrs"] == 1 // this MMR registered with its in-process ZC
 		}, 5*time.Second, 20*time.Millisecond)
 
+		require.Equal(t, uint64(1), m["mmr_tls_accepting"])
+		require.Equal(t, uint64(1), m["mmr_tcp_accepting"])
+		hr, err := http.Get(strings.TrimSuffix(url, "/metrics") + "/health")
+		require.NoError(t, err)
+		hb, _ := io.ReadAll(hr.Body)
+		hr.Body.Close()
+		require.Equal(t, http.StatusOK, hr.StatusCode)
+		require.Equal(t, "tls_accepting true\ntcp_accepting true\n", string(hb))
+
 		resp, err := http.Post(url, "text/plain", nil)
 		require.NoError(t, err)
 		resp.Body.Close()
