@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,16 @@ const (
 	// DefaultMaxHandshakes caps handshakes in progress, so a flood of
 	// half-open connections cannot take all memory.
 	DefaultMaxHandshakes = 1024
+	// DefaultMaxHandshakesPerSource caps the handshakes in progress from
+	// one source (an IPv4 address, an IPv6 /64): 32 lets a NAT of many
+	// clients join at once (a handshake takes milliseconds), while one
+	// host flooding the port holds at most 1/32 of the slots and every
+	// other source keeps joining.
+	DefaultMaxHandshakesPerSource = 32
+	// DefaultPressureTimeout is the handshake deadline once half the
+	// slots are taken: a real client finishes in well under a second, so
+	// silent or trickling connections (slowloris) are shed 5× faster.
+	DefaultPressureTimeout = time.Second
 )
 
 // Config configures an Edge.
@@ -38,6 +49,12 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxHandshakes: default DefaultMaxHandshakes.
 	MaxHandshakes int
+	// MaxHandshakesPerSource: default DefaultMaxHandshakesPerSource.
+	MaxHandshakesPerSource int
+	// PressureTimeout replaces HandshakeTimeout for handshakes that start
+	// while at least MaxHandshakes/2 are in progress. Default
+	// DefaultPressureTimeout (never above HandshakeTimeout).
+	PressureTimeout time.Duration
 	// Logger: default slog.Default().
 	Logger *slog.Logger
 }
@@ -56,10 +73,12 @@ type Edge struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	vls    []*virtualListener
+	srcMu  sync.Mutex
+	bySrc  map[netip.Prefix]int // handshakes in progress per source
 
-	accepted, refused, handshakeFailed, unrouted, acceptErrors atomic.Uint64
-	serving                                                    atomic.Bool  // Serve's loop is running
-	lastAcceptErr                                              atomic.Int64 // Unix nanoseconds of the last Accept error; 0: none
+	accepted, refused, refusedSource, handshakeFailed, unrouted, acceptErrors atomic.Uint64
+	serving                                                                   atomic.Bool  // Serve's loop is running
+	lastAcceptErr                                                             atomic.Int64 // Unix nanoseconds of the last Accept error; 0: none
 }
 
 // Accept back-off after an error such as EMFILE (the process is out of
@@ -79,6 +98,7 @@ const (
 type Stats struct {
 	Accepted        uint64 // TCP connections accepted
 	Refused         uint64 // closed at once: MaxHandshakes handshakes were in progress
+	RefusedSource   uint64 // closed at once: MaxHandshakesPerSource from its source were in progress
 	HandshakeFailed uint64 // TLS handshakes that failed or timed out (garbage, scanners, silent peers)
 	Unrouted        uint64 // handshakes whose ALPN has no route (and no default)
 	AcceptErrors    uint64 // Accept errors (EMFILE and the like), each retried after a back-off
@@ -89,7 +109,7 @@ type Stats struct {
 
 // Stats returns the counters. Safe for concurrent use.
 func (e *Edge) Stats() Stats {
-	return Stats{Accepted: e.accepted.Load(), Refused: e.refused.Load(),
+	return Stats{Accepted: e.accepted.Load(), Refused: e.refused.Load(), RefusedSource: e.refusedSource.Load(),
 		HandshakeFailed: e.handshakeFailed.Load(), Unrouted: e.unrouted.Load(),
 		AcceptErrors: e.acceptErrors.Load(), Accepting: e.Accepting()}
 }
@@ -117,10 +137,20 @@ func New(ln net.Listener, cfg Config) (*Edge, error) {
 	if cfg.MaxHandshakes == 0 {
 		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
+	if cfg.MaxHandshakesPerSource == 0 {
+		cfg.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
+	}
+	if cfg.PressureTimeout == 0 {
+		cfg.PressureTimeout = DefaultPressureTimeout
+	}
+	cfg.PressureTimeout = min(cfg.PressureTimeout, cfg.HandshakeTimeout)
+	if cfg.HandshakeTimeout < 0 || cfg.PressureTimeout < 0 || cfg.MaxHandshakes < 1 || cfg.MaxHandshakesPerSource < 1 {
+		return nil, errors.New("edge: HandshakeTimeout, PressureTimeout, MaxHandshakes and MaxHandshakesPerSource must be positive")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	e := &Edge{cfg: cfg, ln: ln, routes: map[string]func(net.Conn){}, sem: make(chan struct{}, cfg.MaxHandshakes), closed: make(chan struct{})}
+	e := &Edge{cfg: cfg, ln: ln, routes: map[string]func(net.Conn){}, sem: make(chan struct{}, cfg.MaxHandshakes), closed: make(chan struct{}), bySrc: map[netip.Prefix]int{}}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
 }
@@ -199,9 +229,20 @@ func (e *Edge) Serve() error {
 			e.lastAcceptErr.Store(0)
 		}
 		e.accepted.Add(1)
+		src := sourceOf(c.RemoteAddr())
+		if !e.acquireSource(src) {
+			e.refusedSource.Add(1)
+			c.Close() // this source has its share of handshakes in progress
+			continue
+		}
+		timeout := e.cfg.HandshakeTimeout
+		if len(e.sem) >= cap(e.sem)/2 { // only Serve adds to sem: no race to this check
+			timeout = e.cfg.PressureTimeout
+		}
 		select {
 		case e.sem <- struct{}{}:
 		default:
+			e.releaseSource(src)
 			e.refused.Add(1)
 			c.Close() // too many handshakes in progress
 			continue
@@ -213,6 +254,7 @@ func (e *Edge) Serve() error {
 		case <-e.closed:
 			e.mu.Unlock()
 			<-e.sem
+			e.releaseSource(src)
 			c.Close()
 			return nil
 		default:
@@ -220,8 +262,9 @@ func (e *Edge) Serve() error {
 		e.wg.Add(1)
 		e.mu.Unlock()
 		go func() {
-			tc, h := e.handshake(tls.Server(c, tc))
+			tc, h := e.handshake(tls.Server(c, tc), timeout)
 			<-e.sem
+			e.releaseSource(src)
 			e.wg.Done() // Close waits for handshakes, not for the routes' work
 			if h != nil {
 				h(tc)
@@ -232,8 +275,8 @@ func (e *Edge) Serve() error {
 
 // handshake completes the TLS handshake and picks the route; it returns
 // a nil handler when the connection was closed instead.
-func (e *Edge) handshake(tc *tls.Conn) (*tls.Conn, func(net.Conn)) {
-	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout) // Close aborts it too
+func (e *Edge) handshake(tc *tls.Conn, timeout time.Duration) (*tls.Conn, func(net.Conn)) {
+	ctx, cancel := context.WithTimeout(e.ctx, timeout) // Close aborts it too
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		e.handshakeFailed.Add(1)
@@ -250,6 +293,43 @@ func (e *Edge) handshake(tc *tls.Conn) (*tls.Conn, func(net.Conn)) {
 		tc.Close()
 	}
 	return tc, h
+}
+
+// sourceOf returns the source a connection's handshake slot is counted
+// against: its IPv4 address, or the /64 of its IPv6 address (one host or
+// one site gets a whole /64, so per-address counting would not hold it).
+func sourceOf(a net.Addr) netip.Prefix {
+	var ip netip.Addr
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip = ta.AddrPort().Addr().Unmap()
+	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		ip = ap.Addr().Unmap()
+	}
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits) // invalid ip: the zero Prefix, one shared source
+	return p
+}
+
+// acquireSource takes one of src's handshake slots, false if it has none left.
+func (e *Edge) acquireSource(src netip.Prefix) bool {
+	e.srcMu.Lock()
+	defer e.srcMu.Unlock()
+	if e.bySrc[src] >= e.cfg.MaxHandshakesPerSource {
+		return false
+	}
+	e.bySrc[src]++
+	return true
+}
+
+func (e *Edge) releaseSource(src netip.Prefix) {
+	e.srcMu.Lock()
+	defer e.srcMu.Unlock()
+	if e.bySrc[src]--; e.bySrc[src] <= 0 {
+		delete(e.bySrc, src)
+	}
 }
 
 // Close stops accepting, ends handshakes in progress and closes the

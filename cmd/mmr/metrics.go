@@ -85,6 +85,7 @@ func (n *node) writeMetrics(w *metrics.Writer) {
 	w.One("mmr_tls_accept_errors_total", "TLS port Accept errors (EMFILE and the like), each retried after a back-off.", metrics.Counter, es.AcceptErrors)
 	w.One("mmr_tls_accepted_total", "Connections accepted on the shared TLS port.", metrics.Counter, es.Accepted)
 	w.One("mmr_tls_refused_total", "TLS port connections closed at once: too many handshakes in progress.", metrics.Counter, es.Refused)
+	w.One("mmr_tls_refused_source_total", "TLS port connections closed at once: their source (IPv4 address, IPv6 /64) had its share of handshakes in progress.", metrics.Counter, es.RefusedSource)
 	w.One("mmr_tls_handshake_failed_total", "TLS handshakes that failed or timed out on the shared port.", metrics.Counter, es.HandshakeFailed)
 	w.One("mmr_tls_unrouted_total", "TLS connections whose ALPN protocol has no service.", metrics.Counter, es.Unrouted)
 
