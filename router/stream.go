@@ -21,6 +21,8 @@ var (
 	ErrStreamBind = errors.New("router: media stream did not start with a valid bind")
 	// ErrStreamsFull: the router-wide MaxStreams cap is reached.
 	ErrStreamsFull = errors.New("router: too many media streams")
+	// ErrStreamLimit: MaxStreamsPerIP streams from the peer's address are live.
+	ErrStreamLimit = errors.New("router: too many media streams from one address")
 )
 
 // keyframeReq asks the binder goroutine to send a PLI to ssrc's publisher.
@@ -37,7 +39,18 @@ type keyframeReq struct {
 // bound elsewhere, or when the Router closes. Safe for concurrent use; the
 // TCP listener calls it, and so does the control channel's TLS listener
 // for connections it identifies as media.
+//
+// Whatever the transport, at most MaxStreamsPerIP streams from one source
+// address are live at once (further ones are closed: ErrStreamLimit,
+// DropStreamLimit), and at most MaxStreams in all (ErrStreamsFull).
 func (r *Router) ServeStream(c net.Conn) error {
+	ip := addrPortOf(c.RemoteAddr()).Addr().Unmap()
+	if !r.perIP.acquire(ip) {
+		r.streamLive.Drop(stats.DropStreamLimit)
+		c.Close()
+		return ErrStreamLimit
+	}
+	defer r.perIP.release(ip)
 	if err := r.trackStream(c); err != nil {
 		c.Close()
 		return err
@@ -237,16 +250,7 @@ func (r *Router) serveTCP(ln net.Listener) {
 			backoff = 0
 			r.lastTCPAcceptErr.Store(0)
 		}
-		ip := addrPortOf(c.RemoteAddr()).Addr()
-		if !r.perIP.acquire(ip) {
-			r.streamLive.Drop(stats.DropStreamLimit)
-			c.Close()
-			continue
-		}
-		go func() {
-			defer r.perIP.release(ip)
-			_ = r.ServeStream(c)
-		}()
+		go func() { _ = r.ServeStream(c) }()
 	}
 }
 
