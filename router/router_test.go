@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -349,4 +350,15 @@ func TestIdleFlowsExpireKeepalivesHold(t *testing.T) {
 	require.NoError(t, a.flows[1].Rebind(t.Context()), "binding again restores the flow")
 	_, ok = r.Bound(a.info.ID, media.Video)
 	require.True(t, ok)
+}
+
+// TestSecondRouterOnHeldPort: a second router on the UDP port of a live one
+// (SO_REUSEPORT, same user) refuses to start instead of taking part of the
+// traffic.
+func TestSecondRouterOnHeldPort(t *testing.T) {
+	leaktest.Check(t)
+	r := newTestRouter(t)
+	_, err := New(Config{UDP: r.UDPAddrs(), Shards: 1, DisableTCP: true})
+	require.ErrorIs(t, err, syscall.EADDRINUSE)
+	require.Contains(t, err.Error(), "already held by another socket")
 }
