@@ -19,6 +19,7 @@ type bindReq struct {
 	group int
 	txID  uint32
 	src   egress.Src // local address the bind arrived at, if the socket is a wildcard
+	srcB  uint16     // the source's bucket in Router.bindSrc
 }
 
 // binder is the one goroutine that binds flows to addresses: it applies
@@ -49,6 +50,8 @@ func (b *binder) run() {
 			return
 		case req := <-b.rt.binds:
 			b.handle(req)
+			req.p.BindsQueued.Add(-1)
+			b.rt.bindSrc[req.srcB].Add(-1)
 		case req := <-b.rt.keyframes:
 			b.requestKeyframe(req)
 		}

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/pion/rtp"
 
 	"github.com/openmmr/mmr/egress"
@@ -275,9 +276,36 @@ func (rd *reader) handleBind(i int, pkt []byte, key session.AddrKey) {
 			src = egress.Src{Addr: a, IfIndex: ifi}
 		}
 	}
+	// Fair shares: a participant and a source each have a few places in
+	// the queue, taken here and given back by the binder.
+	if p.BindsQueued.Add(1) > maxBindsPerParticipant {
+		p.BindsQueued.Add(-1)
+		rd.live.Drop(stats.DropBindLimited)
+		return
+	}
+	sb := sourceBucket(&key)
+	if rd.rt.bindSrc[sb].Add(1) > maxBindsPerSource {
+		rd.rt.bindSrc[sb].Add(-1)
+		p.BindsQueued.Add(-1)
+		rd.live.Drop(stats.DropBindLimited)
+		return
+	}
 	select {
-	case rd.rt.binds <- bindReq{p: p, kind: rd.bind.Kind, key: key, group: rd.group, txID: rd.bind.TxID, src: src}:
+	case rd.rt.binds <- bindReq{p: p, kind: rd.bind.Kind, key: key, group: rd.group, txID: rd.bind.TxID, src: src, srcB: sb}:
 	default:
+		rd.rt.bindSrc[sb].Add(-1)
+		p.BindsQueued.Add(-1)
 		rd.live.Drop(stats.DropBindBusy)
 	}
+}
+
+// sourceBucket returns the bind-queue bucket of a source address: a hash
+// of its IPv4 address, or of the /64 of an IPv6 one (a host has a whole
+// /64), without the port.
+func sourceBucket(k *session.AddrKey) uint16 {
+	src := k[:8]
+	if [12]byte(k[:12]) == [12]byte{10: 0xff, 11: 0xff} { // IPv4-mapped
+		src = k[12:16]
+	}
+	return uint16(xxhash.Sum64(src) % bindSourceBuckets)
 }

@@ -31,6 +31,25 @@ var errClosed = errors.New("router: closed")
 // the client retransmits.
 const bindQueue = 1024
 
+// Fair shares of the bind queue, so that one participant or one host
+// flooding binds (one valid token sent from 1,024 ports) cannot fill it:
+// a bind over its share is dropped (DropBindLimited) and the client's
+// retransmission is served later.
+const (
+	// maxBindsPerParticipant: one bind per kind and a retransmission of
+	// each may wait at once.
+	maxBindsPerParticipant = 2 * 3
+	// maxBindsPerSource: binds from one source (an IPv4 address, an IPv6
+	// /64) that may wait at once: a NAT of 20 participants joining at the
+	// same moment with 3 kinds each. 1024/64: at least 16 sources always
+	// have room.
+	maxBindsPerSource = 64
+	// bindSourceBuckets: sources are counted in a fixed table of atomic
+	// counters indexed by a hash of the source (lock-free, no allocation
+	// on the packet path); two sources in one bucket share its 64.
+	bindSourceBuckets = 4096
+)
+
 // Router routes media among the participants of its meetings.
 type Router struct {
 	cfg    Config
@@ -39,6 +58,8 @@ type Router struct {
 	groups []*group
 	rds    []*reader
 	binds  chan bindReq
+	// bindSrc counts the binds waiting per source bucket (sourceBucket).
+	bindSrc [bindSourceBuckets]atomic.Int32
 	bindr  *binder
 	done   chan struct{}
 	wg     sync.WaitGroup

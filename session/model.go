@@ -149,6 +149,9 @@ type Participant struct {
 	// Queued is the number of bytes waiting in the participant's stream
 	// (TCP/TLS) send queues, all kinds together.
 	Queued atomic.Int64
+	// BindsQueued is the number of the participant's binds waiting in the
+	// router's bind queue (the router caps it for fairness).
+	BindsQueued atomic.Int32
 
 	// Guarded by Registry.mu.
 	subs    [media.NumKinds]Filter

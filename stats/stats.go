@@ -29,6 +29,7 @@ const (
 	DropKeyframeThrottled                   // keyframe request (PLI, FIR) within the publisher's KeyframeInterval: not forwarded
 	DropRTCPNotSubscribed                   // RTCP feedback about a stream its sender does not receive: not forwarded to that publisher
 	DropStreamsFull                         // stream refused: the router-wide MaxStreams cap is reached (descriptors kept for the control port)
+	DropBindLimited                         // valid bind refused: its participant or its source address has its share of the bind queue waiting
 	NumDropReasons                          // number of reasons; not a reason
 )
 
@@ -36,7 +37,7 @@ var dropNames = [NumDropReasons]string{
 	"unbound_source", "bad_token", "malformed", "oversize", "unknown_ssrc",
 	"rtcp_malformed", "rtcp_unknown_ssrc", "send_error", "send_busy", "bind_busy",
 	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
-	"keyframe_throttled", "rtcp_not_subscribed", "streams_full",
+	"keyframe_throttled", "rtcp_not_subscribed", "streams_full", "bind_limited",
 }
 
 // String returns the reason's stable snake_case name.
