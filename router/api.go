@@ -82,4 +82,7 @@ type Stats struct {
 	// failing (within the last 2 s) or after one stopped; true when there
 	// are no TCP listeners.
 	TCPAccepting bool
+	// BindChallenges counts return-routability challenges sent: BindAcks
+	// with StatusVerify, answering binds from addresses not yet verified.
+	BindChallenges uint64
 }

@@ -99,11 +99,11 @@ func TestBindFloodFairness(t *testing.T) {
 	for i := range 15 {
 		p, err := r.AddParticipant("m", ParticipantOptions{})
 		require.NoError(t, err)
-		if !bindOnce(t, r, p.Token, uint32(100+i), 2*time.Second) {
+		if !bindOnce(t, r, p.Token, uint32(100+i), 5*time.Second) {
 			lost++
 		}
 	}
 	d := r.Stats().Drops
-	t.Logf("flood sent %d binds; bind_busy %d, bind_limited %d", sent.Load(), d[stats.DropBindBusy], d[stats.DropBindLimited])
+	t.Logf("flood sent %d binds; drops %v; challenges %d", sent.Load(), d, r.Stats().BindChallenges)
 	require.Zero(t, lost, "binds of other participants lost during the flood")
 }

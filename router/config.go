@@ -10,6 +10,7 @@ import (
 
 	"github.com/openmmr/mmr/dscp"
 	"github.com/openmmr/mmr/ingress"
+	"github.com/openmmr/mmr/wire"
 )
 
 // DefaultPort is the UDP (and, with the fallback transports, TCP) media port
@@ -121,6 +122,13 @@ type Config struct {
 	// descriptor limit (RLIMIT_NOFILE soft limit) less a quarter kept in
 	// reserve (DefaultStreamReserve).
 	MaxStreams int
+	// ConsentTimeout: media stops going to a UDP flow whose client has not
+	// proved for this long that it receives at its bound address (a
+	// Keepalive echoing a recent consent nonce, RFC 7675); copies are
+	// dropped as DropNoConsent until it does again. Default
+	// wire.ConsentTimeout (30 s); negative: no consent check (binds are
+	// still verified). Nonces change every ConsentTimeout/3.
+	ConsentTimeout time.Duration
 	// KeyframeInterval is the least time between two keyframe requests
 	// (RTCP PLI or FIR, from subscribers or from the router's own stream
 	// queues) forwarded to the publisher of one SSRC; requests in between
@@ -180,6 +188,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
+	if c.ConsentTimeout == 0 {
+		c.ConsentTimeout = wire.ConsentTimeout
+	}
 	if c.KeyframeInterval == 0 {
 		c.KeyframeInterval = DefaultKeyframeInterval
 	}
@@ -187,6 +198,14 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.Default()
 	}
 	return c, c.validate()
+}
+
+// nonceEpoch is how long the router's nonces stay the same.
+func (c Config) nonceEpoch() time.Duration {
+	if c.ConsentTimeout > 0 {
+		return c.ConsentTimeout / 3
+	}
+	return wire.ConsentTimeout / 3
 }
 
 func (c Config) validate() error {
@@ -216,6 +235,9 @@ func (c Config) validate() error {
 	}
 	if c.IdleTimeout < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("router: IdleTimeout %v below 10ms", c.IdleTimeout))
+	}
+	if c.ConsentTimeout > 0 && c.ConsentTimeout < 30*time.Millisecond {
+		errs = append(errs, fmt.Errorf("router: ConsentTimeout %v below 30ms", c.ConsentTimeout))
 	}
 	if err := c.DSCP.Validate(); err != nil {
 		errs = append(errs, err)

@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"math"
 	"runtime"
 	"time"
 
@@ -28,16 +29,18 @@ type reader struct {
 	out   []*egress.Batch // per listener group
 	live  *stats.Live     // own counters (UDP), or the shared stream totals
 
-	now  int64 // Unix nanoseconds of the current batch, for idle expiry
-	hdr  rtp.Header
-	rtcp wire.RTCPRoute
-	bind wire.Bind
-	ka   wire.Keepalive
-	sent [wire.MaxRTCPTargets]*session.Flow // RTCP destinations already used
+	now   int64 // Unix nanoseconds of the current batch, for idle expiry
+	after int64 // consent older than this has lapsed (now - ConsentTimeout)
+	pr    *prover
+	hdr   rtp.Header
+	rtcp  wire.RTCPRoute
+	bind  wire.Bind
+	ka    wire.Keepalive
+	sent  [wire.MaxRTCPTargets]*session.Flow // RTCP destinations already used
 }
 
 func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
-	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch), live: new(stats.Live)}
+	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch), live: new(stats.Live), pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch())}
 	for gi, grp := range r.groups {
 		fd := r.sendFD(gi, idx)
 		if gi == g {
@@ -52,7 +55,7 @@ func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
 // socket to read, UDP batches to reach UDP subscribers, and the router's
 // stream totals as its counters.
 func newStreamReader(r *Router, idx int) *reader {
-	rd := &reader{rt: r, group: -1, live: &r.streamLive}
+	rd := &reader{rt: r, group: -1, live: &r.streamLive, pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch())}
 	for gi, grp := range r.groups {
 		rd.out = append(rd.out, egress.NewBatchSize(r.sendFD(gi, idx), grp.v6, r.cfg.DSCP, rd.live, streamBatch))
 	}
@@ -80,11 +83,20 @@ func (rd *reader) run() {
 
 // process routes the n packets of the current batch and sends the copies.
 func (rd *reader) process(n int) {
-	rd.now = time.Now().UnixNano()
+	rd.stamp(time.Now().UnixNano())
 	for i := 0; i < n; i++ {
 		rd.handle(i)
 	}
 	rd.flush()
+}
+
+// stamp sets the time of the packets about to be routed.
+func (rd *reader) stamp(now int64) {
+	rd.now = now
+	rd.after = math.MinInt64 // consent checks off
+	if ct := rd.rt.cfg.ConsentTimeout; ct > 0 {
+		rd.after = now - int64(ct)
+	}
 }
 
 // flush sends the queued UDP copies; the packets they point at may be
@@ -161,6 +173,10 @@ func (rd *reader) handleRTP(pkt []byte, f *session.Flow) {
 func (rd *reader) fanout(pkt []byte, k media.Kind, dests []*session.Flow) {
 	for _, d := range dests {
 		if rem := d.Remote(); rem != nil {
+			if !d.MaySend(rem, rd.after) {
+				rd.drop(d, stats.DropNoConsent)
+				continue
+			}
 			rd.sendTo(rem, pkt, k, &d.Participant.Stats)
 		}
 	}
@@ -229,6 +245,10 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 		rd.sent[ns] = owner
 		ns++
 		if rem := owner.Remote(); rem != nil {
+			if !owner.MaySend(rem, rd.after) {
+				rd.drop(owner, stats.DropNoConsent)
+				continue
+			}
 			rd.sendTo(rem, pkt, owner.Kind, &owner.Participant.Stats)
 		}
 	}
@@ -240,21 +260,33 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 	p.Stats.In(len(pkt))
 }
 
-// handleKeepalive answers in place: the ack is the same 8 bytes with the
-// type byte changed, sent back to the flow's address from the socket it
-// arrived on.
+// handleKeepalive answers in place: the ack is the same packet with the
+// type byte changed and the router's current consent nonce, sent back to
+// the flow's address from the socket it arrived on. A Keepalive that
+// echoes a recent consent nonce renews the flow's consent (RFC 7675):
+// only a client that receives at the address can echo one, so spoofed
+// Keepalives keep nothing flowing.
 func (rd *reader) handleKeepalive(pkt []byte, f *session.Flow) {
 	if err := rd.ka.Unmarshal(pkt); err != nil || rd.ka.Ack || rd.ka.Kind != f.Kind {
 		rd.drop(f, stats.DropMalformed)
 		return
 	}
-	rd.ka.Ack = true
+	rem := f.Remote()
+	if rem == nil {
+		return
+	}
+	echo := rd.ka.Nonce
+	rd.ka.Ack, rd.ka.Nonce = true, 0
+	if rem.Sink == nil && !rem.Fixed {
+		if rd.pr.check(purposeConsent, f, &rem.Key, rd.now, echo, consentEpochsBack) {
+			f.Consent(rd.now)
+		}
+		rd.ka.Nonce = rd.pr.current(purposeConsent, f, &rem.Key, rd.now)
+	}
 	if _, err := rd.ka.MarshalTo(pkt); err != nil {
 		return
 	}
-	if rem := f.Remote(); rem != nil {
-		rd.sendTo(rem, pkt, f.Kind, nil)
-	}
+	rd.sendTo(rem, pkt, f.Kind, nil)
 }
 
 // handleBind checks the token lock-free and hands a valid bind to the
@@ -291,7 +323,7 @@ func (rd *reader) handleBind(i int, pkt []byte, key session.AddrKey) {
 		return
 	}
 	select {
-	case rd.rt.binds <- bindReq{p: p, kind: rd.bind.Kind, key: key, group: rd.group, txID: rd.bind.TxID, src: src, srcB: sb}:
+	case rd.rt.binds <- bindReq{p: p, kind: rd.bind.Kind, key: key, group: rd.group, txID: rd.bind.TxID, nonce: rd.bind.Nonce, src: src, srcB: sb}:
 	default:
 		rd.rt.bindSrc[sb].Add(-1)
 		p.BindsQueued.Add(-1)

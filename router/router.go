@@ -8,6 +8,7 @@
 package router
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,11 +61,15 @@ type Router struct {
 	binds  chan bindReq
 	// bindSrc counts the binds waiting per source bucket (sourceBucket).
 	bindSrc [bindSourceBuckets]atomic.Int32
-	bindr  *binder
-	done   chan struct{}
-	wg     sync.WaitGroup
-	closed atomic.Bool
-	once   sync.Once
+	bindr   *binder
+	// nonceKey keys the return-routability and consent nonces (prover).
+	nonceKey [32]byte
+	// challenges counts BindAcks with StatusVerify sent.
+	challenges atomic.Uint64
+	done       chan struct{}
+	wg         sync.WaitGroup
+	closed     atomic.Bool
+	once       sync.Once
 
 	// Stream (TCP/TLS) media.
 	tcp        []net.Listener
@@ -121,6 +126,10 @@ func New(cfg Config) (*Router, error) {
 	}
 	if len(r.groups) == 0 {
 		return nil, errors.New("router: no UDP listener could be opened")
+	}
+	if _, err := rand.Read(r.nonceKey[:]); err != nil {
+		r.closeSockets()
+		return nil, fmt.Errorf("router: nonce key: %w", err)
 	}
 	for gi, g := range r.groups {
 		for si, s := range g.socks {
@@ -348,6 +357,7 @@ func (r *Router) Stats() Stats {
 	s.Meetings, s.Participants = r.reg.Counts()
 	s.Streams, s.MaxStreams = r.liveStreams(), r.cfg.MaxStreams
 	s.TCPAcceptErrors, s.TCPAccepting = r.tcpAcceptErrors.Load(), r.tcpAccepting()
+	s.BindChallenges = r.challenges.Load()
 	return s
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/openmmr/mmr/dscp"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/stats"
+	"github.com/openmmr/mmr/wire"
 )
 
 func TestThreeParticipantsAllKinds(t *testing.T) {
@@ -52,8 +53,9 @@ func TestThreeParticipantsAllKinds(t *testing.T) {
 		}
 	}
 	st := r.Stats()
-	require.Equal(t, uint64(9+9*perKind), st.PacketsIn, "9 binds and every media packet")
-	require.Equal(t, uint64(9+18*perKind), st.PacketsOut, "9 bind answers and two copies of each packet")
+	require.Equal(t, uint64(18+9*perKind), st.PacketsIn, "9 binds, their 9 challenge echoes and every media packet")
+	require.Equal(t, uint64(18+18*perKind), st.PacketsOut, "9 challenges, 9 bind answers and two copies of each packet")
+	require.Equal(t, uint64(9), st.BindChallenges)
 	require.Zero(t, st.Dropped())
 	ps, err := r.ParticipantStats(ms[0].info.ID)
 	require.NoError(t, err)
@@ -144,7 +146,7 @@ func TestDropsByReason(t *testing.T) {
 	require.NoError(t, err)
 	defer stranger.Close()
 	dst := r.UDPAddrs()[0]
-	badBind := make([]byte, 32)
+	badBind := make([]byte, wire.BindSize)
 	badBind[0], badBind[1], badBind[2] = 4, 1, 1 // valid bind with an all-zero token
 	unknown := a.rtpPacket(t, media.Audio, 100)
 	unknown[8] ^= 0xff // SSRC a never published

@@ -109,7 +109,9 @@ func (r *Router) ServeStream(c net.Conn) error {
 			// point into: send them first. Frames already buffered are
 			// routed into the same sendmmsg batch.
 			rd.flush()
-			_ = c.SetReadDeadline(time.Now().Add(r.cfg.IdleTimeout))
+			now := time.Now()
+			rd.stamp(now.UnixNano())
+			_ = c.SetReadDeadline(now.Add(r.cfg.IdleTimeout))
 		}
 		pkt, err := d.Next()
 		if err != nil {

@@ -75,6 +75,10 @@ type Flow struct {
 	// seen is when the flow last sent anything (Unix nanoseconds of the
 	// read batch that carried it), for idle expiry.
 	seen atomic.Int64
+	// consent is when the flow's client last proved it receives at its
+	// bound UDP address (Unix nanoseconds): a verified bind, or a Keepalive
+	// echoing a recent consent nonce (RFC 7675 consent freshness).
+	consent atomic.Int64
 	// keyframe[i] is when a keyframe request for the i-th published SSRC
 	// was last let through (Unix nanoseconds), for AllowKeyframe.
 	keyframe [MaxSSRCs]atomic.Int64
@@ -107,6 +111,19 @@ func (f *Flow) AllowKeyframe(ssrc uint32, now, interval int64) bool {
 
 // Seen records that the flow sent a packet at now (Unix nanoseconds).
 func (f *Flow) Seen(now int64) { f.seen.Store(now) }
+
+// Consent records that the flow's client proved at now (Unix nanoseconds)
+// that it receives at its bound address. Safe for concurrent use.
+func (f *Flow) Consent(now int64) { f.consent.Store(now) }
+
+// MaySend reports whether media may be sent to rem, the flow's remote, when
+// consent older than after (Unix nanoseconds) has lapsed: always for
+// streams (TCP proved the path) and fixed addresses (given by the
+// embedding API), otherwise only if the client proved since after that
+// it receives there. Lock-free, no allocation.
+func (f *Flow) MaySend(rem *Remote, after int64) bool {
+	return rem.Sink != nil || rem.Fixed || f.consent.Load() >= after
+}
 
 // Remote returns the bound remote address, or nil while unbound.
 func (f *Flow) Remote() *Remote { return f.remote.Load() }

@@ -167,7 +167,9 @@ func (r *Registry) Get(id uint64) (*Participant, bool) {
 	return p, ok
 }
 
-// Bind points p's flow of kind k at remote address ap, served by listener
+// Bind points p's flow of kind k at remote address ap, which the caller has
+// verified receives (return routability): the flow's consent starts now.
+// The flow is served by listener
 // group, its copies leaving from src (the local address the bind arrived
 // at; zero: the kernel's choice). A flow already bound elsewhere moves (NAT
 // rebinding): its old address stops matching at once. An address bound to
@@ -187,12 +189,15 @@ func (r *Registry) Bind(p *Participant, k media.Kind, ap netip.AddrPort, group i
 	}
 	if old := f.remote.Load(); old != nil {
 		if old.Key == key && old.Group == group && old.Sink == nil && old.Dst.Src() == src {
+			f.consent.Store(time.Now().UnixNano())
 			return true
 		}
 		r.unlinkLocked(old)
 	}
 	rem := &Remote{Key: key, Dst: egress.AddrFrom(ap, src), Group: group}
-	f.seen.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	f.seen.Store(now)
+	f.consent.Store(now)
 	f.remote.Store(rem)
 	r.Flows.Put(key, f)
 	return true
