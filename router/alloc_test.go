@@ -48,7 +48,7 @@ func TestZeroAllocsPerForwardedPacket(t *testing.T) {
 					}
 				}
 			}
-			roundTrip(pkt) // warm up: the reused RTP header grows its slices once
+			roundTrip(pkt)        // warm up: the reused RTP header grows its slices once
 			keepalive := func() { // consent nonce checked and renewed by the reader
 				if err := pub.flows[v].Keepalive(); err != nil {
 					panic(err)
