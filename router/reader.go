@@ -122,8 +122,14 @@ func (rd *reader) handle(i int) {
 		return
 	}
 	cls := wire.Classify(pkt)
-	if cls == wire.ClassBind {
+	switch cls {
+	case wire.ClassBind:
 		rd.handleBind(i, pkt, key)
+		return
+	case wire.ClassUnknown, wire.ClassBindAck, wire.ClassKeepaliveAck:
+		// Nothing a client sends, from any source (docs/PROTOCOL.md,
+		// Drop reasons): malformed, not unbound_source.
+		rd.live.Drop(stats.DropMalformed)
 		return
 	}
 	f, ok := rd.rt.reg.Flows.Get(key)

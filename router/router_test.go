@@ -160,6 +160,13 @@ func TestDropsByReason(t *testing.T) {
 		{"short bind", func() error { _, err := stranger.WriteToUDPAddrPort(badBind[:10], dst); return err }, stats.DropMalformed},
 		{"oversize", func() error { _, err := a.flows[0].Conn().WriteToUDPAddrPort(make([]byte, 1600), dst); return err }, stats.DropOversize},
 		{"garbage first byte", func() error { return a.flows[0].Send([]byte{0x42, 1, 2, 3}) }, stats.DropMalformed},
+		{"garbage first byte, unbound source", func() error { _, err := stranger.WriteToUDPAddrPort([]byte{0x42, 1, 2, 3}, dst); return err }, stats.DropMalformed},
+		{"bind ack sent to the router", func() error {
+			b := make([]byte, wire.BindAckSize)
+			b[0], b[1], b[2] = wire.TypeBindAck, wire.Version, 1
+			_, err := stranger.WriteToUDPAddrPort(b, dst)
+			return err
+		}, stats.DropMalformed},
 		{"truncated rtp", func() error { return a.flows[0].Send([]byte{0x80, 96, 0, 1, 0}) }, stats.DropMalformed},
 		{"unknown ssrc", func() error { return a.flows[0].Send(unknown) }, stats.DropUnknownSSRC},
 		{"rtcp bad length", func() error { return a.flows[0].Send([]byte{0x81, 201, 0, 9, 0, 0, 0, 1}) }, stats.DropRTCPMalformed},
