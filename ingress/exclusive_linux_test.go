@@ -2,11 +2,13 @@ package ingress
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -96,4 +98,23 @@ func FuzzParseProcNetUDP(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestKernelDrops: datagrams the kernel drops for a full receive buffer
+// are counted.
+func TestKernelDrops(t *testing.T) {
+	leaktest.Check(t)
+	socks, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"), 1, Blocking, 64<<10)
+	require.NoError(t, err)
+	defer socks[0].Close()
+	require.Zero(t, socks[0].KernelDrops())
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(socks[0].LocalAddr()))
+	require.NoError(t, err)
+	defer c.Close()
+	pkt := make([]byte, 1400)
+	// Nobody reads: far more than the buffer (64 KiB, doubled by the kernel) holds.
+	for range 2000 {
+		_, _ = c.Write(pkt)
+	}
+	require.Eventually(t, func() bool { return socks[0].KernelDrops() > 0 }, 10*time.Second, 5*time.Millisecond)
 }

@@ -343,3 +343,28 @@ func parseProcNetUDP(b []byte) []procUDPEntry {
 	}
 	return out
 }
+
+// skMeminfoDrops is SK_MEMINFO_DROPS, the index of the socket's drop
+// counter in the SO_MEMINFO array (linux/sock_diag.h).
+const (
+	skMeminfoDrops = 8
+	skMeminfoVars  = 9 // SK_MEMINFO_VARS: length of the array
+)
+
+// KernelDrops returns how many datagrams the kernel dropped for this
+// socket because its receive buffer was full: the counter SO_RXQ_OVFL
+// reports per datagram, read with one getsockopt(SO_MEMINFO) instead, so
+// the packet path pays nothing. 0 if unavailable. Safe for concurrent use.
+func (s *Socket) KernelDrops() uint64 {
+	if s.closed.Load() {
+		return 0
+	}
+	var info [skMeminfoVars]uint32
+	n := uint32(unsafe.Sizeof(info))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&n)), 0)
+	if errno != 0 || n < 4*(skMeminfoDrops+1) {
+		return 0
+	}
+	return uint64(info[skMeminfoDrops])
+}

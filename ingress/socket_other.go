@@ -63,3 +63,6 @@ func (s *Socket) Wake() {}
 
 // Close does nothing.
 func (s *Socket) Close() error { return nil }
+
+// KernelDrops returns 0.
+func (s *Socket) KernelDrops() uint64 { return 0 }

@@ -85,4 +85,8 @@ type Stats struct {
 	// BindChallenges counts return-routability challenges sent: BindAcks
 	// with StatusVerify, answering binds from addresses not yet verified.
 	BindChallenges uint64
+	// KernelDrops counts datagrams the kernel dropped because a UDP
+	// socket's receive buffer was full (the SO_RXQ_OVFL counter, read
+	// with SO_MEMINFO): the readers fell behind.
+	KernelDrops uint64
 }

@@ -358,6 +358,13 @@ func (r *Router) Stats() Stats {
 	s.Streams, s.MaxStreams = r.liveStreams(), r.cfg.MaxStreams
 	s.TCPAcceptErrors, s.TCPAccepting = r.tcpAcceptErrors.Load(), r.tcpAccepting()
 	s.BindChallenges = r.challenges.Load()
+	if !r.closed.Load() {
+		for _, g := range r.groups {
+			for _, so := range g.socks {
+				s.KernelDrops += so.KernelDrops()
+			}
+		}
+	}
 	return s
 }
 

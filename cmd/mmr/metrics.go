@@ -75,6 +75,8 @@ func (n *node) writeMetrics(w *metrics.Writer) {
 	w.One("mmr_streams_max", "Router-wide cap on media streams (descriptors kept in reserve for the control port).", metrics.Gauge, uint64(rs.MaxStreams))
 	w.One("mmr_tcp_accepting", "1 while every TCP media listener takes connections, 0 while Accept fails or after one stopped.", metrics.Gauge, b2u(rs.TCPAccepting))
 	w.One("mmr_tcp_accept_errors_total", "TCP media listener Accept errors (EMFILE and the like), each retried after a back-off.", metrics.Counter, rs.TCPAcceptErrors)
+	w.One("mmr_kernel_drops_total", "Datagrams the kernel dropped because a UDP socket's receive buffer was full (SO_RXQ_OVFL / SO_MEMINFO).", metrics.Counter, rs.KernelDrops)
+	w.One("mmr_bind_challenges_total", "Return-routability challenges sent (BindAck status 1).", metrics.Counter, rs.BindChallenges)
 	w.Family("mmr_drops_total", "Packets or copies dropped, by reason (docs/PROTOCOL.md, Drop reasons).", metrics.Counter)
 	for r := range stats.NumDropReasons {
 		w.Sample("mmr_drops_total", rs.Drops[r], "reason", r.String())

@@ -62,6 +62,7 @@ func TestMetrics(t *testing.T) {
 		url = "http://" + n.met.addr().String() + "/metrics"
 		before := scrape(t, url)
 		require.Contains(t, before, `mmr_drops_total{reason="keyframe_throttled"}`, "every drop reason is listed")
+		require.Contains(t, before, "mmr_kernel_drops_total", "kernel receive-buffer drops are exported")
 
 		// A datagram from an unbound address and a TLS handshake that fails.
 		c, err := net.Dial("udp", n.r.UDPAddrs()[0].String())
