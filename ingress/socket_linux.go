@@ -84,6 +84,11 @@ func listenOne(addr netip.AddrPort, mode Mode, bufBytes int) (*Socket, error) {
 		}
 	}
 	setBuffer(fd, bufBytes)
+	// Kernel receive timestamps: after a stall the reader can tell how old
+	// the datagrams waiting in the buffer are (Batch.Received).
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return nil, fmt.Errorf("ingress: SO_TIMESTAMPNS: %w", err)
+	}
 	if addr.Addr().IsUnspecified() {
 		// A wildcard socket cannot tell which of the host's addresses a
 		// client used; ask for it on every datagram so replies can leave

@@ -66,3 +66,6 @@ func (s *Socket) Close() error { return nil }
 
 // KernelDrops returns 0.
 func (s *Socket) KernelDrops() uint64 { return 0 }
+
+// Received returns 0: no kernel timestamps here.
+func (b *Batch) Received(i int) int64 { return 0 }

@@ -60,6 +60,13 @@ const (
 	// fallbackMaxStreams is MaxStreams where the descriptor limit is
 	// unknown.
 	fallbackMaxStreams = 16384
+	// DefaultMaxPacketAge: media that waited this long in a socket buffer
+	// (the router stalled: a GC pause, a descheduled thread, a burst) is
+	// dropped, not forwarded in a burst. 500 ms is beyond what any jitter
+	// buffer waits for (interactive media budgets 150-400 ms one way), so
+	// receivers would discard it anyway, and a burst of it only delays
+	// the fresh media behind it and fills subscribers' queues.
+	DefaultMaxPacketAge = 500 * time.Millisecond
 	// DefaultKeyframeInterval lets one keyframe request (PLI, FIR) per
 	// published SSRC reach its publisher every 300 ms: a keyframe takes
 	// about that long to be encoded and delivered, so further requests in
@@ -122,6 +129,11 @@ type Config struct {
 	// descriptor limit (RLIMIT_NOFILE soft limit) less a quarter kept in
 	// reserve (DefaultStreamReserve).
 	MaxStreams int
+	// MaxPacketAge drops RTP and RTCP datagrams that the kernel received
+	// longer ago than this (its receive timestamp, SO_TIMESTAMPNS) when the
+	// reader gets to them, as DropStale; binds and keepalives are always
+	// served. Default DefaultMaxPacketAge; negative: never.
+	MaxPacketAge time.Duration
 	// ConsentTimeout: media stops going to a UDP flow whose client has not
 	// proved for this long that it receives at its bound address (a
 	// Keepalive echoing a recent consent nonce, RFC 7675); copies are
@@ -187,6 +199,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxPacketAge == 0 {
+		c.MaxPacketAge = DefaultMaxPacketAge
 	}
 	if c.ConsentTimeout == 0 {
 		c.ConsentTimeout = wire.ConsentTimeout

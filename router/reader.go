@@ -84,10 +84,36 @@ func (rd *reader) run() {
 // process routes the n packets of the current batch and sends the copies.
 func (rd *reader) process(n int) {
 	rd.stamp(time.Now().UnixNano())
-	for i := 0; i < n; i++ {
+	i := 0
+	if age := int64(rd.rt.cfg.MaxPacketAge); age > 0 && n > 0 {
+		// A socket's datagrams come in arrival order: if the first is
+		// fresh, all are (one timestamp read per batch); after a stall,
+		// the stale ones are a prefix.
+		for ; i < n; i++ {
+			if ts := rd.in.Received(i); ts == 0 || rd.now-ts <= age {
+				break
+			}
+			rd.handleStale(i)
+		}
+	}
+	for ; i < n; i++ {
 		rd.handle(i)
 	}
 	rd.flush()
+}
+
+// handleStale serves datagram i, received more than MaxPacketAge ago:
+// binds and keepalives as usual (a client waits for their answers), media
+// dropped as DropStale.
+func (rd *reader) handleStale(i int) {
+	pkt, _ := rd.in.Packet(i)
+	switch wire.Classify(pkt) {
+	case wire.ClassRTP, wire.ClassRTCP:
+		rd.live.In(len(pkt))
+		rd.live.Drop(stats.DropStale)
+	default:
+		rd.handle(i)
+	}
 }
 
 // stamp sets the time of the packets about to be routed.
