@@ -36,6 +36,7 @@ type Server struct {
 	wg       sync.WaitGroup
 	closed   atomic.Bool
 	stats    counters
+	fails    authFails // recent failed joins per source address
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}

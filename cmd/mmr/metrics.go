@@ -102,6 +102,7 @@ func (n *node) writeMetrics(w *metrics.Writer) {
 		{"handshake_failed", "Control TLS handshakes that failed or timed out.", cs.HandshakeFailed},
 		{"protocol_errors", "Control connections closed for bad frames or messages.", cs.ProtocolErrors},
 		{"auth_failures", "Joins and resumes refused: bad, expired or other-meeting tokens.", cs.AuthFailures},
+		{"auth_delayed", "Refused joins and resumes answered late: their address kept failing.", cs.AuthDelayed},
 		{"joins", "Successful joins.", cs.Joins},
 		{"resumes", "Successful resumes.", cs.Resumes},
 		{"grace_expired", "Participants removed when their grace period ran out.", cs.GraceExpired},
