@@ -44,13 +44,13 @@ import (
 
 // result is one row of the table.
 type result struct {
-	name               string
-	lost, legit        int    // legitimate operations lost, of legit tried
-	refused            uint64 // hostile operations the MMR refused or dropped
-	note               string
+	name                string
+	lost, legit         int    // legitimate operations lost, of legit tried
+	refused             uint64 // hostile operations the MMR refused or dropped
+	note                string
 	fdsBefore, fdsAfter int
-	grBefore, grAfter  int
-	err                error
+	grBefore, grAfter   int
+	err                 error
 }
 
 type scenario struct {
