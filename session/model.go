@@ -188,6 +188,11 @@ type Meeting struct {
 	// Guarded by Registry.mu.
 	parts []*Participant
 	gone  stats.Counters // totals of participants who left
+	// pubs[i] are the meeting's flows of kind index i that publish (have
+	// SSRCs): the only flows with a route. Joins, leaves and subscription
+	// changes touch these routes alone, so their cost follows the number
+	// of publishers, not the meeting's size squared.
+	pubs [media.NumKinds][]*Flow
 }
 
 // Owner returns the flow that published ssrc in this meeting.
