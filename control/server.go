@@ -283,6 +283,7 @@ func (s *Server) Close() error {
 			delete(s.parts, p.id)
 		}
 		clear(m.parts)
+		clear(m.others)
 		m.mu.Unlock()
 		if err := s.rt.EndMeeting(m.id); err != nil && !errors.Is(err, router.ErrNoMeeting) && !errors.Is(err, router.ErrClosed) {
 			s.log.Warn("control: end meeting on close", "meeting", m.id, "err", err)
