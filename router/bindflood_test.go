@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -9,40 +10,17 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/openmmr/mmr/client/udpmedia"
 	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/stats"
 	"github.com/openmmr/mmr/wire"
 )
 
-// bindOnce sends one Bind (no retransmission) from a fresh socket and
-// reports whether its BindAck came within d.
-func bindOnce(t *testing.T, r *Router, tok wire.Token, txID uint32, d time.Duration) bool {
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dialAddr(r)))
-	require.NoError(t, err)
-	defer c.Close()
-	var b [wire.BindSize]byte
-	n, err := (&wire.Bind{Kind: media.Audio, TxID: txID, Token: tok}).MarshalTo(b[:])
-	require.NoError(t, err)
-	_, err = c.Write(b[:n])
-	require.NoError(t, err)
-	_ = c.SetReadDeadline(time.Now().Add(d))
-	buf := make([]byte, 64)
-	for {
-		n, err := c.Read(buf)
-		if err != nil {
-			return false
-		}
-		var ack wire.BindAck
-		if ack.Unmarshal(buf[:n]) == nil && ack.TxID == txID {
-			return true
-		}
-	}
-}
-
 // TestBindFloodFairness: one participant floods binds with its valid token
-// from 256 source ports; every other participant's single bind (no
-// retransmission) is still answered.
+// from 256 source ports; every other participant still binds, with the
+// protocol's retransmissions (on main the bind queue was full ~80% of the
+// time: 19 of 30 single binds went unanswered).
 func TestBindFloodFairness(t *testing.T) {
 	leaktest.Check(t)
 	r := newTestRouter(t)
@@ -96,12 +74,20 @@ func TestBindFloodFairness(t *testing.T) {
 	}, 20*time.Second, 5*time.Millisecond)
 
 	lost := 0
-	for i := range 15 {
+	for range 30 {
 		p, err := r.AddParticipant("m", ParticipantOptions{})
 		require.NoError(t, err)
-		if !bindOnce(t, r, p.Token, uint32(100+i), 5*time.Second) {
+		// A real client: the protocol's 5 transmissions over 3.1 s, and
+		// the challenge echo. Under the flood the kernel may drop one
+		// datagram; only a router that keeps refusing loses the bind.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		f, err := udpmedia.Dial(ctx, dialAddr(r), media.Audio, p.Token)
+		cancel()
+		if err != nil {
 			lost++
+			continue
 		}
+		f.Close()
 	}
 	d := r.Stats().Drops
 	t.Logf("flood sent %d binds; drops %v; challenges %d", sent.Load(), d, r.Stats().BindChallenges)
