@@ -124,19 +124,22 @@ func changed(before, after map[*Flow]*Route) int {
 	return n
 }
 
-// TestLargeMeetingChangesAreLocal: in a meeting of 1,000 where everyone
-// publishes audio, a subscription change rebuilds the routes of the
+// TestLargeMeetingChangesAreLocal: in a meeting of 1,000 where 200
+// publish audio, a subscription change rebuilds the routes of the
 // publishers whose inclusion changed (2 for From(a) → From(b)), not all
-// 1,000 (main rebuilt every publishing route, O(n²) work per change); a
-// viewer's join or leave touches only the publishers' routes.
+// 200 (main rebuilt every publishing route, O(publishers × n) work per
+// change); a join or leave touches only the publishers' routes.
 func TestLargeMeetingChangesAreLocal(t *testing.T) {
 	r := NewRegistry()
 	require.NoError(t, r.CreateMeeting("m"))
 	var ps []*Participant
+	const pubs = 200 // of 1,000 (fewer than all only to keep the race-detector run short)
 	for i := range 1000 {
 		p, err := r.Add("m", fmt.Sprint(i), [media.NumKinds]netip.AddrPort{}, noGroup)
 		require.NoError(t, err)
-		require.NoError(t, r.Publish(p.ID, media.Audio, uint32(1+i)))
+		if i < pubs {
+			require.NoError(t, r.Publish(p.ID, media.Audio, uint32(1+i)))
+		}
 		ps = append(ps, p)
 	}
 	m := ps[0].Meeting
@@ -151,10 +154,10 @@ func TestLargeMeetingChangesAreLocal(t *testing.T) {
 	before = routesOf(m)
 	v, err := r.Add("m", "viewer", [media.NumKinds]netip.AddrPort{}, noGroup)
 	require.NoError(t, err)
-	require.Equal(t, 1000, changed(before, routesOf(m)), "a join adds itself to the 1,000 audio publishers' routes only")
+	require.Equal(t, pubs, changed(before, routesOf(m)), "a join adds itself to the audio publishers' routes only")
 	before = routesOf(m)
 	require.NoError(t, r.Remove(v.ID))
-	require.Equal(t, 1000, changed(before, routesOf(m)))
+	require.Equal(t, pubs, changed(before, routesOf(m)))
 
 	require.NoError(t, r.EndMeeting("m"))
 	for _, p := range ps {
