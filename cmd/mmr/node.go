@@ -138,7 +138,8 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 // load is the agent's view of this MMR.
 func (n *node) load() zcagent.Load {
 	st := n.r.Stats()
-	l := zcagent.Load{Participants: st.Participants, Meetings: st.Meetings, Traffic: st.Counters}
+	l := zcagent.Load{Participants: st.Participants, Meetings: st.Meetings, Traffic: st.Counters,
+		NotAccepting: !n.edge.Accepting() || !st.TCPAccepting}
 	for _, m := range n.r.Meetings() {
 		l.Hosted = append(l.Hosted, zcagent.Meeting{ID: m.ID, Participants: m.Participants})
 	}
