@@ -329,6 +329,9 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
+	for _, st := range states { // the first status line's rates count from here
+		st.prev.at = time.Now()
+	}
 	fmt.Fprintf(stdout, "joined meeting %s in zone %s on MMR %s as participant %d (%v)\n", sum.Meeting, res.Zone, res.MMR.ID, res.Control.Participant, res.Elapsed.Round(time.Millisecond))
 	if o.status > 0 {
 		t := time.NewTicker(o.status)
@@ -428,7 +431,14 @@ func statusLine(f *connect.Flow, st *kindState, rtt time.Duration, others []stri
 }
 
 func printSummary(w io.Writer, s *Summary, kinds []media.Kind) {
-	fmt.Fprintf(w, "summary: meeting %s, %v, control rtt %v, with: %s\n", s.Meeting, s.Duration.Round(time.Millisecond), s.RTT.Round(10*time.Microsecond), strings.Join(s.Roster, ", "))
+	with := strings.Join(s.Roster, ", ")
+	if with == "" {
+		with = "nobody"
+	}
+	if len(s.Left) > 0 {
+		with += "; left: " + strings.Join(s.Left, ", ")
+	}
+	fmt.Fprintf(w, "summary: meeting %s, %v, control rtt %v, with: %s\n", s.Meeting, s.Duration.Round(time.Millisecond), s.RTT.Round(10*time.Microsecond), with)
 	for _, k := range kinds {
 		ks := s.Kinds[k.String()]
 		fmt.Fprintf(w, "  %-7s %-3s moves %d  sent %d pkts %d B  received %d pkts %d B from %d sources, lost %d (%.2f%%), jitter %.2f ms, longest gap %.0f ms\n",
