@@ -59,8 +59,8 @@ const (
 	DefaultKeepalive = 5 * time.Second
 )
 
-// Config configures Connect. Zero fields take the defaults above; only Web
-// (or Lookup), WebTLS and MeetingID are required. It is a plain value;
+// Config configures Connect. Zero fields take the defaults above; only
+// Web, WebTLS and MeetingID are required. It is a plain value;
 // Connect keeps its own copy.
 type Config struct {
 	// Web is the web tier's base URL, e.g. "https://web.example" or
