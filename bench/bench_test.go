@@ -7,7 +7,19 @@ import (
 )
 
 // benchImpls returns the forwarders every comparison runs, in report order.
-func benchImpls() []string { return []string{implFloor, implMMR, implMMRPoll, implNaive} }
+func benchImpls() []string { return []string{implCFloor, implFloor, implMMR, implMMRPoll, implNaive} }
+
+// implSkip returns why impl cannot run on this machine, or "" when it can:
+// the floors need Linux, the C floor a C compiler too.
+func implSkip(impl string) string {
+	switch {
+	case impl == implFloor && !floorSupported:
+		return "the floor forwarder needs Linux (recvmmsg/sendmmsg)"
+	case impl == implCFloor:
+		return cfloorSkip()
+	}
+	return ""
+}
 
 // fanoutImpls adds to BenchmarkFanout mmr-nodscp, to show what the DSCP
 // control message costs per copy, and the router with stream (TCP, TLS)
@@ -51,7 +63,7 @@ const lightRate = 5000
 // lightRate, paced (see pace).
 func BenchmarkRelayLight(b *testing.B) {
 	for _, impl := range benchImpls() {
-		runBench(b, impl, scenario{impl: impl, subs: 1, size: 200}, paced(time.Second/lightRate))
+		runBench(b, impl, scenario{impl: impl, subs: 1, size: 200, latency: true}, paced(time.Second/lightRate))
 	}
 }
 
@@ -86,8 +98,8 @@ func runBench(b *testing.B, name string, sc scenario, drive driver) {
 		}
 	}()
 	b.Run(name, func(b *testing.B) {
-		if sc.impl == implFloor && !floorSupported {
-			b.Skip("the floor forwarder needs Linux (recvmmsg/sendmmsg)")
+		if why := implSkip(sc.impl); why != "" {
+			b.Skip(why)
 		}
 		if r == nil {
 			var err error
@@ -110,6 +122,11 @@ func runBench(b *testing.B, name string, sc scenario, drive driver) {
 			b.Fatal(err)
 		}
 		report(b, res, u)
+		if r.lat != nil {
+			d := r.lat.take()
+			b.ReportMetric(percentile(d, 50), "delay-p50-us")
+			b.ReportMetric(percentile(d, 99), "delay-p99-us")
+		}
 		if isRouterImpl(sc.impl) {
 			if d1, err = r.child.drops(); err != nil {
 				b.Fatal(err)

@@ -61,12 +61,23 @@ func startChild(spec childSpec) (*child, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: finding the test binary: %w", err)
 	}
+	args := []string{"-test.run=^$"}
 	js, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
 	}
+	startLine := "start " + string(js)
+	if spec.Impl == implCFloor { // a C program in place of the test binary
+		if exe, err = cfloorBuild(); err != nil {
+			return nil, err
+		}
+		args = nil
+		if startLine, err = cfloorStartLine(spec); err != nil {
+			return nil, err
+		}
+	}
 	c := &child{
-		cmd:    exec.Command(exe, "-test.run=^$"),
+		cmd:    exec.Command(exe, args...),
 		lines:  make(chan string, 1),
 		stderr: &tailBuffer{max: 64 << 10},
 	}
@@ -92,7 +103,7 @@ func startChild(spec childSpec) (*child, error) {
 			c.lines <- sc.Text()
 		}
 	}()
-	reply, err := c.request("start "+string(js), startTimeout)
+	reply, err := c.request(startLine, startTimeout)
 	if err == nil {
 		c.addr, err = netip.ParseAddrPort(strings.TrimPrefix(reply, "ok "))
 	}

@@ -29,6 +29,8 @@ type publisher struct {
 	// packet, which keeps the parent's cost per packet low.
 	full bool
 	os   pubOS // OS-specific burst state (publisher_linux_test.go)
+	// lat, when set, records each send time (paced rounds only; see latency).
+	lat *latency
 }
 
 func newPublisher(size int, ssrc uint32, full bool) (*publisher, error) {
@@ -79,6 +81,9 @@ func (p *publisher) next(i int) {
 
 // send sends the next packet.
 func (p *publisher) send() error {
+	if p.lat != nil {
+		p.lat.stamp(p.seq)
+	}
 	p.next(0)
 	_, err := p.conn.WriteToUDPAddrPort(p.bufs[0], p.dst)
 	return err

@@ -19,7 +19,7 @@ func BenchmarkRatio(b *testing.B) {
 	fanout := func(impl string, size int) scenario {
 		return scenario{impl: impl, subs: 50, size: size}
 	}
-	light := func(impl string) scenario { return scenario{impl: impl, subs: 1, size: 200} }
+	light := func(impl string) scenario { return scenario{impl: impl, subs: 1, size: 200, latency: true} }
 	meetings := func(idle int) scenario {
 		return scenario{impl: implMMR, subs: 10, size: 200, idleMeetings: idle, idleParticipants: 5}
 	}
@@ -35,7 +35,7 @@ func BenchmarkRatio(b *testing.B) {
 		"fanout/floor-vs-floor/subs=50/size=200",
 		fanout(implFloor, 200), fanout(implFloor, 200), closedLoop(windowFor(50)), sliceFor(50),
 	}}
-	for _, vs := range [][2]string{{implMMR, implFloor}, {implMMR, implNaive}, {implMMRPoll, implFloor}} {
+	for _, vs := range [][2]string{{implMMR, implCFloor}, {implFloor, implCFloor}, {implMMR, implFloor}, {implMMR, implNaive}, {implMMRPoll, implFloor}} {
 		for _, size := range []int{200, 1200} {
 			pairs = append(pairs, pair{
 				fmt.Sprintf("fanout/%s-vs-%s/subs=50/size=%d", vs[0], vs[1], size),
@@ -43,10 +43,10 @@ func BenchmarkRatio(b *testing.B) {
 			})
 		}
 	}
-	for _, impl := range []string{implMMR, implMMRPoll} {
+	for _, vs := range [][2]string{{implMMR, implCFloor}, {implFloor, implCFloor}, {implMMR, implFloor}, {implMMRPoll, implFloor}} {
 		pairs = append(pairs, pair{
-			fmt.Sprintf("light/%s-vs-floor", impl),
-			light(impl), light(implFloor), paced(time.Second / lightRate), lightSlice,
+			fmt.Sprintf("light/%s-vs-%s", vs[0], vs[1]),
+			light(vs[0]), light(vs[1]), paced(time.Second / lightRate), lightSlice,
 		})
 	}
 	pairs = append(pairs, pair{
@@ -82,8 +82,8 @@ func runPaired(b *testing.B, name string, sa, sb scenario, drive driver, slice i
 	}()
 	b.Run(name, func(b *testing.B) {
 		for i, sc := range [2]scenario{sa, sb} {
-			if sc.impl == implFloor && !floorSupported {
-				b.Skip("the floor forwarder needs Linux (recvmmsg/sendmmsg)")
+			if why := implSkip(sc.impl); why != "" {
+				b.Skip(why)
 			}
 			if rigs[i] == nil {
 				r, err := newRig(sc)
@@ -125,5 +125,12 @@ func runPaired(b *testing.B, name string, sa, sb scenario, drive driver, slice i
 		b.ReportMetric(float64(use[0].Mallocs)/float64(res[0].packets), "allocs/op")
 		b.ReportMetric(float64(use[0].AllocBytes)/float64(res[0].packets), "B/op")
 		b.ReportMetric(max(res[0].lossPercent(), res[1].lossPercent()), "loss%")
+		if rigs[0].lat != nil && rigs[1].lat != nil {
+			da, db := rigs[0].lat.take(), rigs[1].lat.take()
+			b.ReportMetric(percentile(da, 50), "delay-p50-us")
+			b.ReportMetric(percentile(da, 99), "delay-p99-us")
+			b.ReportMetric(percentile(db, 50), "base-delay-p50-us")
+			b.ReportMetric(percentile(db, 99), "base-delay-p99-us")
+		}
 	})
 }

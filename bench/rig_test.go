@@ -16,6 +16,9 @@ type scenario struct {
 	// verify checks every copy byte for byte (TestHarnessSmoke); a verifying
 	// rig runs one round.
 	verify bool
+	// latency records each copy's delay through the forwarder (rig.lat;
+	// UDP subscribers only).
+	latency bool
 }
 
 // rig is a running scenario: the subscriber sockets and the publisher in
@@ -27,6 +30,7 @@ type rig struct {
 	pub   *publisher
 	child *child
 	epoch uint32
+	lat   *latency // sc.latency: the delays of each round
 }
 
 func newRig(sc scenario) (*rig, error) {
@@ -34,13 +38,17 @@ func newRig(sc scenario) (*rig, error) {
 		return newStreamRig(sc)
 	}
 	r := &rig{sc: sc}
+	if sc.latency {
+		r.lat = new(latency)
+	}
 	var err error
-	if r.sinks, err = newSinkSet(sc.subs, benchSSRC, sc.size, sc.verify); err != nil {
+	if r.sinks, err = newSinkSet(sc.subs, benchSSRC, sc.size, sc.verify, r.lat); err != nil {
 		return nil, err
 	}
 	if r.pub, err = newPublisher(sc.size, benchSSRC, sc.verify); err != nil {
 		return nil, errors.Join(err, r.close())
 	}
+	r.pub.lat = r.lat
 	r.child, err = startChild(childSpec{
 		Impl:             sc.impl,
 		Pub:              r.pub.addr,

@@ -26,6 +26,8 @@ func TestHarnessSmoke(t *testing.T) {
 		sc    scenario
 		drive driver
 	}{
+		{"cfloor", scenario{impl: implCFloor, subs: 3, size: 1200}, closedLoop(64)},
+		{"cfloor-paced", scenario{impl: implCFloor, subs: 1, size: 200}, paced(time.Second / lightRate)},
 		{"floor", scenario{impl: implFloor, subs: 3, size: 1200}, closedLoop(64)},
 		{"naive", scenario{impl: implNaive, subs: 3, size: 1200}, closedLoop(64)},
 		{"mmr", scenario{impl: implMMR, subs: 3, size: 200, idleMeetings: 50, idleParticipants: 5}, closedLoop(64)},
@@ -39,8 +41,8 @@ func TestHarnessSmoke(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.sc.impl == implFloor && !floorSupported {
-				t.Skip("the floor forwarder needs Linux")
+			if why := implSkip(tt.sc.impl); why != "" {
+				t.Skip(why)
 			}
 			tt.sc.verify = true
 			r, err := newRig(tt.sc)
@@ -112,6 +114,7 @@ func TestChildRejectsBadSpec(t *testing.T) {
 		{"tls with UDP subscribers", childSpec{Impl: implTLS, Pub: sink[0], Subs: sink, Streams: 1}, "stream subscribers"},
 		{"too many streams", childSpec{Impl: implTCP, Pub: sink[0], Streams: maxStreams + 1}, "stream subscribers"},
 		{"streams for udp", childSpec{Impl: implNaive, Pub: sink[0], Subs: sink, Streams: 1}, "no stream subscribers"},
+		{"cfloor with streams", childSpec{Impl: implCFloor, Pub: sink[0], Streams: 1}, "UDP subscribers only"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

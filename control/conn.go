@@ -37,7 +37,7 @@ const (
 type conn struct {
 	s     *Server
 	raw   net.Conn
-	nc    *tls.Conn
+	nc    terminatedConn
 	ip    netip.Addr // remote address, for the per-IP limit
 	local netip.Addr // local address, to resolve unspecified endpoints
 
@@ -58,11 +58,23 @@ type conn struct {
 	dead      bool          // no more frames are accepted
 }
 
+// terminatedConn is a TLS connection: a *tls.Conn, or a wrapper around one
+// that a shared port 443 front end hands over after peeking at its first
+// bytes (to tell HTTP from this protocol when no ALPN was negotiated).
+// NetConn returns the TCP connection under the TLS.
+type terminatedConn interface {
+	net.Conn
+	Handshake() error
+	CloseWrite() error
+	NetConn() net.Conn
+}
+
 // newConn wraps nc: a plain connection gets the server's TLS; a *tls.Conn
-// (terminated by a shared port 443 front end) is used as is.
+// or another terminatedConn (terminated by a shared port 443 front end) is
+// used as is.
 func newConn(s *Server, nc net.Conn, ip netip.Addr) *conn {
 	c := &conn{s: s, raw: nc, ip: ip}
-	if tc, ok := nc.(*tls.Conn); ok {
+	if tc, ok := nc.(terminatedConn); ok {
 		c.nc, c.raw = tc, tc.NetConn()
 	} else {
 		c.nc = tls.Server(nc, s.tls)

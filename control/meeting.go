@@ -113,7 +113,10 @@ func (s *Server) join(c *conn, id uint32, claims token.Claims, name string) (*pa
 	if len(m.parts) >= s.cfg.MaxParticipants {
 		return nil, &joinError{proto.CodeMeetingFull, "the meeting has reached its participant limit"}
 	}
-	if name == "" {
+	switch {
+	case claims.Name != "": // a version 2 token names the participant: the signed name wins
+		name = claims.Name
+	case name == "":
 		name = claims.Identity
 	}
 	info, err := s.rt.AddParticipant(m.id, router.ParticipantOptions{Name: name})

@@ -58,6 +58,9 @@ func (s *Socket) Is6() bool { return false }
 // Read returns ErrUnsupported.
 func (s *Socket) Read(b *Batch) (int, error) { return 0, ErrUnsupported }
 
+// SetHoldP does nothing.
+func (s *Socket) SetHoldP(hold bool) {}
+
 // Wake does nothing.
 func (s *Socket) Wake() {}
 

@@ -75,6 +75,12 @@ type Config struct {
 	// DefaultBatch; at most MaxBatch.
 	Batch int
 	// ReadMode selects how readers wait (see ingress.Mode). Default Blocking.
+	// In Blocking mode the readers keep their P while they sleep
+	// (ingress.Socket.SetHoldP), which halves the cost per packet at light
+	// load, whenever the process has a P to spare beside them: when the
+	// number of readers (Shards × UDP listeners) is below GOMAXPROCS at New.
+	// Otherwise they release it like any system call, and New logs how far
+	// to raise GOMAXPROCS (cmd/mmr raises it itself).
 	ReadMode ingress.Mode
 	// DSCP is the code point of each media kind; zero Config means
 	// dscp.Default() (RFC 8837). To disable marking entirely set
@@ -201,4 +207,17 @@ func (c Config) validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// Readers returns the number of UDP reader threads a Router made from cfg
+// runs: Shards per UDP listener, defaults applied (an IPv6 wildcard that the
+// host cannot open is counted; New skips it). A program that owns its
+// process can set GOMAXPROCS above it so the readers keep their P while they
+// wait (see Config.ReadMode); cmd/mmr does. It returns 0 for an invalid cfg.
+func Readers(cfg Config) int {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return 0
+	}
+	return c.Shards * len(c.UDP)
 }

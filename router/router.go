@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,8 +98,18 @@ func New(cfg Config) (*Router, error) {
 	if len(r.groups) == 0 {
 		return nil, errors.New("router: no UDP listener could be opened")
 	}
+	readers := 0
+	for _, g := range r.groups {
+		readers += len(g.socks)
+	}
+	hold := cfg.ReadMode == ingress.Blocking && readers < runtime.GOMAXPROCS(0)
+	if cfg.ReadMode == ingress.Blocking && !hold {
+		r.log.Info("router: readers release their P while blocked (costlier wake-ups at light load); raise GOMAXPROCS above the reader count to avoid it",
+			"readers", readers, "gomaxprocs", runtime.GOMAXPROCS(0))
+	}
 	for gi, g := range r.groups {
 		for si, s := range g.socks {
+			s.SetHoldP(hold)
 			r.rds = append(r.rds, newReader(r, gi, si, s))
 		}
 	}
@@ -139,7 +150,7 @@ func New(cfg Config) (*Router, error) {
 		}()
 	}
 	for _, g := range r.groups {
-		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode)
+		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode, "hold_p", hold)
 	}
 	for _, ln := range r.tcp {
 		r.log.Info("router: listening", "tcp", ln.Addr())

@@ -208,8 +208,11 @@ func TestStuckStreamSubscriber(t *testing.T) {
 	st, err := r.ParticipantStats(stuck.info.ID)
 	require.NoError(t, err)
 	require.NotZero(t, st.Drops[stats.DropQueueFull], "its overflow was counted")
-	_, bound := r.Bound(stuck.info.ID, media.Video)
-	require.False(t, bound, "its flow is unbound")
+	// The drop is counted before the stream's flow is unbound: wait for both.
+	require.Eventually(t, func() bool {
+		_, bound := r.Bound(stuck.info.ID, media.Video)
+		return !bound
+	}, 5*time.Second, 10*time.Millisecond, "its flow is unbound")
 }
 
 func mustParticipant(t *testing.T, r *Router, id ParticipantID) *participantView {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/openmmr/mmr/metrics"
@@ -103,6 +104,24 @@ func (n *node) writeMetrics(w *metrics.Writer) {
 		w.One("mmr_zone_registrations_total", "MMR registrations.", metrics.Counter, zs.Registrations)
 		w.One("mmr_zone_auth_failures_total", "MMR registrations whose zone-secret proof failed.", metrics.Counter, zs.AuthFailures)
 		w.One("mmr_zone_rate_limited_total", "Zone connections closed for exceeding a rate.", metrics.Counter, zs.RateLimited)
+	}
+	if n.web != nil {
+		ws := n.web.srv.Stats()
+		w.One("mmr_web_lookups_total", "Meeting lookups answered 200 by the web tier.", metrics.Counter, ws.Lookups)
+		w.Family("mmr_web_refused_total", "Web tier error answers, by code (docs/PROTOCOL.md, Web tier).", metrics.Counter)
+		codes := make([]string, 0, len(ws.Refused))
+		for c := range ws.Refused {
+			codes = append(codes, c)
+		}
+		slices.Sort(codes)
+		for _, c := range codes {
+			w.Sample("mmr_web_refused_total", ws.Refused[c], "code", c)
+		}
+		ss := n.web.sniff.Stats()
+		w.Family("mmr_web_sniffed_total", "TLS connections without ALPN, by what their first byte said.", metrics.Counter)
+		w.Sample("mmr_web_sniffed_total", ss.HTTP, "as", "http")
+		w.Sample("mmr_web_sniffed_total", ss.Other, "as", "control")
+		w.Sample("mmr_web_sniffed_total", ss.Failed, "as", "failed")
 	}
 	_ = w.Flush() // a scraper that went away
 }

@@ -25,7 +25,7 @@ func scrape(t *testing.T, url string) map[string]uint64 {
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, resp.Header.Get("Content-Type"), "version=0.0.4")
-	sample := regexp.MustCompile(`^([a-z_]+)(\{[a-z_]+="[a-z_]+"\})? ([0-9]+)$`)
+	sample := regexp.MustCompile(`^([a-z_]+)(\{[a-z_]+="[a-z_-]+"\})? ([0-9]+)$`)
 	out := map[string]uint64{}
 	family := ""
 	sc := bufio.NewScanner(resp.Body)
@@ -62,6 +62,8 @@ func TestMetrics(t *testing.T) {
 		url = "http://" + n.met.addr().String() + "/metrics"
 		before := scrape(t, url)
 		require.Contains(t, before, `mmr_drops_total{reason="keyframe_throttled"}`, "every drop reason is listed")
+		require.Contains(t, before, `mmr_web_refused_total{code="wrong-passcode"}`, "web tier refusals by code")
+		require.Contains(t, before, `mmr_web_lookups_total`)
 
 		// A datagram from an unbound address and a TLS handshake that fails.
 		c, err := net.Dial("udp", n.r.UDPAddrs()[0].String())

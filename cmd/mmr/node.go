@@ -37,6 +37,7 @@ type node struct {
 	log   *slog.Logger
 	fp    string
 	met   *metricsServer // nil unless -metrics
+	web   *webTier       // nil with -web=false
 }
 
 // start builds a node from o. On error everything started is closed.
@@ -63,6 +64,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	}
 
 	o.cfg.Logger = log
+	raiseGOMAXPROCS(o.cfg, log)
 	if n.r, err = router.New(o.cfg); err != nil {
 		return nil, fmt.Errorf("%w (pick other addresses with -udp and -tcp)", err)
 	}
@@ -97,6 +99,11 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		}
 		n.edge.Handle(zproto.ALPN, n.zc.HandleConn)
 		zcs = []string{loopbackOf(tlsAddr).String()}
+	}
+	if o.web {
+		if err := n.startWeb(o, joinSecret, tlsAddr); err != nil {
+			return nil, fmt.Errorf("web tier: %w", err)
+		}
 	}
 	go func() {
 		if err := n.edge.Serve(); err != nil {
@@ -147,6 +154,9 @@ func (n *node) close() {
 	}
 	if n.edge != nil {
 		n.edge.Close()
+	}
+	if n.web != nil {
+		n.web.close()
 	}
 	if n.ctl != nil {
 		n.ctl.Close()
