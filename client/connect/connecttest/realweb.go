@@ -85,6 +85,9 @@ func (w *Web) serveReal() error {
 		site.Web.TokenTTL = config.Duration(cfg.TokenTTL)
 	}
 	site.Web.Limits.LookupRate, site.Web.Limits.LookupBurst = 1e6, 1e6 // tests join in bursts from one address
+	for _, t := range cfg.Tunnels {
+		site.Tunnels = append(site.Tunnels, config.Tunnel{URL: t.URL, Fingerprint: t.Fingerprint})
+	}
 	for _, z := range cfg.Zones {
 		cz := config.Zone{Name: z.Name}
 		for _, zc := range z.ZCs {

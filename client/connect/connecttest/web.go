@@ -29,7 +29,8 @@ type WebConfig struct {
 	Meetings   map[string]string // meeting ID → passcode ("" none)
 	Zones      []connect.LookupZone
 	TokenTTL   time.Duration // default 1 h; negative: tokens already expired
-	ViaProxy   bool          // answer client.via_proxy true
+	ViaProxy   bool          // answer client.via_proxy true (contract stand-in only)
+	Tunnels    []connect.Tunnel
 }
 
 // Web is a running lookup server over HTTPS with a self-signed certificate.
@@ -139,7 +140,7 @@ func (w *Web) lookup(rw http.ResponseWriter, r *http.Request) {
 	resp := connect.LookupResponse{
 		Meeting: connect.LookupMeeting{ID: req.MeetingID, Topic: "test meeting", Type: "meeting", DurationMinutes: 60},
 		Role:    "participant", Identity: ident, JoinToken: tok, TokenExpires: exp.UTC().Truncate(time.Second),
-		Zones: cfg.Zones, Tunnels: []connect.Tunnel{}, WebClientURL: w.URL + "/j/" + req.MeetingID,
+		Zones: cfg.Zones, Tunnels: append([]connect.Tunnel{}, cfg.Tunnels...), WebClientURL: w.URL + "/j/" + req.MeetingID,
 		Client: connect.LookupClient{Address: host, ViaProxy: cfg.ViaProxy},
 	}
 	rw.Header().Set("Content-Type", "application/json")
