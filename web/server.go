@@ -12,9 +12,10 @@
 // # Brute force
 //
 // A meeting passcode of 6 digits has 10^6 values. Per meeting, Limits
-// allows MeetingFailures (10) wrong passcodes per MeetingWindow (15 min)
-// from all sources together, then locks the meeting's passcode path (also
-// for the right passcode) for MeetingLockout (15 min), doubling with every
+// allows MeetingFailures (10) wrong passcodes, host keys or panelist keys
+// per MeetingWindow (15 min) from all sources together, then locks every
+// lookup presenting one of the meeting's secrets (also the right one) for
+// MeetingLockout (15 min), doubling with every
 // further lockout up to MeetingLockoutMax (24 h). Sustained guessing thus
 // gets 10 guesses per 15 + 15 min, then 10 per 15 + 30, +60, ..., and from
 // the eighth lockout on 10 guesses per day: about 3,700 guesses a year,

@@ -71,7 +71,10 @@ func (n *node) startWeb(o *options, secret []byte, tlsAddr netip.AddrPort) (err 
 	if site.Web.WebClientURL == "" {
 		site.Web.WebClientURL = w.url + "/j/"
 	}
-	dsn := o.webDB
+	dsn := o.webDB // the flag, else [web] db of -web-config, else SQLite in the state directory
+	if dsn == "" {
+		dsn = site.Web.DB
+	}
 	if dsn == "" {
 		dsn = "sqlite:" + filepath.Join(o.state, "web.db")
 	}
