@@ -176,12 +176,14 @@ func Connect(ctx context.Context, cfg Config) (*Session, Result, error) {
 		}
 		s.Close()
 		var e *Error
-		if errors.As(err, &e) && e.Advice == "" && res.Lookup.WebClientURL != "" && e.Phase != PhaseLookup {
+		if !errors.As(err, &e) {
+			e = &Error{Phase: PhaseControl, Err: err} // run returns *Error; be safe
+			err = e
+		}
+		if e.Advice == "" && res.Lookup.WebClientURL != "" && e.Phase != PhaseLookup {
 			e.Advice = advice(res.Lookup.WebClientURL)
 		}
-		if e != nil {
-			res.Advice = e.Advice
-		}
+		res.Advice = e.Advice
 		s.log.Warn("connect: failed", "phase", e.Phase, "err", e.Err, "advice", e.Advice)
 		return nil, res, err
 	}
