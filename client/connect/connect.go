@@ -180,7 +180,11 @@ func Connect(ctx context.Context, cfg Config) (*Session, Result, error) {
 			e = &Error{Phase: PhaseControl, Err: err} // run returns *Error; be safe
 			err = e
 		}
-		if e.Advice == "" && res.Lookup.WebClientURL != "" && e.Phase != PhaseLookup {
+		// The web client advice is for network trouble, not for a refusal
+		// (wrong passcode, expired token, meeting ended): a browser would
+		// be refused the same way.
+		var refused *ctlproto.Error
+		if e.Advice == "" && res.Lookup.WebClientURL != "" && e.Phase != PhaseLookup && !errors.As(err, &refused) {
 			e.Advice = advice(res.Lookup.WebClientURL)
 		}
 		res.Advice = e.Advice
