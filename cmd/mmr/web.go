@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/openmmr/mmr/config"
+	"github.com/openmmr/mmr/internal/onebox"
 	"github.com/openmmr/mmr/web"
 	"github.com/openmmr/mmr/web/sniff"
 	"github.com/openmmr/mmr/web/store"
@@ -136,8 +137,12 @@ func (w *webTier) firstStart(ctx context.Context, n *node, state string) error {
 	default:
 		return err
 	}
+	if err := onebox.Write(state, onebox.Join{Web: w.url, Pin: n.fp, Meeting: fm.ID, Passcode: fm.Passcode}); err != nil {
+		return err
+	}
 	n.log.Info("mmr: join the meeting", "meeting", fm.ID, "passcode", fm.Passcode, "web", w.url,
-		"command", fmt.Sprintf("go run ./cmd/openmmr join -web %s -pin %s -passcode %s %s", w.url, n.fp, fm.Passcode, fm.ID))
+		"command", fmt.Sprintf("go run ./cmd/openmmr join -web %s -pin %s -passcode %s %s", w.url, n.fp, fm.Passcode, fm.ID),
+		"or", "go run ./cmd/openmmr join -local")
 	return nil
 }
 
