@@ -20,6 +20,7 @@ import (
 	"github.com/openmmr/mmr/client/connect/connecttest"
 	ctlproto "github.com/openmmr/mmr/control/proto"
 	"github.com/openmmr/mmr/internal/leaktest"
+	"github.com/openmmr/mmr/internal/onebox"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/tlsutil"
 )
@@ -271,4 +272,20 @@ func TestSIGKILLedJoinRecovers(t *testing.T) {
 	}))
 	require.NoError(t, n.Leave(ctx))
 	require.NoError(t, surv.Leave(ctx))
+}
+
+// -local takes the web tier, pin, passcode and meeting from the one-box
+// node's state directory.
+func TestJoinLocal(t *testing.T) {
+	leaktest.Check(t)
+	e := startEnv(t, 0)
+	state := t.TempDir()
+	var out, errb syncBuf
+	require.Equal(t, 2, run(context.Background(), []string{"join", "-local", "-state", state}, &out, &errb))
+	require.Contains(t, errb.String(), "no one-box node")
+	require.NoError(t, onebox.Write(state, onebox.Join{Web: e.web.URL, Pin: e.web.Fingerprint, Meeting: meetingID, Passcode: "4242"}))
+	out, errb = syncBuf{}, syncBuf{}
+	code := run(context.Background(), []string{"join", "-local", "-state", state, "-duration", "1s", "-status", "0", "-log-level", "error"}, &out, &errb)
+	require.Equal(t, 0, code, errb.String())
+	require.Contains(t, out.String(), "joined meeting "+meetingID)
 }
