@@ -202,7 +202,25 @@ func TestTokenSubcommand(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "m1", c.Meeting)
 	require.Equal(t, token.Host, c.Role)
-	require.NotEqual(t, 0, tokenMain([]string{"-meeting", "m1"}), "no secret")
+	require.NotEqual(t, 0, tokenMain([]string{"-state", t.TempDir(), "-meeting", "m1"}), "no secret")
+}
+
+// mmr token signs by default with the secret mmr created in its state
+// directory, and the key is that file's hex text (what the control server
+// verifies with), not the bytes the hex decodes to.
+func TestTokenDefaultsToStateSecret(t *testing.T) {
+	state := t.TempDir()
+	key, err := loadOrCreateHexSecret(filepath.Join(state, "join.secret"))
+	require.NoError(t, err)
+	require.Len(t, key, 64, "32 random bytes as hex text")
+	stdout := captureStdout(t, func() {
+		require.Equal(t, 0, tokenMain([]string{"-state", state, "-meeting", "m1", "-identity", "ann"}))
+	})
+	v, err := token.NewVerifier(key)
+	require.NoError(t, err)
+	c, err := v.Verify(strings.TrimSpace(stdout), time.Now())
+	require.NoError(t, err)
+	require.Equal(t, "ann", c.Identity)
 }
 
 func captureStdout(t *testing.T, f func()) string {
