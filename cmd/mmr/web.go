@@ -29,7 +29,7 @@ type webTier struct {
 	http  *http.Server
 	sniff *sniff.Router
 	wc    *webclient.Handler // the web client's page and WebSocket endpoints
-	url   string // https://HOST[:PORT] as a local client reaches it
+	url   string             // https://HOST[:PORT] as a local client reaches it
 	wg    sync.WaitGroup
 }
 
