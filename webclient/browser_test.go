@@ -193,7 +193,7 @@ func newBrowser(t *testing.T, z *webZone, name string) *browser {
 				if a.Description != "" {
 					parts = append(parts, a.Description)
 				} else {
-					parts = append(parts, fmt.Sprintf("%s", a.Value))
+					parts = append(parts, a.Value.String())
 				}
 			}
 			fmt.Fprintf(b.logs, "%s: console.%s %s\n", name, e.Type, strings.Join(parts, " "))
@@ -300,7 +300,7 @@ func (b *browser) join(passcode, name string) {
 func (b *browser) screenshot(t *testing.T, file string) string {
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100: PNG
 	require.NoError(t, err)
 	p := filepath.Join(artefacts(t), file)
 	require.NoError(t, os.WriteFile(p, png, 0o644))

@@ -165,3 +165,5 @@ func httpStatus(t testing.TB, req *http.Request) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

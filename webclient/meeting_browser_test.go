@@ -1,0 +1,229 @@
+package webclient
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/pion/rtp"
+	"github.com/stretchr/testify/require"
+
+	ctlclient "github.com/openmmr/mmr/client/control"
+	"github.com/openmmr/mmr/client/udpmedia"
+	"github.com/openmmr/mmr/control/proto"
+	"github.com/openmmr/mmr/internal/leaktest"
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/protect"
+	"github.com/openmmr/mmr/tlsutil"
+	"github.com/openmmr/mmr/wire"
+)
+
+// pageWait bounds waits on page conditions: generous, the browsers encode
+// and decode video in software beside other test runs.
+const pageWait = 90 * time.Second
+
+// native is a Go participant: control over TLS (client/control), UDP
+// media flows (client/udpmedia), SRTP opened with protect/ and the web
+// client's development meeting key.
+type native struct {
+	c      *ctlclient.Client
+	flows  map[media.Kind]*udpmedia.Flow
+	mu     sync.Mutex
+	owners map[uint32]uint64 // SSRC -> participant, from the roster and events
+	opened map[uint64]map[media.Kind]int
+	wg     sync.WaitGroup
+}
+
+func joinNative(t *testing.T, z *webZone, name string) *native {
+	t.Helper()
+	lk := lookupHTTP(t, z, name)
+	tc, err := tlsutil.PinnedClientConfig(z.fp)
+	require.NoError(t, err)
+	n := &native{flows: map[media.Kind]*udpmedia.Flow{}, owners: map[uint32]uint64{}, opened: map[uint64]map[media.Kind]int{}}
+	n.c, err = ctlclient.Dial(ctxT(t), z.ctl.Addr().String(), ctlclient.Config{TLS: tc, Logger: quietLogger(), OnEvent: func(m proto.Message) {
+		switch e := m.(type) {
+		case *proto.StreamAdded:
+			n.own(e.Participant, e.SSRCs)
+		case *proto.ParticipantJoined:
+			for _, s := range e.Participant.Streams {
+				n.own(e.Participant.ID, s.SSRCs)
+			}
+		}
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { n.c.Close() })
+	j, err := n.c.Join(ctxT(t), z.meeting.ID, lk, name)
+	require.NoError(t, err)
+	for _, r := range j.Roster {
+		for _, s := range r.Streams {
+			n.own(r.ID, s.SSRCs)
+		}
+	}
+	tok, err := n.c.MediaToken()
+	require.NoError(t, err)
+	op, err := protect.NewOpener(protect.OpenerConfig{})
+	require.NoError(t, err)
+	require.NoError(t, op.AddKey(DevMeetingKey(z.meeting.ID)))
+	var opMu sync.Mutex
+	for _, k := range []media.Kind{media.Audio, media.Video} {
+		f, err := udpmedia.Dial(ctxT(t), z.rt.UDPAddrs()[0], k, tok)
+		require.NoError(t, err)
+		n.flows[k] = f
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			buf, out := make([]byte, 1500), make([]byte, 1500)
+			for {
+				m, err := f.Recv(buf, time.Now().Add(time.Hour))
+				if err != nil {
+					return
+				}
+				if wire.Classify(buf[:m]) != wire.ClassRTP {
+					continue
+				}
+				var h rtp.Header
+				if _, err := h.Unmarshal(buf[:m]); err != nil {
+					continue
+				}
+				n.mu.Lock()
+				p, ok := n.owners[h.SSRC]
+				n.mu.Unlock()
+				if !ok {
+					continue
+				}
+				opMu.Lock()
+				_ = op.AddSender(protect.Sender{Participant: p, SSRC: h.SSRC})
+				_, err = op.Open(out[:0], buf[:m])
+				opMu.Unlock()
+				if err == nil {
+					n.mu.Lock()
+					if n.opened[p] == nil {
+						n.opened[p] = map[media.Kind]int{}
+					}
+					n.opened[p][k]++
+					n.mu.Unlock()
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		for _, f := range n.flows {
+			f.Close()
+		}
+		n.wg.Wait()
+	})
+	return n
+}
+
+func (n *native) own(p uint64, ssrcs []uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, s := range ssrcs {
+		n.owners[s] = p
+	}
+}
+
+func (n *native) decrypted(p uint64, k media.Kind) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.opened[p][k]
+}
+
+// lookupHTTP does the web tier lookup a native client does and returns
+// the join token.
+func lookupHTTP(t *testing.T, z *webZone, name string) string {
+	t.Helper()
+	tc, err := tlsutil.PinnedClientConfig(z.fp)
+	require.NoError(t, err)
+	tr := &http.Transport{TLSClientConfig: tc}
+	defer tr.CloseIdleConnections()
+	body := `{"meeting_id":"` + z.meeting.ID + `","passcode":"` + z.meeting.Passcode + `","name":"` + name + `"}`
+	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, z.url+"/v1/lookup", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var lk struct {
+		JoinToken string `json:"join_token"`
+	}
+	require.NoError(t, jsonDecode(resp.Body, &lk))
+	return lk.JoinToken
+}
+
+func key(p uint64) string { return strconv.FormatUint(p, 10) }
+
+// TestBrowsersMeeting: two headless Chromiums and a native Go participant
+// in one meeting over the real zone. Each browser decodes the other's
+// video (frames counted, canvas not blank) and audio (decoded frames
+// counted); the native participant decrypts both browsers' audio and video
+// with protect/ and the development key. A screenshot of three
+// participants is saved. A reloaded page rejoins (resume, same
+// participant) within 3 s and its media flows again; a closed browser is
+// seen leaving.
+func TestBrowsersMeeting(t *testing.T) {
+	leaktest.Check(t)
+	z := startWebZone(t, nil)
+	ann := newBrowser(t, z, "ann")
+	bob := newBrowser(t, z, "bob")
+	ann.join(z.meeting.Passcode, "Ann")
+	sa := ann.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	require.Equal(t, "websocket", sa.Transport)
+	bob.join(z.meeting.Passcode, "Bob")
+	sb := bob.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	nat := joinNative(t, z, "Native")
+
+	decodes := func(s pageStats, from uint64) bool {
+		tl, ok := s.Tiles[key(from)]
+		return ok && tl.Video >= 30 && tl.Audio >= 50
+	}
+	ann.waitFor("Bob's video and audio decoded", pageWait, func(s pageStats) bool { return decodes(s, sb.Participant) })
+	bob.waitFor("Ann's video and audio decoded", pageWait, func(s pageStats) bool { return decodes(s, sa.Participant) })
+	for _, c := range []struct {
+		b    *browser
+		from uint64
+	}{{ann, sb.Participant}, {bob, sa.Participant}} {
+		px, err := eval[map[string]float64](c.b, `openmmr.pixels(`+key(c.from)+`)`)
+		require.NoError(t, err)
+		require.Greater(t, px["std"], 5.0, "%s: the decoded video is not blank: %v", c.b.name, px)
+	}
+	deadline := time.Now().Add(pageWait)
+	for _, p := range []uint64{sa.Participant, sb.Participant} {
+		for _, k := range []media.Kind{media.Audio, media.Video} {
+			for nat.decrypted(p, k) < 20 && time.Now().Before(deadline) {
+				tick := time.NewTimer(100 * time.Millisecond)
+				<-tick.C
+			}
+			require.GreaterOrEqual(t, nat.decrypted(p, k), 20, "native decrypted %v of participant %d", k, p)
+		}
+	}
+	ann.waitFor("three participants", pageWait, func(s pageStats) bool { return len(s.Tiles) == 2 })
+	ann.screenshot(t, "meeting-three-participants.png")
+
+	// Reload Bob: it resumes its participant and sends again.
+	require.NoError(t, bob.run(30*time.Second, chromedp.Reload()))
+	sb2 := bob.waitFor("rejoined after reload", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	require.Equal(t, sb.Participant, sb2.Participant, "resumed, not joined anew")
+	took, err := eval[float64](bob, `openmmr.state.joinedAt - performance.timeOrigin`)
+	require.NoError(t, err)
+	t.Logf("reload to joined: %.0f ms", took)
+	require.Less(t, took, 3000.0, "a reloaded page rejoins within 3 s")
+	before := sa.Tiles[key(sb.Participant)].Video
+	_ = before
+	cur, err := ann.stats()
+	require.NoError(t, err)
+	was := cur.Tiles[key(sb.Participant)].Video
+	ann.waitFor("Bob's video after his reload", pageWait, func(s pageStats) bool { return s.Tiles[key(sb.Participant)].Video >= was+30 })
+
+	// Close Bob's browser: Ann sees him leave (after the grace period).
+	bob.close()
+	ann.waitFor("Bob left", pageWait, func(s pageStats) bool { _, ok := s.Tiles[key(sb.Participant)]; return !ok })
+	require.NoError(t, nat.c.Leave(ctxT(t)))
+	_ = context.Background
+}
