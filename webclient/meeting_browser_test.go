@@ -15,6 +15,7 @@ import (
 
 	ctlclient "github.com/openmmr/mmr/client/control"
 	"github.com/openmmr/mmr/client/udpmedia"
+	"github.com/openmmr/mmr/control"
 	"github.com/openmmr/mmr/control/proto"
 	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/media"
@@ -226,4 +227,48 @@ func TestBrowsersMeeting(t *testing.T) {
 	ann.waitFor("Bob left", pageWait, func(s pageStats) bool { _, ok := s.Tiles[key(sb.Participant)]; return !ok })
 	require.NoError(t, nat.c.Leave(ctxT(t)))
 	_ = context.Background
+}
+
+// TestBrowserReconnect: every WebSocket is cut at once (as a network
+// failure would): the page says the connection is lost, resumes the same
+// participant over a new control WebSocket, rebinds its media, and the
+// other browser decodes its video again.
+func TestBrowserReconnect(t *testing.T) {
+	leaktest.Check(t)
+	z := startWebZone(t, nil)
+	ann := newBrowser(t, z, "ann")
+	bob := newBrowser(t, z, "bob")
+	ann.join(z.meeting.Passcode, "Ann")
+	sa := ann.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	bob.join(z.meeting.Passcode, "Bob")
+	bob.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	bob.waitFor("Ann's video", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Video >= 10 })
+
+	z.wc.CloseAll()
+	sa2 := ann.waitFor("resumed", pageWait, func(s pageStats) bool { return s.Phase == "joined" && s.Reconnects == 1 })
+	require.Equal(t, sa.Participant, sa2.Participant)
+	cur, err := bob.stats()
+	require.NoError(t, err)
+	was := cur.Tiles[key(sa.Participant)].Video
+	bob.waitFor("Ann's video after the cut", pageWait, func(s pageStats) bool { return s.Reconnects == 1 && s.Tiles[key(sa.Participant)].Video >= was+30 })
+}
+
+// TestBrowserErrors: a wrong passcode and a full meeting are told to the
+// user in words, and the page stays on the join form.
+func TestBrowserErrors(t *testing.T) {
+	leaktest.Check(t)
+	z := startWebZone(t, func(c *control.Config) { c.MaxParticipants = 1 })
+	b := newBrowser(t, z, "carl")
+	b.join("not-the-passcode", "Carl")
+	s := b.waitFor("wrong passcode", pageWait, func(s pageStats) bool { return s.Phase == "error" })
+	require.Equal(t, "wrong-passcode", s.ErrorCode)
+	require.Equal(t, "Wrong passcode.", s.Error)
+	shown, err := eval[string](b, `document.getElementById('join-error').textContent`)
+	require.NoError(t, err)
+	require.Equal(t, "Wrong passcode.", shown)
+
+	joinNative(t, z, "Native") // the meeting's one place
+	require.NoError(t, b.run(30*time.Second, chromedp.SetValue(chromedp.CSS(`#passcode`), z.meeting.Passcode), chromedp.Click(chromedp.CSS(`#join-button`))))
+	s = b.waitFor("meeting full", pageWait, func(s pageStats) bool { return s.Phase == "error" && s.ErrorCode == "meeting-full" })
+	require.Equal(t, "The meeting is full.", s.Error)
 }

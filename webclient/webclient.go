@@ -218,6 +218,17 @@ func (h *Handler) Close() error {
 	return nil
 }
 
+// CloseAll closes every open WebSocket at once, without a close message,
+// as a network failure would (the clients reconnect and resume); new
+// upgrades are still accepted. For operators draining a node and for tests.
+func (h *Handler) CloseAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.conns {
+		c.CloseNow()
+	}
+}
+
 // pageHeaders: the page loads its own modules and connects to its own
 // origin only (CSP 'self' covers same-origin wss: in CSP 3).
 func pageHeaders(w http.ResponseWriter) {
