@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -60,8 +61,10 @@ type webZone struct {
 	ctl     *control.Server
 	wc      *Handler
 	web     *web.Server
-	url     string // https://127.0.0.1:PORT
-	spki    string // base64 SHA-256 of the certificate's SPKI
+	url     string              // https://127.0.0.1:PORT: the browsers' (in their namespace when netns)
+	hostURL string              // the same server in the test's own namespace (native clients)
+	netns   func(string) string // wraps the browser to run in the namespace; nil: host
+	spki    string              // base64 SHA-256 of the certificate's SPKI
 	fp      string
 	meeting web.Created
 }
@@ -111,17 +114,31 @@ func startWebZone(t *testing.T, mod func(*control.Config)) *webZone {
 	z.meeting, err = z.web.CreateMeeting(ctx, web.MeetingRequest{Topic: &topic})
 	require.NoError(t, err)
 
-	ts := httptest.NewUnstartedServer(nil)
-	ts.Config = z.web.HTTPServer()
-	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
-	ts.EnableHTTP2 = true
-	ts.StartTLS()
-	t.Cleanup(func() {
-		ts.CloseClientConnections()
-		require.NoError(t, z.wc.Close())
-		ts.Close()
-	})
-	z.url = ts.URL
+	serve := func(ln net.Listener) *httptest.Server {
+		ts := httptest.NewUnstartedServer(nil)
+		if ln != nil {
+			ts.Listener.Close()
+			ts.Listener = ln
+		}
+		ts.Config = z.web.HTTPServer()
+		ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+		ts.EnableHTTP2 = true
+		ts.StartTLS()
+		t.Cleanup(func() {
+			ts.CloseClientConnections()
+			require.NoError(t, z.wc.Close())
+			ts.Close()
+		})
+		return ts
+	}
+	host := serve(nil)
+	z.url, z.hostURL = host.URL, host.URL
+	ln, wrap, reason := loopbackNetns(t)
+	if ln != nil {
+		z.url, z.netns = serve(ln).URL, wrap
+	} else {
+		t.Logf("browsers run in the host's network namespace: %s", reason)
+	}
 	return z
 }
 
@@ -156,8 +173,12 @@ func (b *browser) console() string {
 func newBrowser(t *testing.T, z *webZone, name string) *browser {
 	t.Helper()
 	path := chromium(t)
+	exe := path
+	if z.netns != nil {
+		exe = z.netns(path)
+	}
 	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
+		chromedp.ExecPath(exe),
 		chromedp.Flag("headless", true),
 		chromedp.Flag("no-sandbox", true),
 		chromedp.Flag("disable-gpu", true),

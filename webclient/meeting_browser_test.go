@@ -144,7 +144,7 @@ func lookupHTTP(t *testing.T, z *webZone, name string) string {
 	tr := &http.Transport{TLSClientConfig: tc}
 	defer tr.CloseIdleConnections()
 	body := `{"meeting_id":"` + z.meeting.ID + `","passcode":"` + z.meeting.Passcode + `","name":"` + name + `"}`
-	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, z.url+"/v1/lookup", strings.NewReader(body))
+	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, z.hostURL+"/v1/lookup", strings.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := (&http.Client{Transport: tr}).Do(req)

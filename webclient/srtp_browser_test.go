@@ -3,6 +3,9 @@ package webclient
 import (
 	"encoding/json"
 	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
 
 	"github.com/stretchr/testify/require"
 
@@ -22,4 +25,12 @@ func TestSRTPInBrowser(t *testing.T) {
 	bad, err := eval[[]string](b, `import('/static/srtp.js').then(m => m.selfTest(`+string(js)+`))`)
 	require.NoError(t, err, b.console())
 	require.Empty(t, bad)
+
+	if z.netns != nil {
+		// The browser's network has only its loopback: the test's own
+		// server on the host's loopback is out of its reach, its own is not.
+		require.NoError(t, b.run(30*time.Second, chromedp.Navigate(z.url+"/v1/healthz")))
+		err := b.run(30*time.Second, chromedp.Navigate(z.hostURL+"/v1/healthz"))
+		require.ErrorContains(t, err, "ERR_CONNECTION_REFUSED")
+	}
 }
