@@ -1,6 +1,7 @@
 package webclient
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -118,7 +119,10 @@ func (f framing) fromBrowser(ctx context.Context, ws *websocket.Conn, a net.Conn
 // toBrowser reads frames from the server and sends each as one message.
 // When the server closes its end, the WebSocket is closed normally after
 // what it wrote.
-func (f framing) toBrowser(ctx context.Context, ws *websocket.Conn, a net.Conn) {
+func (f framing) toBrowser(ctx context.Context, ws *websocket.Conn, pipe net.Conn) {
+	// One pipe Write (a frame, or a batch of them) is taken in one Read:
+	// net.Pipe hands bytes over synchronously, one handoff per Read.
+	a := bufio.NewReaderSize(pipe, 16<<10)
 	hdr := make([]byte, f.hdr)
 	buf := make([]byte, 0, 2048)
 	for {
