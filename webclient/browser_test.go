@@ -269,6 +269,7 @@ type pageStats struct {
 		Name      string         `json:"name"`
 		Video     int            `json:"video"`
 		Audio     int            `json:"audio"`
+		Content   int            `json:"content"`
 		Keyframes int            `json:"keyframes"`
 		Drops     map[string]int `json:"drops"`
 	} `json:"tiles"`

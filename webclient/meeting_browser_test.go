@@ -251,6 +251,31 @@ func TestBrowserReconnect(t *testing.T) {
 	require.NoError(t, err)
 	was := cur.Tiles[key(sa.Participant)].Video
 	bob.waitFor("Ann's video after the cut", pageWait, func(s pageStats) bool { return s.Reconnects == 1 && s.Tiles[key(sa.Participant)].Video >= was+30 })
+
+	// Mute: no audio of Ann's is decoded while her video goes on (a few
+	// packets in flight at the switch); unmute: it is again.
+	require.NoError(t, ann.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
+	cur, err = bob.stats()
+	require.NoError(t, err)
+	atMute, video := cur.Tiles[key(sa.Participant)].Audio, cur.Tiles[key(sa.Participant)].Video
+	cur = bob.waitFor("Ann's video while muted", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Video >= video+30 })
+	require.LessOrEqual(t, cur.Tiles[key(sa.Participant)].Audio, atMute+10, "muted audio is not sent")
+	require.NoError(t, ann.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
+	muted := cur.Tiles[key(sa.Participant)].Audio
+	bob.waitFor("Ann's audio after unmute", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Audio >= muted+50 })
+
+	// Share screen (the fake capture): Bob decodes the content stream in
+	// its own tile; stopping the share removes it.
+	r, err := eval[string](ann, `openmmr.share().then(() => "ok", e => e.name + ": " + e.message)`)
+	require.NoError(t, err)
+	require.Equal(t, "ok", r)
+	bob.waitFor("Ann's screen", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Content >= 10 })
+	n, err := eval[int](bob, `document.querySelectorAll('.tile[data-content]').length`)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "a tile for the shared screen")
+	_, err = eval[string](ann, `openmmr.share().then(() => "ok")`)
+	require.NoError(t, err)
+	require.NoError(t, bob.run(pageWait, chromedp.Poll[chromedp.Void](`document.querySelectorAll('.tile[data-content]').length === 0`, chromedp.WithPollingTimeout(pageWait-time.Second))))
 }
 
 // TestBrowserErrors: a wrong passcode and a full meeting are told to the
