@@ -123,7 +123,8 @@ async function join() {
 async function openControl() {
   const c = new Control(wsURL('/v1/ws/control'), onEvent, onControlClosed);
   await c.open();
-  await c.hello();
+  const w = await c.hello();
+  c.watch(w.body.ping_interval_ms || 10000);
   return c;
 }
 
@@ -157,12 +158,16 @@ async function connect({ meeting, token, name, resume }) {
   status('In meeting ' + meeting);
 }
 
+// saveSession keeps what a reloaded page needs to resume; the grace period
+// runs from when the page goes away (pagehide), not from the join.
 function saveSession() {
+  if (!joined || leaving) return;
   sessionStorage.setItem(SESSION_KEY, JSON.stringify({
     meeting: state.meeting, name: state.name, participant: joined.participant, credential: joined.resume,
     until: Date.now() + (joined.grace_ms || 0),
   }));
 }
+window.addEventListener('pagehide', () => { if (state.phase === 'joined' || state.phase === 'reconnecting') saveSession(); });
 
 async function openLinks() {
   const token = hex.dec(joined.media_token);
@@ -331,8 +336,9 @@ function addLocalTile() {
 
 // ---- reconnect, leave ---------------------------------------------------
 
-function onControlClosed(err) {
-  if (leaving || state.phase === 'left') return;
+function onControlClosed(err, c) {
+  if (c !== control || leaving || state.phase === 'left') return; // an attempt that never became the channel
+  if (state.phase === 'reconnecting') return;
   if (control && control.lastError && control.lastError.fatal && control.lastError.code !== 'replaced') {
     endMeeting('error', JOIN_ERRORS[control.lastError.code] || control.lastError.message);
     return;

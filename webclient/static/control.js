@@ -6,10 +6,11 @@ export class ControlError extends Error {
 }
 
 export class Control {
-  // onEvent(type, body) gets events; onClose(err) once when the socket ends.
+  // onEvent(type, body) gets events; onClose(err, control) once when the
+  // socket ends (not after close()).
   constructor(url, onEvent, onClose) {
     this.url = url; this.onEvent = onEvent; this.onClose = onClose;
-    this.id = 0; this.pending = new Map(); this.closed = false;
+    this.id = 0; this.pending = new Map(); this.closed = false; this.last = performance.now();
   }
   open(timeoutMs = 10000) {
     return new Promise((resolve, reject) => {
@@ -18,18 +19,34 @@ export class Control {
       const t = setTimeout(() => { ws.close(); reject(new ControlError('timeout', 'control channel did not open')); }, timeoutMs);
       ws.onopen = () => { clearTimeout(t); resolve(); };
       ws.onerror = () => {};
-      ws.onclose = (e) => {
-        clearTimeout(t);
-        const err = new ControlError('closed', `control channel closed (${e.code}${e.reason ? ' ' + e.reason : ''})`);
-        reject(err);
-        for (const [, p] of this.pending) p.reject(err);
-        this.pending.clear();
-        if (!this.closed) { this.closed = true; this.onClose(err); }
-      };
+      ws.onclose = (e) => { clearTimeout(t); reject(this.ended(`control channel closed (${e.code}${e.reason ? ' ' + e.reason : ''})`)); };
       ws.onmessage = (e) => this.receive(e.data);
     });
   }
+  // ended runs once when the channel ends: pending requests fail and
+  // onClose is told (unless close() was called).
+  ended(why) {
+    clearInterval(this.watchdog);
+    const err = new ControlError('closed', why);
+    for (const [, p] of this.pending) p.reject(err);
+    this.pending.clear();
+    if (!this.closed) { this.closed = true; this.onClose(err, this); }
+    return err;
+  }
+  // watch closes the socket when the server has been silent for 2.5 ping
+  // intervals: a dead path that TCP has not noticed yet (the page then
+  // resumes over a new WebSocket).
+  watch(pingMs) {
+    this.watchdog = setInterval(() => {
+      if (performance.now() - this.last > 2.5 * pingMs && this.ws) {
+        // Do not wait for a closing handshake over a dead path.
+        this.ws.onclose = null; this.ws.close(4000, 'server silent');
+        this.ended('the server went silent');
+      }
+    }, 1000);
+  }
   receive(data) {
+    this.last = performance.now();
     let m;
     try { m = JSON.parse(data); } catch { return; }
     const body = m.body || {};
@@ -55,5 +72,5 @@ export class Control {
     });
   }
   hello() { return this.request('hello', { versions: [1], software: 'openmmr-web/1', capabilities: ['resume'] }); }
-  close() { this.closed = true; if (this.ws) this.ws.close(1000); }
+  close() { this.closed = true; clearInterval(this.watchdog); if (this.ws) this.ws.close(1000); }
 }
