@@ -229,4 +229,5 @@ func TestIdleWebSockets(t *testing.T) {
 		c.CloseNow()
 	}
 	require.Eventually(t, func() bool { return z.h.Stats().Open == 0 }, waitLimit, 10*time.Millisecond)
+	require.GreaterOrEqual(t, z.rt.Stats().Drops[stats.DropStreamBind], uint64(len(conns)), "each cut counted by the router as stream_bind")
 }
