@@ -11,6 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
 	"github.com/stretchr/testify/require"
 
 	ctlclient "github.com/openmmr/mmr/client/control"
@@ -38,6 +39,27 @@ type native struct {
 	owners map[uint32]uint64 // SSRC -> participant, from the roster and events
 	opened map[uint64]map[media.Kind]int
 	wg     sync.WaitGroup
+	relay  *relay // re-sends one browser's media as the native's own, or nil
+}
+
+// relay makes the native participant a sender the way a native client
+// would be one: it takes one browser's decrypted Opus packets and VP8
+// frames (depacketized with pion's RFC 7741 code), packetizes the frames
+// anew with pion's VP8 payloader (1,100-byte payloads), seals everything
+// under its own participant ID and SSRCs with protect.Sealer and the
+// development key, and sends it on its own UDP flows. Keyframe requests
+// for its video are passed on to the browser it relays.
+type relay struct {
+	from     uint64
+	sealer   *protect.Sealer
+	ssrc     map[media.Kind]uint32
+	seq      map[media.Kind]uint16
+	vp8      codecs.VP8Payloader
+	frame    []byte
+	frameTS  uint32
+	inFrame  bool
+	srcVideo uint32 // the relayed browser's video SSRC (for PLIs)
+	sent     map[media.Kind]int
 }
 
 func joinNative(t *testing.T, z *webZone, name string) *native {
@@ -84,7 +106,14 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 				if err != nil {
 					return
 				}
-				if wire.Classify(buf[:m]) != wire.ClassRTP {
+				if c := wire.Classify(buf[:m]); c == wire.ClassRTCP {
+					n.mu.Lock()
+					if rl := n.relay; rl != nil && k == media.Video && rl.srcVideo != 0 && isPLIFor(buf[:m], rl.ssrc[media.Video]) {
+						_ = n.flows[media.Video].Send(pli(rl.ssrc[media.Video], rl.srcVideo))
+					}
+					n.mu.Unlock()
+					continue
+				} else if c != wire.ClassRTP {
 					continue
 				}
 				var h rtp.Header
@@ -99,7 +128,8 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 				}
 				opMu.Lock()
 				_ = op.AddSender(protect.Sender{Participant: p, SSRC: h.SSRC})
-				_, err = op.Open(out[:0], buf[:m])
+				var plain []byte
+				plain, err = op.Open(out[:0], buf[:m])
 				opMu.Unlock()
 				if err == nil {
 					n.mu.Lock()
@@ -107,6 +137,10 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 						n.opened[p] = map[media.Kind]int{}
 					}
 					n.opened[p][k]++
+					rl := n.relay
+					if rl != nil && p == rl.from {
+						rl.forward(n, k, h.SSRC, plain)
+					}
 					n.mu.Unlock()
 				}
 			}
@@ -119,6 +153,96 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 		n.wg.Wait()
 	})
 	return n
+}
+
+// startRelay publishes the native's own audio and video SSRCs and relays
+// participant from (see relay).
+func (n *native) startRelay(t *testing.T, z *webZone, from uint64) {
+	t.Helper()
+	j := n.c.Joined()
+	rl := &relay{from: from, sealer: protect.NewSealer(j.Participant, 4), vp8: codecs.VP8Payloader{EnablePictureID: true},
+		ssrc: map[media.Kind]uint32{media.Audio: 0x0a0a0a0a, media.Video: 0x0b0b0b0b}, seq: map[media.Kind]uint16{}, sent: map[media.Kind]int{}}
+	require.NoError(t, rl.sealer.SetKey(DevMeetingKey(z.meeting.ID)))
+	require.NoError(t, n.c.Publish(ctxT(t), media.Audio, rl.ssrc[media.Audio]))
+	require.NoError(t, n.c.Publish(ctxT(t), media.Video, rl.ssrc[media.Video]))
+	n.mu.Lock()
+	n.relay = rl
+	n.mu.Unlock()
+}
+
+// forward handles one decrypted packet of the relayed browser (under n.mu).
+func (rl *relay) forward(n *native, k media.Kind, ssrc uint32, pkt []byte) {
+	var p rtp.Packet
+	if p.Unmarshal(pkt) != nil {
+		return
+	}
+	if k == media.Audio {
+		rl.send(n, k, p.Timestamp, false, p.Payload)
+		return
+	}
+	rl.srcVideo = ssrc
+	var vp codecs.VP8Packet
+	data, err := vp.Unmarshal(p.Payload)
+	if err != nil {
+		return
+	}
+	if vp.S == 1 && vp.PID == 0 {
+		rl.frame, rl.frameTS, rl.inFrame = rl.frame[:0], p.Timestamp, true
+	}
+	if !rl.inFrame || p.Timestamp != rl.frameTS {
+		rl.inFrame = false
+		return
+	}
+	rl.frame = append(rl.frame, data...)
+	if !p.Marker {
+		return
+	}
+	rl.inFrame = false
+	parts := rl.vp8.Payload(1100+4, rl.frame)
+	for i, pl := range parts {
+		rl.send(n, k, p.Timestamp, i == len(parts)-1, pl)
+	}
+}
+
+func (rl *relay) send(n *native, k media.Kind, ts uint32, marker bool, payload []byte) {
+	pt := uint8(111)
+	if k != media.Audio {
+		pt = 96
+	}
+	rl.seq[k]++
+	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, Marker: marker, SequenceNumber: rl.seq[k], Timestamp: ts, SSRC: rl.ssrc[k]}, Payload: payload}
+	b, err := p.Marshal()
+	if err != nil {
+		return
+	}
+	sealed, err := rl.sealer.Seal(nil, b)
+	if err != nil {
+		return
+	}
+	if n.flows[k].Send(sealed) == nil {
+		rl.sent[k]++
+	}
+}
+
+// isPLIFor reports whether an RTCP datagram holds a PLI for ssrc.
+func isPLIFor(b []byte, ssrc uint32) bool {
+	for len(b) >= 12 {
+		l := (int(b[2])<<8 | int(b[3]) + 1) * 4
+		if l > len(b) {
+			return false
+		}
+		if b[1] == 206 && b[0]&31 == 1 && uint32(b[8])<<24|uint32(b[9])<<16|uint32(b[10])<<8|uint32(b[11]) == ssrc {
+			return true
+		}
+		b = b[l:]
+	}
+	return false
+}
+
+// pli is an RTCP PLI (RFC 4585 §6.3.1) from sender about media.
+func pli(sender, media uint32) []byte {
+	return []byte{0x81, 206, 0, 2, byte(sender >> 24), byte(sender >> 16), byte(sender >> 8), byte(sender),
+		byte(media >> 24), byte(media >> 16), byte(media >> 8), byte(media)}
 }
 
 func (n *native) own(p uint64, ssrcs []uint32) {
@@ -204,6 +328,15 @@ func TestBrowsersMeeting(t *testing.T) {
 			require.GreaterOrEqual(t, nat.decrypted(p, k), 20, "native decrypted %v of participant %d", k, p)
 		}
 	}
+	// Native to browser: the native participant sends Opus and VP8
+	// (packetized by pion, sealed by protect/) and Bob decodes both.
+	nat.startRelay(t, z, sa.Participant)
+	np := nat.c.Joined().Participant
+	bob.waitFor("the native participant's video and audio decoded", pageWait, func(s pageStats) bool { return decodes(s, np) })
+	px, err := eval[map[string]float64](bob, `openmmr.pixels(`+key(np)+`)`)
+	require.NoError(t, err)
+	require.Greater(t, px["std"], 5.0, "bob: the native's video is not blank: %v", px)
+
 	ann.waitFor("three participants", pageWait, func(s pageStats) bool { return len(s.Tiles) == 2 })
 	ann.screenshot(t, "meeting-three-participants.png")
 
