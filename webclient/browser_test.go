@@ -265,7 +265,11 @@ type pageStats struct {
 	Transport   string `json:"transport"`
 	Reconnects  int    `json:"reconnects"`
 	JoinedAt    int64  `json:"joinedAt"`
-	Tiles       map[string]struct {
+	LastLeft    *struct {
+		Participant uint64 `json:"participant"`
+		Reason      string `json:"reason"`
+	} `json:"lastLeft"`
+	Tiles map[string]struct {
 		Name      string         `json:"name"`
 		Video     int            `json:"video"`
 		Audio     int            `json:"audio"`

@@ -357,7 +357,9 @@ func TestBrowsersMeeting(t *testing.T) {
 
 	// Close Bob's browser: Ann sees him leave (after the grace period).
 	bob.close()
-	ann.waitFor("Bob left", pageWait, func(s pageStats) bool { _, ok := s.Tiles[key(sb.Participant)]; return !ok })
+	gone := ann.waitFor("Bob left", pageWait, func(s pageStats) bool { _, ok := s.Tiles[key(sb.Participant)]; return !ok })
+	require.NotNil(t, gone.LastLeft)
+	require.Equal(t, "timeout", gone.LastLeft.Reason, "a closed browser leaves when its grace period ends")
 	require.NoError(t, nat.c.Leave(ctxT(t)))
 	_ = context.Background
 }
@@ -414,6 +416,15 @@ func TestBrowserReconnect(t *testing.T) {
 	_, err = eval[string](ann, `openmmr.share().then(() => "ok")`)
 	require.NoError(t, err)
 	require.NoError(t, bob.run(pageWait, chromedp.Poll[chromedp.Void](`document.querySelectorAll('.tile[data-content]').length === 0`, chromedp.WithPollingTimeout(pageWait-time.Second))))
+
+	// Leave: Ann's page says so, and Bob sees her leave at once (reason
+	// "left", not the grace period's "timeout").
+	require.NoError(t, ann.run(30*time.Second, chromedp.Click(chromedp.CSS(`#leave`))))
+	ann.waitFor("left", pageWait, func(s pageStats) bool { return s.Phase == "left" })
+	s := bob.waitFor("Ann left", pageWait, func(s pageStats) bool { _, in := s.Tiles[key(sa.Participant)]; return !in })
+	require.NotNil(t, s.LastLeft)
+	require.Equal(t, sa.Participant, s.LastLeft.Participant)
+	require.Equal(t, "left", s.LastLeft.Reason)
 }
 
 // TestBrowserErrors: a wrong passcode and a full meeting are told to the

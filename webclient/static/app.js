@@ -284,7 +284,7 @@ function removeParticipant(pid) {
 function onEvent(type, b) {
   switch (type) {
     case 'participant-joined': addParticipant(b.participant); break;
-    case 'participant-left': removeParticipant(b.participant); break;
+    case 'participant-left': state.lastLeft = { participant: b.participant, reason: b.reason }; removeParticipant(b.participant); break;
     case 'stream-added': addStreams(b.participant, b.kind, b.ssrcs); break;
     case 'stream-removed': removeStreams(b.participant, b.kind, b.ssrcs); break;
     case 'meeting-ended': endMeeting('ended', 'The host ended the meeting.'); break;
@@ -448,7 +448,7 @@ window.openmmr = {
     const links = {};
     for (const [k, l] of Object.entries(state.links)) links[k] = { sent: l.sent, received: l.received };
     return { phase: state.phase, error: state.error, errorCode: state.errorCode || '', participant: state.participant, transport: state.transport,
-      reconnects: state.reconnects, joinedAt: state.joinedAt, tiles, sent, links, unknownSSRC: state.unknownSSRC || 0 };
+      reconnects: state.reconnects, joinedAt: state.joinedAt, lastLeft: state.lastLeft || null, tiles, sent, links, unknownSSRC: state.unknownSSRC || 0 };
   },
   // pixels: mean and standard deviation of the luma of a tile's canvas (a
   // blank or single-colour frame has deviation ~0).
