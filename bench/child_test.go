@@ -50,16 +50,20 @@ const (
 	// on UDP.
 	implTCP = "tcp"
 	implTLS = "tls"
+	// implWS is the router with the subscribers on the web client's media
+	// WebSockets over TLS (fwd_ws_test.go: webclient.Handler bridging each
+	// WebSocket into Router.ServeStream), as browsers receive media.
+	implWS = "ws"
 )
 
 // isStreamImpl reports whether impl's subscribers are stream clients
 // (childSpec.Streams) rather than UDP sockets (childSpec.Subs).
-func isStreamImpl(impl string) bool { return impl == implTCP || impl == implTLS }
+func isStreamImpl(impl string) bool { return impl == implTCP || impl == implTLS || impl == implWS }
 
 // isRouterImpl reports whether impl runs the router, which answers "drops".
 func isRouterImpl(impl string) bool {
 	switch impl {
-	case implMMR, implMMRPoll, implMMRNoDSCP, implTCP, implTLS:
+	case implMMR, implMMRPoll, implMMRNoDSCP, implTCP, implTLS, implWS:
 		return true
 	}
 	return false
@@ -136,11 +140,11 @@ func newForwarder(spec childSpec, log *slog.Logger) (forwarder, error) {
 		return newFloor(spec.Subs)
 	case implNaive:
 		return newNaive(spec.Subs)
-	case implMMR, implMMRPoll, implMMRNoDSCP, implTCP, implTLS:
+	case implMMR, implMMRPoll, implMMRNoDSCP, implTCP, implTLS, implWS:
 		return newMMR(spec, log)
 	}
-	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s, %s, %s or %s)",
-		spec.Impl, implFloor, implMMR, implMMRPoll, implMMRNoDSCP, implNaive, implTCP, implTLS)
+	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s, %s, %s, %s or %s)",
+		spec.Impl, implFloor, implMMR, implMMRPoll, implMMRNoDSCP, implNaive, implTCP, implTLS, implWS)
 }
 
 // streamer is a forwarder with stream subscribers (impls tcp and tls).

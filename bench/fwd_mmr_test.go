@@ -37,6 +37,7 @@ type mmrForwarder struct {
 	addr   netip.AddrPort
 	tokens []wire.Token   // stream subscribers' media tokens (tcp, tls)
 	tls    *tlsMedia      // the TLS media listener (tls)
+	ws     *wsMedia       // the web client's WebSocket listener (ws)
 	stream netip.AddrPort // where stream subscribers connect (tcp, tls)
 }
 
@@ -74,6 +75,11 @@ func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
 			return nil, errors.Join(err, r.Close())
 		}
 		f.stream = f.tls.addr
+	case implWS:
+		if f.ws, err = newWSMedia(r, log); err != nil {
+			return nil, errors.Join(err, r.Close())
+		}
+		f.stream = f.ws.addr
 	}
 	if err := f.setup(spec); err != nil {
 		return nil, errors.Join(err, f.Close())
@@ -160,6 +166,9 @@ func (f *mmrForwarder) Streams() streamInfo {
 	if f.tls != nil {
 		si.Fingerprint = f.tls.fingerprint
 	}
+	if f.ws != nil {
+		si.Fingerprint = f.ws.fingerprint
+	}
 	return si
 }
 
@@ -174,9 +183,15 @@ func (f *mmrForwarder) Close() error {
 	if f.tls != nil {
 		err = f.tls.closeListener()
 	}
+	if f.ws != nil {
+		err = f.ws.closeListener()
+	}
 	err = errors.Join(err, f.r.Close())
 	if f.tls != nil {
 		f.tls.wait()
+	}
+	if f.ws != nil {
+		f.ws.wait()
 	}
 	return err
 }

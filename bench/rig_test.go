@@ -93,7 +93,11 @@ func newStreamRig(sc scenario) (*rig, error) {
 	if err != nil {
 		return nil, errors.Join(err, r.close())
 	}
-	if r.sinks, err = newStreamSinkSet(si, benchSSRC, sc.size, sc.verify); err != nil {
+	newSinks := newStreamSinkSet
+	if sc.impl == implWS {
+		newSinks = newWSSinkSet
+	}
+	if r.sinks, err = newSinks(si, benchSSRC, sc.size, sc.verify); err != nil {
 		return nil, errors.Join(err, r.close())
 	}
 	if err := r.pub.setDst(r.child.addr); err != nil {

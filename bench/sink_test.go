@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"github.com/coder/websocket"
 	"math"
 	"net"
 	"net/netip"
@@ -45,6 +46,7 @@ type sinkSet struct {
 type sink struct {
 	conn  *net.UDPConn      // UDP subscriber, or nil
 	flow  *streammedia.Flow // stream (TCP/TLS) subscriber, or nil
+	ws    *websocket.Conn   // WebSocket subscriber (ws), or nil
 	addr  netip.AddrPort
 	got   atomic.Uint64 // copies of the current round
 	bad   atomic.Uint64 // copies that are not a benchmark packet (or fail verification)
@@ -180,7 +182,9 @@ func (s *sinkSet) close() error {
 	var err error
 	s.once.Do(func() {
 		for _, k := range s.sinks {
-			if k.flow != nil {
+			if k.ws != nil {
+				_ = k.ws.CloseNow() // already closed by the router: nothing to report
+			} else if k.flow != nil {
 				err = errors.Join(err, k.flow.Close())
 			} else {
 				err = errors.Join(err, k.conn.Close())

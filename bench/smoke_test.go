@@ -38,6 +38,8 @@ func TestHarnessSmoke(t *testing.T) {
 		{"tcp-200", scenario{impl: implTCP, subs: 2, size: 200}, closedLoop(64)},
 		{"tls", scenario{impl: implTLS, subs: 3, size: 1200}, closedLoop(64)},
 		{"tls-200", scenario{impl: implTLS, subs: 2, size: 200}, closedLoop(64)},
+		{"ws", scenario{impl: implWS, subs: 3, size: 1200}, closedLoop(64)},
+		{"ws-200", scenario{impl: implWS, subs: 2, size: 200}, closedLoop(64)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,6 +85,10 @@ func TestHarnessSmoke(t *testing.T) {
 func requireTransport(t *testing.T, sinks *sinkSet, impl string) {
 	t.Helper()
 	for i, k := range sinks.sinks {
+		if impl == implWS {
+			require.NotNil(t, k.ws, "subscriber %d is not a WebSocket", i)
+			continue
+		}
 		require.NotNil(t, k.flow, "subscriber %d is not a stream", i)
 		switch c := k.flow.Conn().(type) {
 		case *tls.Conn:

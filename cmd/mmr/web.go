@@ -18,6 +18,7 @@ import (
 	"github.com/openmmr/mmr/web"
 	"github.com/openmmr/mmr/web/sniff"
 	"github.com/openmmr/mmr/web/store"
+	"github.com/openmmr/mmr/webclient"
 )
 
 // webTier is the web tier served on the node's TLS port: ALPN h2 and
@@ -28,7 +29,8 @@ type webTier struct {
 	st    store.Store
 	http  *http.Server
 	sniff *sniff.Router
-	url   string // https://HOST[:PORT] as a local client reaches it
+	wc    *webclient.Handler // the web client's page and WebSocket endpoints
+	url   string             // https://HOST[:PORT] as a local client reaches it
 	wg    sync.WaitGroup
 }
 
@@ -84,7 +86,10 @@ func (n *node) startWeb(o *options, secret []byte, tlsAddr netip.AddrPort) (err 
 	if w.st, err = store.Open(ctx, dsn); err != nil {
 		return err
 	}
-	if w.srv, err = web.New(web.Config{Site: site, Store: w.st, Secret: secret, Logger: n.log}); err != nil {
+	if w.wc, err = webclient.New(webclient.Config{Control: n.ctl, Media: n.r, Logger: n.log}); err != nil {
+		return err
+	}
+	if w.srv, err = web.New(web.Config{Site: site, Store: w.st, Secret: secret, Logger: n.log, Extra: w.wc.Routes()}); err != nil {
 		return err
 	}
 	w.http = w.srv.HTTPServer()
@@ -150,6 +155,9 @@ func (w *webTier) firstStart(ctx context.Context, n *node, state string) error {
 func (w *webTier) close() {
 	if w.http != nil {
 		w.http.Close()
+	}
+	if w.wc != nil {
+		w.wc.Close() // hijacked WebSockets: http.Server.Close leaves them
 	}
 	w.wg.Wait()
 	if w.srv != nil {
