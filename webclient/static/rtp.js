@@ -123,15 +123,20 @@ export function keyframeRequests(b) {
 
 // Wire packets of the stream protocol (docs/PROTOCOL.md "Media over UDP 8801").
 export const KIND = { audio: 1, video: 2, content: 3 };
+// A Bind is 40 bytes: header (8), token (16), nonce (8), zero padding (8).
+// On a stream (this WebSocket) the router never challenges a Bind, so the
+// nonce stays 0 (docs/PROTOCOL.md "Media over TCP 8801 and TLS 443").
 export function bind(kind, txid, token) {
-  const b = new Uint8Array(32);
+  const b = new Uint8Array(40);
   b[0] = 4; b[1] = 1; b[2] = kind;
   new DataView(b.buffer).setUint32(4, txid >>> 0);
   b.set(token, 8);
   return b;
 }
+// A Keepalive is 16 bytes: header (8) and the consent nonce (8), which a
+// stream's KeepaliveAck leaves at 0.
 export function keepalive(kind, txid) {
-  const b = new Uint8Array(8);
+  const b = new Uint8Array(16);
   b[0] = 6; b[1] = 1; b[2] = kind;
   new DataView(b.buffer).setUint32(4, txid >>> 0);
   return b;
