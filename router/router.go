@@ -150,7 +150,7 @@ func New(cfg Config) (*Router, error) {
 		}()
 	}
 	for _, g := range r.groups {
-		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode, "hold_p", hold)
+		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode, "hold_p", hold, "gso", len(r.rds) > 0 && r.rds[0].segs != nil)
 	}
 	for _, ln := range r.tcp {
 		r.log.Info("router: listening", "tcp", ln.Addr())
