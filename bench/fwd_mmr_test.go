@@ -56,6 +56,7 @@ func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
 		Shards:      1,
 		ReadMode:    mode,
 		DisableDSCP: spec.Impl == implMMRNoDSCP,
+		DisableGSO:  spec.Impl == implMMRNoGSO,
 		Logger:      log,
 	}
 	if spec.Impl == implTCP {

@@ -49,6 +49,13 @@ func BenchmarkRatio(b *testing.B) {
 			light(vs[0]), light(vs[1]), paced(time.Second / lightRate), lightSlice,
 		})
 	}
+	for _, vs := range videoPairs() {
+		v := func(impl string) scenario { return scenario{impl: impl, subs: 50, size: 1200, video: true} }
+		pairs = append(pairs, pair{
+			fmt.Sprintf("video/%s-vs-%s/subs=50/size=1200", vs[0], vs[1]),
+			v(vs[0]), v(vs[1]), closedLoop(windowFor(50)), sliceFor(50),
+		})
+	}
 	pairs = append(pairs, pair{
 		"meetings/10000-vs-1", meetings(10000), meetings(0), closedLoop(windowFor(10)), sliceFor(10),
 	})

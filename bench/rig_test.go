@@ -16,6 +16,10 @@ type scenario struct {
 	// verify checks every copy byte for byte (TestHarnessSmoke); a verifying
 	// rig runs one round.
 	verify bool
+	// video sends video-like traffic (video_test.go): frames of 5 to 10
+	// packets, each frame one burst, every packet of a frame size bytes
+	// but for a shorter last one.
+	video bool
 }
 
 // rig is a running scenario: the subscriber sockets and the publisher in
@@ -35,12 +39,13 @@ func newRig(sc scenario) (*rig, error) {
 	}
 	r := &rig{sc: sc}
 	var err error
-	if r.sinks, err = newSinkSet(sc.subs, benchSSRC, sc.size, sc.verify); err != nil {
+	if r.sinks, err = newSinkSet(sc.subs, benchSSRC, sc.size, sc.verify, sc.video); err != nil {
 		return nil, err
 	}
 	if r.pub, err = newPublisher(sc.size, benchSSRC, sc.verify); err != nil {
 		return nil, errors.Join(err, r.close())
 	}
+	r.pub.video = sc.video
 	r.child, err = startChild(childSpec{
 		Impl:             sc.impl,
 		Pub:              r.pub.addr,
@@ -198,7 +203,7 @@ func closedLoop(window int) driver {
 		}
 		for sent < int64(n) {
 			if room := int64(window) - (sent - acked() - forgiven); room > 0 {
-				k := int(min(room, int64(n)-sent, pubBurst))
+				k := int(min(room, int64(n)-sent, int64(r.pub.burstLimit())))
 				if err := r.pub.sendBurst(k); err != nil {
 					return res, err
 				}

@@ -30,6 +30,7 @@ type sinkSet struct {
 	ssrc   uint32
 	size   int  // packet size; verify mode checks it
 	verify bool // full check of every copy; a verifying set runs one round
+	video  bool // packet lengths follow videoLen
 	rounds int
 
 	epoch     atomic.Uint32
@@ -54,8 +55,8 @@ type sink struct {
 	seen []uint64
 }
 
-func newSinkSet(n int, ssrc uint32, size int, verify bool) (*sinkSet, error) {
-	s := &sinkSet{ssrc: ssrc, size: size, verify: verify, progress: make(chan struct{}, 1)}
+func newSinkSet(n int, ssrc uint32, size int, verify, video bool) (*sinkSet, error) {
+	s := &sinkSet{ssrc: ssrc, size: size, verify: verify, video: video, progress: make(chan struct{}, 1)}
 	for range n {
 		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -114,7 +115,11 @@ func (s *sinkSet) handle(k *sink, b []byte) {
 		return
 	}
 	if s.verify {
-		if _, _, err := verifyPacket(b, s.size, s.ssrc); err != nil {
+		size := s.size
+		if s.video {
+			size = videoLen(seq, s.size)
+		}
+		if _, _, err := verifyPacket(b, size, s.ssrc); err != nil {
 			k.bad.Add(1)
 			return
 		}
