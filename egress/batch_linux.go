@@ -40,6 +40,7 @@ type Batch struct {
 	n      int
 	total  *stats.Live
 	gso    *gsoState // nil until EnableGSO succeeds
+	holdP  bool      // sendmmsg as a raw system call (SetHoldP)
 }
 
 // NewBatch returns a Batch of MaxMessages sending on fd (an IPv6 socket
@@ -62,12 +63,54 @@ func NewBatchSize(fd int, v6 bool, d dscp.Config, total *stats.Live, n int) *Bat
 		b.msgs[i].Hdr.Iov = &b.iovs[i]
 		b.msgs[i].Hdr.Iovlen = 1
 	}
+	// The socket's own TOS (traffic class) is video's mark, so that video
+	// copies, most of a router's packets, need no control message: the
+	// kernel parses one per message otherwise (about 1 % of a copy's cost
+	// at fan-out 50, bench/README.md). Every other kind whose mark differs
+	// (0 included) carries its own. Every Batch on a socket sets the same
+	// value (one dscp.Config per router); if the option fails, every marked
+	// kind carries a control message as before.
+	def := d.For(media.Video)
+	if def != 0 && setTOS(fd, v6, dscp.TOS(def)) != nil {
+		def = 0
+	}
 	for _, k := range media.Kinds {
-		if v := d.For(k); v != 0 {
+		if v := d.For(k); v != def {
 			b.cmsgs[k.Index()] = tosCmsg(v6, dscp.TOS(v))
 		}
 	}
 	return b
+}
+
+// setTOS sets the socket's IP_TOS (IPv4) or IPV6_TCLASS (IPv6).
+func setTOS(fd int, v6 bool, tos int) error {
+	if v6 {
+		return unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_TCLASS, tos)
+	}
+	return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TOS, tos)
+}
+
+// SetHoldP makes Flush call sendmmsg(2) as a raw system call, without
+// telling the Go runtime, for a sender that runs on a thread holding its P
+// (ingress.Socket.SetHoldP): the call never blocks (MSG_DONTWAIT), and an
+// ordinary system call would let the runtime's sysmon thread retake the P
+// while the kernel delivers a long batch, and the sender pay to get it
+// back (about 3 % of the router's CPU at fan-out 50, mostly sysmon's own
+// wake-ups). The cost: a garbage collection's stop-the-world waits for the
+// call to return (a full batch of 1024 copies: about 1-2 ms). Set it before
+// the first Flush.
+func (b *Batch) SetHoldP(hold bool) { b.holdP = hold }
+
+// sendmmsg sends msgs[:n] (see SetHoldP).
+func (b *Batch) sendmmsg(msgs *unix.Mmsghdr, n int) (int, unix.Errno) {
+	var r uintptr
+	var e unix.Errno
+	if b.holdP {
+		r, _, e = unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(msgs)), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+	} else {
+		r, _, e = unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(msgs)), uintptr(n), unix.MSG_DONTWAIT, 0, 0)
+	}
+	return int(r), e
 }
 
 func tosCmsg(v6 bool, tos int) []byte {
@@ -140,10 +183,10 @@ func (b *Batch) Flush() {
 	var pkts, bytes, gsoMsgs int
 	i := 0
 	for i < b.n {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.msgs[i])), uintptr(b.n-i), unix.MSG_DONTWAIT, 0, 0)
+		r, e := b.sendmmsg(&b.msgs[i], b.n-i)
 		switch {
 		case e == 0 && r > 0:
-			for j := i; j < i+int(r); j++ {
+			for j := i; j < i+r; j++ {
 				c, n := 1, int(b.iovs[j].Len)
 				if b.gso != nil && b.gso.segn[j] != 0 {
 					c, n = int(b.gso.segn[j]), int(b.gso.bytes[j])
@@ -155,7 +198,7 @@ func (b *Batch) Flush() {
 					o.OutTotal(c, n)
 				}
 			}
-			i += int(r)
+			i += r
 		case e == unix.EINTR:
 		case e == unix.EAGAIN:
 			for j := i; j < b.n; j++ {

@@ -153,17 +153,17 @@ func (b *Batch) fallback(i int) {
 	}
 	owner := b.owners[i]
 	for j := 0; j < n; {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&g.fb[j])), uintptr(n-j), unix.MSG_DONTWAIT, 0, 0)
+		r, e := b.sendmmsg(&g.fb[j], n-j)
 		switch {
 		case e == 0 && r > 0:
-			for k := j; k < j+int(r); k++ {
+			for k := j; k < j+r; k++ {
 				l := int(iovs[k].Len)
 				b.total.Out(1, l)
 				if owner != nil {
 					owner.Out(1, l)
 				}
 			}
-			j += int(r)
+			j += r
 		case e == unix.EINTR:
 		case e == unix.EAGAIN:
 			for ; j < n; j++ {

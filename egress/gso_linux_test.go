@@ -134,3 +134,40 @@ func TestAddRun(t *testing.T) {
 		})
 	}
 }
+
+// TestMarksBesideSocketDefault: video's mark is the socket's own TOS and
+// its copies carry no control message; every other kind keeps its own
+// mark, an unmarked one (0) included, on IPv4 and IPv6.
+func TestMarksBesideSocketDefault(t *testing.T) {
+	leaktest.Check(t)
+	for _, tc := range []struct{ name, net, addr string }{{"ipv4", "udp4", "127.0.0.1:0"}, {"ipv6", "udp6", "[::1]:0"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ap := netip.MustParseAddrPort(tc.addr)
+			sender, err := net.ListenUDP(tc.net, net.UDPAddrFromAddrPort(ap))
+			require.NoError(t, err)
+			defer sender.Close()
+			recv, err := net.ListenUDP(tc.net, net.UDPAddrFromAddrPort(ap))
+			require.NoError(t, err)
+			defer recv.Close()
+			require.NoError(t, dscp.EnableRecv(recv))
+			rc, err := sender.SyscallConn()
+			require.NoError(t, err)
+			var fd int
+			require.NoError(t, rc.Control(func(f uintptr) { fd = int(f) }))
+			d := dscp.Config{Audio: 0, Video: 34, Content: 40}
+			var live stats.Live
+			b := NewBatch(fd, ap.Addr().Is6(), d, &live)
+			dst := AddrOf(recv.LocalAddr().(*net.UDPAddr).AddrPort())
+			pkt := []byte("marked")
+			for _, k := range media.Kinds {
+				b.Add(pkt, dst, k, nil)
+			}
+			b.Flush()
+			_, marks, _ := recvN(t, recv, len(media.Kinds))
+			for i, k := range media.Kinds {
+				require.Equal(t, d.For(k), marks[i], k.String())
+			}
+			require.Nil(t, b.cmsgs[media.Video.Index()], "video rides on the socket's TOS")
+		})
+	}
+}

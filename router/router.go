@@ -110,7 +110,11 @@ func New(cfg Config) (*Router, error) {
 	for gi, g := range r.groups {
 		for si, s := range g.socks {
 			s.SetHoldP(hold)
-			r.rds = append(r.rds, newReader(r, gi, si, s))
+			rd := newReader(r, gi, si, s)
+			for _, o := range rd.out {
+				o.SetHoldP(hold) // the reader's thread holds its P: send without releasing it
+			}
+			r.rds = append(r.rds, rd)
 		}
 	}
 	for _, a := range cfg.TCP {
