@@ -21,6 +21,7 @@ import (
 //	parent: streams                     child: streams <stream address> <fingerprint|-> <token>... | err <message>
 //	parent: drops                       child: drops <count> | err <message>
 //	parent: gso                         child: gso <super-packets> <fallbacks> | err <message>
+//	parent: readers                     child: readers <packets in>... (one per router reader) | err <message>
 //	parent: quit                        child: bye
 //
 // "streams" (impls tcp and tls only) tells the parent where its stream
@@ -48,7 +49,7 @@ const (
 	// implMMRNoGSO is the router with Config.DisableGSO: one message per
 	// copy, the router's plain path (fwd_mmr_test.go).
 	implMMRNoGSO = "mmr-nogso"
-	implNaive     = "naive" // ReadFromUDPAddrPort + one WriteToUDPAddrPort per subscriber
+	implNaive    = "naive" // ReadFromUDPAddrPort + one WriteToUDPAddrPort per subscriber
 	// implTCP and implTLS are the router (as mmr) with the subscribers on
 	// stream transports (fwd_stream_test.go): RFC 4571 framed over TCP
 	// (the router's TCP listener), or over TLS (a listener in the child
@@ -95,6 +96,11 @@ type childSpec struct {
 	// nobody sends from.
 	IdleMeetings     int `json:"idleMeetings"`
 	IdleParticipants int `json:"idleParticipants"`
+	// Shards (router impls) is router.Config.Shards; 0 means 1.
+	Shards int `json:"shards"`
+	// More (router impls) adds meetings of their own publisher and UDP
+	// subscribers beside the measured one (shards_test.go).
+	More []pubGroup `json:"more"`
 }
 
 // validate reports a spec no forwarder can run.
@@ -205,6 +211,8 @@ func runChild(in io.Reader, out, logw io.Writer) int {
 			c.drops()
 		case "gso":
 			c.gsoReply()
+		case "readers":
+			c.readersReply()
 		case "quit":
 			c.stop()
 			c.write("bye")

@@ -53,7 +53,7 @@ func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
 	cfg := router.Config{
 		UDP:         []netip.AddrPort{localhost0()},
 		TCP:         []netip.AddrPort{localhost0()}, // the default (UDP's), spelled out
-		Shards:      1,
+		Shards:      max(1, spec.Shards),
 		ReadMode:    mode,
 		DisableDSCP: spec.Impl == implMMRNoDSCP,
 		DisableGSO:  spec.Impl == implMMRNoGSO,
@@ -117,6 +117,9 @@ func (f *mmrForwarder) setup(spec childSpec) error {
 			return fmt.Errorf("bench: subscribing stream subscriber %d: %w", i, err)
 		}
 		f.tokens = append(f.tokens, p.Token)
+	}
+	if err := f.addMore(spec.More); err != nil {
+		return err
 	}
 	return f.addIdle(spec.IdleMeetings, spec.IdleParticipants)
 }

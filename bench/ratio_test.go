@@ -35,7 +35,11 @@ func BenchmarkRatio(b *testing.B) {
 		"fanout/floor-vs-floor/subs=50/size=200",
 		fanout(implFloor, 200), fanout(implFloor, 200), closedLoop(windowFor(50)), sliceFor(50),
 	}}
-	for _, vs := range [][2]string{{implMMR, implCFloor}, {implFloor, implCFloor}, {implMMR, implFloor}, {implMMR, implNaive}, {implMMRPoll, implFloor}} {
+	// The closed loop's bursts are 32 packets of one size, so mmr (GSO on,
+	// the default) sends super-packets here too: mmr-nogso-vs-cfloor is
+	// the per-copy path against the plain floor, mmr-vs-cfloor-gso GSO
+	// against GSO.
+	for _, vs := range [][2]string{{implMMR, implCFloor}, {implMMRNoGSO, implCFloor}, {implMMR, implCFloorGSO}, {implFloor, implCFloor}, {implMMR, implFloor}, {implMMR, implNaive}, {implMMRPoll, implFloor}} {
 		for _, size := range []int{200, 1200} {
 			pairs = append(pairs, pair{
 				fmt.Sprintf("fanout/%s-vs-%s/subs=50/size=%d", vs[0], vs[1], size),
