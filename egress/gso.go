@@ -28,4 +28,7 @@ type Run struct {
 	First, N int
 	Size     int
 	Bytes    int
+	// staged is 1 + the index of the run's copy in its Segs' staging
+	// buffer (Segs.Stage); 0: not staged, sent from the packets' buffers.
+	staged int
 }

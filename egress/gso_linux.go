@@ -19,18 +19,52 @@ var segSpace = unix.CmsgSpace(2)
 var gsoCtlSpace = ctlSpace + segSpace
 
 // Segs describes the datagrams of a read batch that runs point at: entry i
-// is one caller-owned packet buffer. The buffers need not be contiguous:
-// a super-packet's message lists its datagrams as several iovecs and the
-// kernel gathers them into one buffer (it copies the payload either way),
-// so no staging copy is needed. A Segs and the buffers must stay unchanged
-// until the Batches that queued runs of it have flushed. Not safe for
-// concurrent use.
+// is one caller-owned packet buffer. A super-packet's payload must reach
+// the kernel as one contiguous datagram, which it can get two ways: as
+// several iovecs over the packets' own buffers (the kernel gathers them
+// while it copies the payload into its buffer, as it does anyway), or from
+// a staging copy of the run in one buffer (Stage), made once per run and
+// shared by every destination. Staging measured 2-5 % cheaper per
+// super-packet on the sending thread, copy included, at 8 × 1200 bytes to
+// 10 destinations (BenchmarkGSOGather): the kernel imports and walks one
+// iovec per message instead of eight. A Segs and the buffers must stay
+// unchanged until the Batches that queued runs of it have flushed. Not
+// safe for concurrent use.
 type Segs struct {
-	iovs []unix.Iovec
+	iovs  []unix.Iovec
+	stage []byte       // staging buffer
+	used  int          // bytes of stage in use
+	runs  []unix.Iovec // staged runs, each one iovec over stage
 }
 
-// NewSegs returns a Segs of n entries.
-func NewSegs(n int) *Segs { return &Segs{iovs: make([]unix.Iovec, n)} }
+// NewSegs returns a Segs of n entries whose staging buffer holds
+// stageBytes bytes (n × the largest packet stages every run of a batch).
+func NewSegs(n, stageBytes int) *Segs {
+	return &Segs{iovs: make([]unix.Iovec, n), stage: make([]byte, stageBytes), runs: make([]unix.Iovec, 0, n)}
+}
+
+// Reset forgets the staged runs (at the start of a batch, once the
+// Batches have flushed).
+func (s *Segs) Reset() {
+	s.used = 0
+	s.runs = s.runs[:0]
+}
+
+// Stage copies r's packets into the staging buffer, one after the other,
+// and marks r to be sent from there. It leaves r as it is when the buffer
+// is full.
+func (s *Segs) Stage(r *Run) {
+	if r.staged != 0 || s.used+r.Bytes > len(s.stage) || len(s.runs) == cap(s.runs) {
+		return
+	}
+	start := s.used
+	for j := r.First; j < r.First+r.N; j++ {
+		s.used += copy(s.stage[s.used:], s.Packet(j))
+	}
+	s.runs = append(s.runs, unix.Iovec{Base: &s.stage[start]})
+	s.runs[len(s.runs)-1].SetLen(r.Bytes)
+	r.staged = len(s.runs)
+}
 
 // Set makes entry i point at pkt.
 func (s *Segs) Set(i int, pkt []byte) {
@@ -47,11 +81,13 @@ func (s *Segs) Packet(i int) []byte {
 type gsoState struct {
 	ctl   []byte // per message: mark + pktinfo + segment size
 	segn  []uint16
+	size  []uint16
 	bytes []int32
 	dsts  []*Addr
-	// fb is the scratch of a fallback: one message per datagram of the
-	// failed super-packet.
-	fb [MaxSegments]unix.Mmsghdr
+	// fb and fbIov are the scratch of a fallback: one message per datagram
+	// of the failed super-packet.
+	fb    [MaxSegments]unix.Mmsghdr
+	fbIov [MaxSegments]unix.Iovec
 }
 
 // EnableGSO makes the Batch send runs (AddRun) as UDP GSO super-packets when
@@ -67,6 +103,7 @@ func (b *Batch) EnableGSO() bool {
 	b.gso = &gsoState{
 		ctl:   make([]byte, n*gsoCtlSpace),
 		segn:  make([]uint16, n),
+		size:  make([]uint16, n),
 		bytes: make([]int32, n),
 		dsts:  make([]*Addr, n),
 	}
@@ -95,8 +132,13 @@ func (b *Batch) AddRun(s *Segs, r Run, dst *Addr, k media.Kind, owner *stats.Liv
 	i := b.n
 	b.n++
 	h := &b.msgs[i].Hdr
-	h.Iov = &s.iovs[r.First]
-	h.SetIovlen(r.N)
+	if r.staged != 0 {
+		h.Iov = &s.runs[r.staged-1]
+		h.SetIovlen(1)
+	} else {
+		h.Iov = &s.iovs[r.First]
+		h.SetIovlen(r.N)
+	}
 	h.Name = dst.raw.ptr()
 	h.Namelen = dst.raw.len
 	c := g.ctl[i*gsoCtlSpace : (i+1)*gsoCtlSpace]
@@ -110,6 +152,7 @@ func (b *Batch) AddRun(s *Segs, r Run, dst *Addr, k media.Kind, owner *stats.Liv
 	h.SetControllen(m + segSpace)
 	b.owners[i] = owner
 	g.segn[i] = uint16(r.N)
+	g.size[i] = uint16(r.Size)
 	g.bytes[i] = int32(r.Bytes)
 	g.dsts[i] = dst
 }
@@ -135,8 +178,18 @@ func gsoError(e unix.Errno) bool {
 func (b *Batch) fallback(i int) {
 	g := b.gso
 	h := &b.msgs[i].Hdr
-	n := int(h.Iovlen)
-	iovs := unsafe.Slice(h.Iov, n)
+	n := int(g.segn[i])
+	iovs := g.fbIov[:n]
+	if int(h.Iovlen) == n { // one iovec per datagram
+		copy(iovs, unsafe.Slice(h.Iov, n))
+	} else { // staged: one iovec over the whole run, cut by segment size
+		base, size, left := unsafe.Pointer(h.Iov.Base), int(g.size[i]), int(g.bytes[i])
+		for j := range iovs {
+			iovs[j].Base = (*byte)(unsafe.Add(base, j*size))
+			iovs[j].SetLen(min(size, left))
+			left -= size
+		}
+	}
 	g.dsts[i].noGSO.Store(true)
 	b.total.GSOFallback()
 	var ctl *byte

@@ -64,13 +64,18 @@ func TestAddRun(t *testing.T) {
 		last      int
 		wildcard  bool
 		fallback  bool
+		stage     bool
 		wantGSO   uint64
 		wantFalls uint64
 	}{
-		{"equal", 8, 1200, 1200, false, false, 2, 0},
-		{"short last", 7, 1000, 333, true, false, 2, 0},
-		{"max segments", MaxSegments, 1000, 1000, false, false, 2, 0},
-		{"fallback", 5, 1200, 17, true, true, 0, 2},
+		{"equal", 8, 1200, 1200, false, false, false, 2, 0},
+		{"short last", 7, 1000, 333, true, false, false, 2, 0},
+		{"max segments", MaxSegments, 1000, 1000, false, false, false, 2, 0},
+		{"fallback", 5, 1200, 17, true, true, false, 0, 2},
+		{"staged", 8, 1200, 1200, false, false, true, 2, 0},
+		{"staged short last", 7, 1000, 333, true, false, true, 2, 0},
+		{"staged max", MaxSegments, 1000, 1000, true, false, true, 2, 0},
+		{"staged fallback", 5, 1200, 17, true, true, true, 0, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,14 +107,19 @@ func TestAddRun(t *testing.T) {
 			}
 			dst := AddrFrom(recv.LocalAddr().(*net.UDPAddr).AddrPort(), Src{Addr: src})
 			pkts := runPackets(tc.n, tc.size, tc.last)
-			segs := NewSegs(MaxSegments)
+			segs := NewSegs(MaxSegments, MaxRunBytes)
 			bytes := 0
 			for i, p := range pkts {
 				segs.Set(i, p)
 				bytes += len(p)
 			}
-			run := Run{First: 0, N: tc.n, Size: tc.size, Bytes: bytes}
 			for range 2 { // the second round finds the destination marked (fallback)
+				segs.Reset()
+				run := Run{First: 0, N: tc.n, Size: tc.size, Bytes: bytes}
+				if tc.stage {
+					segs.Stage(&run)
+					require.NotZero(t, run.staged)
+				}
 				b.AddRun(segs, run, dst, media.Video, &owner)
 				b.Add(pkts[0], dst, media.Audio, &owner) // a plain message after it
 				b.Flush()

@@ -11,7 +11,13 @@ import (
 type Segs struct{ pkts [][]byte }
 
 // NewSegs returns a Segs of n entries.
-func NewSegs(n int) *Segs { return &Segs{pkts: make([][]byte, n)} }
+func NewSegs(n, stageBytes int) *Segs { return &Segs{pkts: make([][]byte, n)} }
+
+// Reset does nothing.
+func (s *Segs) Reset() {}
+
+// Stage does nothing.
+func (s *Segs) Stage(r *Run) {}
 
 // Set makes entry i point at pkt.
 func (s *Segs) Set(i int, pkt []byte) { s.pkts[i] = pkt }

@@ -67,7 +67,7 @@ func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
 			gso = o.EnableGSO() || gso
 		}
 		if gso {
-			rd.segs = egress.NewSegs(r.cfg.Batch)
+			rd.segs = egress.NewSegs(r.cfg.Batch, r.cfg.Batch*MaxPacket)
 		}
 	}
 	return rd
@@ -107,6 +107,9 @@ func (rd *reader) run() {
 func (rd *reader) process(n int) {
 	rd.now = time.Now().UnixNano()
 	rd.cursor = 0
+	if rd.segs != nil {
+		rd.segs.Reset()
+	}
 	for i := 0; i < n; i++ {
 		rd.handle(i)
 	}
@@ -220,6 +223,7 @@ func (rd *reader) endRun() {
 	case ru.r.N == 1:
 		rd.fanout(rd.segs.Packet(ru.r.First), ru.kind, ru.route.Dests)
 	default:
+		staged := false
 		for _, d := range ru.route.Dests {
 			rem := d.Remote()
 			switch {
@@ -229,6 +233,10 @@ func (rd *reader) endRun() {
 					rem.Sink.Enqueue(rd.segs.Packet(j))
 				}
 			default:
+				if !staged { // one copy of the run, for every UDP destination
+					rd.segs.Stage(&ru.r)
+					staged = true
+				}
 				rd.out[rem.Group].AddRun(rd.segs, ru.r, rem.Dst, ru.kind, &d.Participant.Stats)
 			}
 		}

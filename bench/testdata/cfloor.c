@@ -22,9 +22,10 @@
 // With the argument "gso" (impl cfloor-gso) it is the floor of UDP GSO
 // (UDP_SEGMENT, Linux 4.18+): consecutive packets of a read batch of one
 // size but for a shorter last one (a video frame), at most MAXSEG of them
-// and MAXRUN bytes, go to each subscriber as one super-packet: one message
-// whose iovecs are the packets' receive buffers and whose control message
-// is the segment size; a packet alone is sent as plain. It keeps no state
+// and MAXRUN bytes, go to each subscriber as one super-packet: the run is
+// copied once into a staging buffer (one iovec per message, the way the
+// router does it: a little cheaper than one iovec per packet), and the
+// control message is the segment size; a packet alone is sent as plain. It keeps no state
 // per flow: every packet goes to every subscriber, so all it needs is
 // equal sizes.
 #define _GNU_SOURCE
@@ -87,6 +88,8 @@ static void *loop(void *arg) {
 		char buf[CMSG_SPACE(sizeof(uint16_t))];
 		struct cmsghdr align;
 	} ctls[BATCH];
+	static struct iovec runiov[BATCH]; // a staged run, by its first packet
+	static char stage[BATCH * BUFSIZE];
 	for (int i = 0; i < BATCH; i++) {
 		iniov[i].iov_base = bufs[i];
 		iniov[i].iov_len = BUFSIZE;
@@ -100,6 +103,7 @@ static void *loop(void *arg) {
 		if (r < 0)
 			continue; // EINTR; nothing else happens to a bound UDP socket
 		int k = 0;
+		size_t staged = 0; // bytes of stage in use: the batch's runs
 		for (int i = 0; i < r;) {
 			// The run starting at packet i: the packets after it of the
 			// same size, and one shorter packet to end it (GSO only).
@@ -116,7 +120,18 @@ static void *loop(void *arg) {
 			}
 			void *ctl = NULL;
 			size_t ctllen = 0;
+			struct iovec *iov = &outiov[i];
+			size_t iovlen = (size_t)n;
 			if (n > 1) {
+				char *p = stage + staged;
+				for (int s = 0; s < n; s++) {
+					memcpy(stage + staged, outiov[i + s].iov_base, outiov[i + s].iov_len);
+					staged += outiov[i + s].iov_len;
+				}
+				runiov[i].iov_base = p;
+				runiov[i].iov_len = bytes;
+				iov = &runiov[i];
+				iovlen = 1;
 				struct cmsghdr *c = &ctls[i].align;
 				c->cmsg_level = SOL_UDP;
 				c->cmsg_type = UDP_SEGMENT;
@@ -129,8 +144,8 @@ static void *loop(void *arg) {
 				struct msghdr *m = &out[k].msg_hdr;
 				m->msg_name = &subs[j];
 				m->msg_namelen = sizeof subs[j];
-				m->msg_iov = &outiov[i];
-				m->msg_iovlen = (size_t)n;
+				m->msg_iov = iov;
+				m->msg_iovlen = iovlen;
 				m->msg_control = ctl;
 				m->msg_controllen = ctllen;
 				m->msg_flags = 0;
