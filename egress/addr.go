@@ -1,8 +1,10 @@
 // Package egress sends the router's packets: batches of sendmmsg(2)
 // messages that point at caller-owned buffers (one buffer, many
-// destinations, no copy), each marked with its media kind's DSCP through a
-// per-message control message, with partial sends resumed and every failed
-// or refused copy counted.
+// destinations, no copy), each marked with its media kind's DSCP (video's
+// as the socket's own TOS, other kinds' through a per-message control
+// message), runs of equal-size datagrams for one destination sent as one
+// UDP GSO super-packet (gso.go), with partial sends resumed and every
+// failed or refused copy counted.
 package egress
 
 import (

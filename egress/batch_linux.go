@@ -25,7 +25,8 @@ var ctlSpace = cmsgSpace + unix.CmsgSpace(unix.SizeofInet6Pktinfo)
 // Batch collects outgoing datagrams for one socket and sends them with
 // sendmmsg(2). Messages point at caller-owned packet buffers, which must
 // stay unchanged until Flush returns. Each message carries its media kind's
-// DSCP in a control message (IP_TOS for IPv4, IPV6_TCLASS for IPv6), so one
+// DSCP in a control message (IP_TOS for IPv4, IPV6_TCLASS for IPv6) unless
+// the mark is the socket's own (video's, see NewBatchSize), so one
 // socket on port 8801 sends every kind, each with its own mark: per-kind
 // sockets would all join the port's SO_REUSEPORT group and receive each
 // other's flows, and RTP carries no kind byte a reuseport program could
