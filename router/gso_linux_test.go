@@ -15,6 +15,7 @@ import (
 	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/stats"
+	"github.com/openmmr/mmr/wire"
 )
 
 // sendBurst sends pkts to dst with one sendmmsg(2), back to back as a
@@ -116,6 +117,10 @@ func TestGSOFrames(t *testing.T) {
 						for i, want := range frame {
 							buf, oob := make([]byte, 2048), make([]byte, 128)
 							m, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
+							for err == nil && m > 0 && buf[0] == wire.TypeBindAck {
+								// a late answer to a retransmitted bind (busy machine)
+								m, oobn, _, from, err = conn.ReadMsgUDPAddrPort(buf, oob)
+							}
 							require.NoError(t, err, "frame %d packet %d to subscriber %d", f, i, n)
 							require.Equal(t, dialAddr(r), from, "sent from the address the client uses")
 							require.Equal(t, want, buf[:m], "frame %d packet %d to subscriber %d", f, i, n)
@@ -137,7 +142,8 @@ func TestGSOFrames(t *testing.T) {
 					ps, err := r.ParticipantStats(s.info.ID)
 					require.NoError(t, err)
 					require.Equal(t, uint64(sent), ps.PacketsOut)
-					require.True(t, quiet(s.flows[v], 50*time.Millisecond), "no extra packets")
+					extra := recvAll(s.flows[v], 1, 50*time.Millisecond)
+					require.True(t, len(extra) == 0 || extra[0][0] == wire.TypeBindAck, "no extra packets")
 				}
 			})
 		}
@@ -163,8 +169,7 @@ func TestGSOFallbackDelivers(t *testing.T) {
 		}
 		sendBurst(t, pub.flows[v].Conn(), dialAddr(r), frame)
 		for _, s := range subs {
-			got := recvAll(s.flows[v], len(frame), 5*time.Second)
-			require.Equal(t, frame, got, "frame %d", f)
+			require.Equal(t, frame, recvMedia(s.flows[v], len(frame)), "frame %d", f)
 		}
 	}
 	st := r.Stats()
@@ -248,9 +253,13 @@ func TestZeroAllocsGSO(t *testing.T) {
 	roundTrip := func() {
 		b.send()
 		for _, s := range subs {
-			for range frame {
-				if _, err := s.flows[v].Recv(buf, deadline); err != nil {
+			for got := 0; got < len(frame); {
+				n, err := s.flows[v].Recv(buf, deadline)
+				if err != nil {
 					panic(err)
+				}
+				if n > 0 && buf[0] != wire.TypeBindAck { // not a late bind answer
+					got++
 				}
 			}
 		}
@@ -259,4 +268,20 @@ func TestZeroAllocsGSO(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, roundTrip)
 	require.Zero(t, allocs, "allocations per forwarded frame")
 	require.NotZero(t, r.Stats().GSOSent)
+}
+
+// recvMedia reads want packets from f within 5 s, skipping late answers to
+// retransmitted binds (a client on a busy machine may send its bind twice).
+func recvMedia(f transport, want int) [][]byte {
+	var got [][]byte
+	for len(got) < want {
+		p := recvAll(f, 1, 5*time.Second)
+		if len(p) == 0 {
+			break
+		}
+		if p[0][0] != wire.TypeBindAck {
+			got = append(got, p[0])
+		}
+	}
+	return got
 }
