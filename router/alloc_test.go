@@ -37,8 +37,10 @@ func TestZeroAllocsPerForwardedPacket(t *testing.T) {
 			pkt := pub.rtpPacket(t, media.Video, 1200)
 			report := sr(pub.ssrc[v])
 			buf := make([]byte, 2048)
-			deadline := time.Now().Add(30 * time.Second)
 			roundTrip := func(p []byte) {
+				// A deadline per round trip, not per test: 400 round trips
+				// under the race detector on a loaded machine took over 30 s.
+				deadline := time.Now().Add(30 * time.Second)
 				if err := pub.flows[v].Send(p); err != nil {
 					panic(err)
 				}
