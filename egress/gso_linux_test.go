@@ -187,17 +187,18 @@ func TestMarksBesideSocketDefault(t *testing.T) {
 // message.
 func TestRawChunk(t *testing.T) {
 	var live stats.Live
-	b := NewBatchSize(-1, false, dscp.Config{}, &live, 600)
-	b.gso = &gsoState{segn: make([]uint16, 600), size: make([]uint16, 600), bytes: make([]int32, 600), dsts: make([]*Addr, 600)}
-	b.n = 600
+	const n = MaxMessages
+	b := NewBatchSize(-1, false, dscp.Config{}, &live, n)
+	b.gso = &gsoState{segn: make([]uint16, n), size: make([]uint16, n), bytes: make([]int32, n), dsts: make([]*Addr, n)}
+	b.n = n
 	require.Equal(t, rawMaxCopies, b.rawChunk(0), "plain messages")
-	for i := range 600 {
+	for i := range n {
 		b.gso.segn[i] = 64
 	}
 	require.Equal(t, rawMaxCopies/64, b.rawChunk(0), "super-packets of 64")
-	b.gso.segn[0] = 300
+	b.gso.segn[0] = rawMaxCopies + 1
 	require.Equal(t, 1, b.rawChunk(0), "one message even above the bound")
-	require.Equal(t, 4, b.rawChunk(596), "the rest")
+	require.Equal(t, 4, b.rawChunk(n-4), "the rest")
 	b.gso = nil
-	require.Equal(t, 600-rawMaxCopies*2, b.rawChunk(rawMaxCopies*2))
+	require.Equal(t, n-rawMaxCopies-10, b.rawChunk(rawMaxCopies+10))
 }
