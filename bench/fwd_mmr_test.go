@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 
 	"github.com/openmmr/mmr/ingress"
 	"github.com/openmmr/mmr/media"
@@ -61,6 +62,12 @@ func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
 	}
 	if spec.Impl == implTCP {
 		cfg.MaxStreamsPerIP = max(router.DefaultMaxStreamsPerIP, spec.Streams)
+	}
+	if cfg.Shards > 1 {
+		// As cmd/mmr does (raiseGOMAXPROCS): a P per CPU beside the readers,
+		// so that they keep theirs while they wait (with one shard on two
+		// CPUs they already do).
+		runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), runtime.NumCPU()+router.Readers(cfg)))
 	}
 	r, err := router.New(cfg)
 	if err != nil {
