@@ -63,7 +63,7 @@ const lightRate = 5000
 // lightRate, paced (see pace).
 func BenchmarkRelayLight(b *testing.B) {
 	for _, impl := range benchImpls() {
-		runBench(b, impl, scenario{impl: impl, subs: 1, size: 200}, paced(time.Second/lightRate))
+		runBench(b, impl, scenario{impl: impl, subs: 1, size: 200, latency: true}, paced(time.Second/lightRate))
 	}
 }
 
@@ -122,6 +122,11 @@ func runBench(b *testing.B, name string, sc scenario, drive driver) {
 			b.Fatal(err)
 		}
 		report(b, res, u)
+		if r.lat != nil {
+			d := r.lat.take()
+			b.ReportMetric(percentile(d, 50), "delay-p50-us")
+			b.ReportMetric(percentile(d, 99), "delay-p99-us")
+		}
 		if isRouterImpl(sc.impl) {
 			if d1, err = r.child.drops(); err != nil {
 				b.Fatal(err)

@@ -32,6 +32,8 @@ type publisher struct {
 	// limits bursts to the rest of the current frame (burstLimit).
 	video bool
 	os    pubOS // OS-specific burst state (publisher_linux_test.go)
+	// lat, when set, records each send time (paced rounds only; see latency).
+	lat *latency
 }
 
 func newPublisher(size int, ssrc uint32, full bool) (*publisher, error) {
@@ -97,6 +99,9 @@ func (p *publisher) burstLimit() int {
 
 // send sends the next packet.
 func (p *publisher) send() error {
+	if p.lat != nil {
+		p.lat.stamp(p.seq)
+	}
 	n := p.next(0)
 	_, err := p.conn.WriteToUDPAddrPort(p.bufs[0][:n], p.dst)
 	return err

@@ -19,7 +19,7 @@ func BenchmarkRatio(b *testing.B) {
 	fanout := func(impl string, size int) scenario {
 		return scenario{impl: impl, subs: 50, size: size}
 	}
-	light := func(impl string) scenario { return scenario{impl: impl, subs: 1, size: 200} }
+	light := func(impl string) scenario { return scenario{impl: impl, subs: 1, size: 200, latency: true} }
 	meetings := func(idle int) scenario {
 		return scenario{impl: implMMR, subs: 10, size: 200, idleMeetings: idle, idleParticipants: 5}
 	}
@@ -136,5 +136,12 @@ func runPaired(b *testing.B, name string, sa, sb scenario, drive driver, slice i
 		b.ReportMetric(float64(use[0].Mallocs)/float64(res[0].packets), "allocs/op")
 		b.ReportMetric(float64(use[0].AllocBytes)/float64(res[0].packets), "B/op")
 		b.ReportMetric(max(res[0].lossPercent(), res[1].lossPercent()), "loss%")
+		if rigs[0].lat != nil && rigs[1].lat != nil {
+			da, db := rigs[0].lat.take(), rigs[1].lat.take()
+			b.ReportMetric(percentile(da, 50), "delay-p50-us")
+			b.ReportMetric(percentile(da, 99), "delay-p99-us")
+			b.ReportMetric(percentile(db, 50), "base-delay-p50-us")
+			b.ReportMetric(percentile(db, 99), "base-delay-p99-us")
+		}
 	})
 }

@@ -20,6 +20,9 @@ type scenario struct {
 	// packets, each frame one burst, every packet of a frame size bytes
 	// but for a shorter last one.
 	video bool
+	// latency records each copy's delay through the forwarder (rig.lat;
+	// UDP subscribers only).
+	latency bool
 }
 
 // rig is a running scenario: the subscriber sockets and the publisher in
@@ -31,6 +34,7 @@ type rig struct {
 	pub   *publisher
 	child *child
 	epoch uint32
+	lat   *latency // sc.latency: the delays of each round
 }
 
 func newRig(sc scenario) (*rig, error) {
@@ -38,14 +42,18 @@ func newRig(sc scenario) (*rig, error) {
 		return newStreamRig(sc)
 	}
 	r := &rig{sc: sc}
+	if sc.latency {
+		r.lat = new(latency)
+	}
 	var err error
-	if r.sinks, err = newSinkSet(sc.subs, benchSSRC, sc.size, sc.verify, sc.video); err != nil {
+	if r.sinks, err = newSinkSet(sc.subs, benchSSRC, sc.size, sc.verify, sc.video, r.lat); err != nil {
 		return nil, err
 	}
 	if r.pub, err = newPublisher(sc.size, benchSSRC, sc.verify); err != nil {
 		return nil, errors.Join(err, r.close())
 	}
 	r.pub.video = sc.video
+	r.pub.lat = r.lat
 	r.child, err = startChild(childSpec{
 		Impl:             sc.impl,
 		Pub:              r.pub.addr,

@@ -136,7 +136,7 @@ func tryScaleRig(sc scenario, shards int) (*scaleRig, bool, error) {
 		s.parts = append(s.parts, p)
 		ssrc := benchSSRC + uint32(i)
 		var err error
-		if p.sinks, err = newSinkSet(sc.subs, ssrc, sc.size, false, sc.video); err != nil {
+		if p.sinks, err = newSinkSet(sc.subs, ssrc, sc.size, false, sc.video, nil); err != nil {
 			return nil, false, errors.Join(err, s.close())
 		}
 		if p.pub, err = newPublisher(sc.size, ssrc, false); err != nil {

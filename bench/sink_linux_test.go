@@ -26,12 +26,32 @@ func (s *sinkSet) drain(k *sink) {
 	bufs := make([]byte, sinkBatch*sinkBufSize)
 	msgs := make([]unix.Mmsghdr, sinkBatch)
 	iovs := make([]unix.Iovec, sinkBatch)
+	var ctl []byte // SO_TIMESTAMPNS control messages, one slot per message
+	ctlSpace := unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
+	if s.lat != nil {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+		}); err != nil || serr != nil {
+			return
+		}
+		ctl = make([]byte, sinkBatch*ctlSpace)
+	}
 	for i := range msgs {
 		iovs[i].Base = &bufs[i*sinkBufSize]
 		iovs[i].SetLen(sinkBufSize)
 		msgs[i].Hdr.Iov = &iovs[i]
 		msgs[i].Hdr.SetIovlen(1)
 	}
+	resetCtl := func() {
+		for i := range msgs {
+			if ctl != nil {
+				msgs[i].Hdr.Control = &ctl[i*ctlSpace]
+				msgs[i].Hdr.SetControllen(ctlSpace)
+			}
+		}
+	}
+	resetCtl()
 	var n int
 	var errno syscall.Errno
 	recv := func(fd uintptr) bool {
@@ -51,8 +71,30 @@ func (s *sinkSet) drain(k *sink) {
 		}
 		for i := range n {
 			off := i * sinkBufSize
-			s.handle(k, bufs[off:off+int(msgs[i].Len)])
+			var rx int64
+			if ctl != nil {
+				rx = rxTime(ctl[i*ctlSpace : i*ctlSpace+min(int(msgs[i].Hdr.Controllen), ctlSpace)])
+			}
+			s.handleAt(k, bufs[off:off+int(msgs[i].Len)], rx)
+		}
+		if ctl != nil {
+			resetCtl()
 		}
 		s.notify()
 	}
+}
+
+// rxTime returns the SCM_TIMESTAMPNS receive time in ctl (Unix ns), or 0.
+func rxTime(ctl []byte) int64 {
+	msgs, err := unix.ParseSocketControlMessage(ctl)
+	if err != nil {
+		return 0
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+			return ts.Nano()
+		}
+	}
+	return 0
 }

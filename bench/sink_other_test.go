@@ -11,7 +11,7 @@ func (s *sinkSet) drain(k *sink) {
 		if err != nil {
 			return // closed
 		}
-		s.handle(k, buf[:n])
+		s.handle(k, buf[:n]) // no kernel receive times here: latency stays empty
 		s.notify()
 	}
 }

@@ -37,6 +37,7 @@ type sinkSet struct {
 	delivered atomic.Uint64 // copies of the current round over all sinks
 	progress  chan struct{} // signalled after each received batch
 	sinks     []*sink
+	lat       *latency // set before the first round to record kernel receive times
 	wg        sync.WaitGroup
 	once      sync.Once
 }
@@ -55,8 +56,13 @@ type sink struct {
 	seen []uint64
 }
 
-func newSinkSet(n int, ssrc uint32, size int, verify, video bool) (*sinkSet, error) {
-	s := &sinkSet{ssrc: ssrc, size: size, verify: verify, video: video, progress: make(chan struct{}, 1)}
+// newSinkSet opens n subscriber sockets. With video, packet lengths follow
+// videoLen. With lat set, they ask the kernel for each copy's receive time
+// (SO_TIMESTAMPNS) and record delays in lat; that turns on the kernel's
+// packet timestamps machine-wide, a small cost in the forwarder's sends
+// too, so only latency scenarios use it.
+func newSinkSet(n int, ssrc uint32, size int, verify, video bool, lat *latency) (*sinkSet, error) {
+	s := &sinkSet{ssrc: ssrc, size: size, verify: verify, video: video, lat: lat, progress: make(chan struct{}, 1)}
 	for range n {
 		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -103,16 +109,26 @@ func (s *sinkSet) startRound(epoch uint32) error {
 	return nil
 }
 
-// handle accounts one received copy b at sink k.
-func (s *sinkSet) handle(k *sink, b []byte) {
+// handleAt accounts one received copy b at sink k that the kernel queued
+// at rxNanos (Unix ns; 0 when unknown).
+func (s *sinkSet) handleAt(k *sink, b []byte, rxNanos int64) {
+	if s.handle(k, b) && s.lat != nil && rxNanos != 0 {
+		seq, _, _ := parseHeader(b, s.ssrc)
+		s.lat.received(seq, rxNanos)
+	}
+}
+
+// handle accounts one received copy b at sink k and reports whether it
+// counted (a benchmark packet of the current round).
+func (s *sinkSet) handle(k *sink, b []byte) bool {
 	seq, ep, ok := parseHeader(b, s.ssrc)
 	switch {
 	case !ok:
 		k.bad.Add(1)
-		return
+		return false
 	case ep != s.epoch.Load():
 		k.stale.Add(1)
-		return
+		return false
 	}
 	if s.verify {
 		size := s.size
@@ -121,17 +137,18 @@ func (s *sinkSet) handle(k *sink, b []byte) {
 		}
 		if _, _, err := verifyPacket(b, size, s.ssrc); err != nil {
 			k.bad.Add(1)
-			return
+			return false
 		}
 		w, bit := seq/64, uint64(1)<<(seq%64)
 		if k.seen[w]&bit != 0 {
 			k.dup.Add(1)
-			return
+			return false
 		}
 		k.seen[w] |= bit
 	}
 	k.got.Add(1)
 	s.delivered.Add(1)
+	return true
 }
 
 // minGot returns the fewest copies of the current round any sink has

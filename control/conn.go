@@ -3,6 +3,7 @@ package control
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -37,7 +38,7 @@ const (
 type conn struct {
 	s     *Server
 	raw   net.Conn
-	nc    *tls.Conn
+	nc    terminatedConn
 	ip    netip.Addr // remote address, for the per-IP limit
 	local netip.Addr // local address, to resolve unspecified endpoints
 
@@ -58,11 +59,23 @@ type conn struct {
 	dead      bool          // no more frames are accepted
 }
 
+// terminatedConn is a TLS connection: a *tls.Conn, or a wrapper around one
+// that a shared port 443 front end hands over after peeking at its first
+// bytes (to tell HTTP from this protocol when no ALPN was negotiated).
+// NetConn returns the TCP connection under the TLS.
+type terminatedConn interface {
+	net.Conn
+	Handshake() error
+	CloseWrite() error
+	NetConn() net.Conn
+}
+
 // newConn wraps nc: a plain connection gets the server's TLS; a *tls.Conn
-// (terminated by a shared port 443 front end) is used as is.
+// or another terminatedConn (terminated by a shared port 443 front end) is
+// used as is.
 func newConn(s *Server, nc net.Conn, ip netip.Addr) *conn {
 	c := &conn{s: s, raw: nc, ip: ip}
-	if tc, ok := nc.(*tls.Conn); ok {
+	if tc, ok := nc.(terminatedConn); ok {
 		c.nc, c.raw = tc, tc.NetConn()
 	} else {
 		c.nc = tls.Server(nc, s.tls)
@@ -96,6 +109,9 @@ func (c *conn) serve() {
 			}
 		}
 		payload, err := fr.Next()
+		if c.isDead() {
+			return // ended by a fatal error (replaced, meeting-ended): execute nothing more
+		}
 		if err != nil {
 			c.readFailed(err)
 			return
@@ -103,7 +119,9 @@ func (c *conn) serve() {
 		id, msg, err := proto.Decode(payload)
 		if err != nil {
 			var de *proto.DecodeError
-			if errors.As(err, &de) {
+			if typ := proto.TypeOf(payload); proto.ServerToClient(typ) {
+				c.fatal(id, proto.CodeUnexpected, fmt.Sprintf("%.64s is sent by servers only", typ))
+			} else if errors.As(err, &de) {
 				c.fatal(id, de.Code, de.Err.Error())
 			} else {
 				c.fatal(id, proto.CodeBadFrame, err.Error())
@@ -207,6 +225,14 @@ func (c *conn) closeAfter(frame []byte) {
 	c.qmu.Unlock()
 }
 
+// isDead reports whether the connection was ended (kill, or a fatal
+// closeAfter frame written).
+func (c *conn) isDead() bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return c.dead
+}
+
 // kill drops the queue and closes the socket at once; the reader then fails
 // and cleans up. Safe for concurrent use.
 func (c *conn) kill() {
@@ -234,7 +260,24 @@ func (c *conn) flush(done chan struct{}) {
 		if len(batch) == 0 {
 			c.flushDone = nil
 			if c.closeWhen {
-				c.killLocked()
+				// A fatal error (replaced, meeting-ended) was the last
+				// frame: end as the state machine says, with a TLS
+				// close_notify (bounded by the write deadline) and a TCP
+				// FIN rather than a bare close, which could reset the
+				// connection before the client read the frame. The reader
+				// then sees the client's close, or its deadline, and
+				// finish closes the socket.
+				c.dead = true
+				c.q = nil
+				c.qmu.Unlock()
+				now := time.Now()
+				if c.raw.SetWriteDeadline(now.Add(lingerTimeout)) == nil && c.nc.CloseWrite() == nil {
+					if cw, ok := c.raw.(interface{ CloseWrite() error }); ok {
+						_ = cw.CloseWrite()
+					}
+				}
+				_ = c.raw.SetReadDeadline(now.Add(lingerTimeout))
+				return
 			}
 			c.qmu.Unlock()
 			return

@@ -12,6 +12,7 @@ parts = [
     ("## Control channel (TLS 443)", "docs/control-protocol.md"),
     ("## Media over TCP 8801 and TLS 443", "docs/media-stream.md"),
     ("## Zone controller (TLS 443)", "docs/zone-protocol.md"),
+    ("## Web tier (HTTPS 443)", "docs/web-tier.md"),
 ]
 text = doc.read_text()
 

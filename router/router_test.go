@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -54,8 +55,9 @@ func TestThreeParticipantsAllKinds(t *testing.T) {
 				}
 			}
 			st := r.Stats()
-			require.Equal(t, uint64(9+9*perKind), st.PacketsIn, "9 binds and every media packet")
-			require.Equal(t, uint64(9+18*perKind), st.PacketsOut, "9 bind answers and two copies of each packet")
+			require.Equal(t, uint64(18+9*perKind), st.PacketsIn, "9 binds, their 9 challenge echoes and every media packet")
+			require.Equal(t, uint64(18+18*perKind), st.PacketsOut, "9 challenges, 9 bind answers and two copies of each packet")
+			require.Equal(t, uint64(9), st.BindChallenges)
 			require.Zero(t, st.Dropped())
 			ps, err := r.ParticipantStats(ms[0].info.ID)
 			require.NoError(t, err)
@@ -148,7 +150,7 @@ func TestDropsByReason(t *testing.T) {
 	require.NoError(t, err)
 	defer stranger.Close()
 	dst := r.UDPAddrs()[0]
-	badBind := make([]byte, 32)
+	badBind := make([]byte, wire.BindSize)
 	badBind[0], badBind[1], badBind[2] = 4, 1, 1 // valid bind with an all-zero token
 	unknown := a.rtpPacket(t, media.Audio, 100)
 	unknown[8] ^= 0xff // SSRC a never published
@@ -162,6 +164,13 @@ func TestDropsByReason(t *testing.T) {
 		{"short bind", func() error { _, err := stranger.WriteToUDPAddrPort(badBind[:10], dst); return err }, stats.DropMalformed},
 		{"oversize", func() error { _, err := a.flows[0].Conn().WriteToUDPAddrPort(make([]byte, 1600), dst); return err }, stats.DropOversize},
 		{"garbage first byte", func() error { return a.flows[0].Send([]byte{0x42, 1, 2, 3}) }, stats.DropMalformed},
+		{"garbage first byte, unbound source", func() error { _, err := stranger.WriteToUDPAddrPort([]byte{0x42, 1, 2, 3}, dst); return err }, stats.DropMalformed},
+		{"bind ack sent to the router", func() error {
+			b := make([]byte, wire.BindAckSize)
+			b[0], b[1], b[2] = wire.TypeBindAck, wire.Version, 1
+			_, err := stranger.WriteToUDPAddrPort(b, dst)
+			return err
+		}, stats.DropMalformed},
 		{"truncated rtp", func() error { return a.flows[0].Send([]byte{0x80, 96, 0, 1, 0}) }, stats.DropMalformed},
 		{"unknown ssrc", func() error { return a.flows[0].Send(unknown) }, stats.DropUnknownSSRC},
 		{"rtcp bad length", func() error { return a.flows[0].Send([]byte{0x81, 201, 0, 9, 0, 0, 0, 1}) }, stats.DropRTCPMalformed},
@@ -364,4 +373,15 @@ func TestIdleFlowsExpireKeepalivesHold(t *testing.T) {
 	require.NoError(t, a.flows[1].Rebind(t.Context()), "binding again restores the flow")
 	_, ok = r.Bound(a.info.ID, media.Video)
 	require.True(t, ok)
+}
+
+// TestSecondRouterOnHeldPort: a second router on the UDP port of a live one
+// (SO_REUSEPORT, same user) refuses to start instead of taking part of the
+// traffic.
+func TestSecondRouterOnHeldPort(t *testing.T) {
+	leaktest.Check(t)
+	r := newTestRouter(t)
+	_, err := New(Config{UDP: r.UDPAddrs(), Shards: 1, DisableTCP: true})
+	require.ErrorIs(t, err, syscall.EADDRINUSE)
+	require.Contains(t, err.Error(), "already held by another socket")
 }

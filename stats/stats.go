@@ -28,6 +28,10 @@ const (
 	DropSlowSubscriber                      // stream closed: its peer stopped reading for StallTimeout
 	DropKeyframeThrottled                   // keyframe request (PLI, FIR) within the publisher's KeyframeInterval: not forwarded
 	DropRTCPNotSubscribed                   // RTCP feedback about a stream its sender does not receive: not forwarded to that publisher
+	DropStreamsFull                         // stream refused: the router-wide MaxStreams cap is reached (descriptors kept for the control port)
+	DropBindLimited                         // valid bind refused: its participant or its source address has its share of the bind queue waiting
+	DropNoConsent                           // copy not sent: its UDP destination has not renewed consent (RFC 7675) within ConsentTimeout
+	DropStale                               // RTP/RTCP that waited in the socket buffer longer than MaxPacketAge (a stall): not forwarded
 	NumDropReasons                          // number of reasons; not a reason
 )
 
@@ -35,7 +39,7 @@ var dropNames = [NumDropReasons]string{
 	"unbound_source", "bad_token", "malformed", "oversize", "unknown_ssrc",
 	"rtcp_malformed", "rtcp_unknown_ssrc", "send_error", "send_busy", "bind_busy",
 	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
-	"keyframe_throttled", "rtcp_not_subscribed",
+	"keyframe_throttled", "rtcp_not_subscribed", "streams_full", "bind_limited", "no_consent", "stale",
 }
 
 // String returns the reason's stable snake_case name.

@@ -248,6 +248,14 @@ func (s *Server) serveConn(c net.Conn) {
 		s.log.Debug("TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
 		return
 	}
+	// TLS 1.3 only (docs/zone-protocol.md §1): a listener shared with other
+	// services (edge) may have negotiated TLS 1.2 before handing the
+	// connection over; the MMR proofs need the TLS 1.3 exporter anyway.
+	if v := tc.ConnectionState().Version; v < tls.VersionTLS13 {
+		s.st.handshakeFailures.Add(1)
+		s.log.Debug("TLS version below 1.3 refused", "remote", c.RemoteAddr(), "version", tls.VersionName(v))
+		return
+	}
 	fr := proto.NewFrameReader(tc)
 	typ, body, err := fr.Read(proto.MaxSmallFrame)
 	if err != nil {

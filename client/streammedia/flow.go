@@ -39,14 +39,34 @@ type Flow struct {
 // Dial connects to addr over TCP, or over TLS when tlsConf is not nil (its
 // NextProtos is set to ALPN), and binds the stream as the flow of kind k.
 func Dial(ctx context.Context, addr netip.AddrPort, k media.Kind, token wire.Token, tlsConf *tls.Config) (*Flow, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr.String())
+	return DialWith(ctx, nil, addr.String(), k, token, tlsConf)
+}
+
+// DialFunc opens the TCP connection of a stream, e.g. through an HTTP
+// CONNECT proxy (net.Dialer.DialContext has this signature).
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// DialWith is Dial to addr ("host:port") over a connection opened by dial
+// (nil: a net.Dialer). With tlsConf, a ServerName left empty defaults to
+// the host of addr (unless InsecureSkipVerify). On error the connection is
+// closed.
+func DialWith(ctx context.Context, dial DialFunc, addr string, k media.Kind, token wire.Token, tlsConf *tls.Config) (*Flow, error) {
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	c, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	if tlsConf != nil {
 		tc := tlsConf.Clone()
 		tc.NextProtos = []string{ALPN}
+		if tc.ServerName == "" && !tc.InsecureSkipVerify {
+			if host, _, err := net.SplitHostPort(addr); err == nil {
+				tc.ServerName = host
+			}
+		}
 		tconn := tls.Client(c, tc)
 		if err := tconn.HandshakeContext(ctx); err != nil {
 			c.Close()

@@ -27,6 +27,7 @@ import (
 	"github.com/openmmr/mmr/control/zcagent"
 	"github.com/openmmr/mmr/dscp"
 	"github.com/openmmr/mmr/ingress"
+	"github.com/openmmr/mmr/internal/onebox"
 	"github.com/openmmr/mmr/router"
 )
 
@@ -46,6 +47,7 @@ type options struct {
 	cfg            router.Config
 	logLevel       slog.Level
 	control        string
+	controlSet     bool // -control given: no fallback to controlFallback
 	state          string
 	joinSecretFile string
 	zoneSecretFile string
@@ -54,18 +56,13 @@ type options struct {
 	id             string
 	drainTimeout   time.Duration
 	metrics        string
+	web            bool
+	webDB          string
+	webConfig      string
 }
 
 // defaultState is where a router keeps its certificate and secrets.
-func defaultState() string {
-	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
-		return d
-	}
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "openmmr")
-	}
-	return ".openmmr"
-}
+func defaultState() string { return onebox.DefaultState() }
 
 func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("mmr", flag.ContinueOnError)
@@ -95,6 +92,9 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	sockbuf := fs.Int("sockbuf", router.DefaultSocketBuffer, "SO_RCVBUF/SO_SNDBUF bytes per socket")
 	keyframe := fs.Duration("keyframe-interval", router.DefaultKeyframeInterval, "least time between keyframe requests (PLI, FIR) forwarded to the publisher of one stream (negative: no limit)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9801 (empty: off; keep it off public networks)")
+	webOn := fs.Bool("web", true, "serve the web tier (meetings API, lookup) on the -control TLS port: ALPN h2/http/1.1 and HTTP without ALPN")
+	webDB := fs.String("web-db", "", "web tier store: sqlite:PATH or postgres://... (default sqlite:STATE/web.db)")
+	webConfig := fs.String("web-config", "", "TOML configuration file for the web tier ([web], [[zones]]; config/example.toml); default: one zone, this node's ZC")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -102,7 +102,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
-	o := &options{control: *control, state: *state, joinSecretFile: *joinSecret, zoneSecretFile: *zoneSecret, id: *id, drainTimeout: *drainTimeout, metrics: *metricsAddr}
+	o := &options{control: *control, controlSet: flagSet(fs, "control"), state: *state, joinSecretFile: *joinSecret, zoneSecretFile: *zoneSecret, id: *id, drainTimeout: *drainTimeout, metrics: *metricsAddr,
+		web: *webOn, webDB: *webDB, webConfig: *webConfig}
 	var err error
 	if o.cfg.UDP, err = parseAddrs(*udp); err != nil {
 		return nil, fmt.Errorf("-udp: %w", err)
@@ -204,4 +205,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, drain <-chan os.S
 		}
 	}
 	return 0
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/openmmr/mmr/control/token"
@@ -18,12 +19,14 @@ import (
 func tokenMain(args []string) int {
 	fs := flag.NewFlagSet("mmr token", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: mmr token -secret-file FILE -meeting ID -identity WHO [-role R] [-ttl D]\n\n"+
-			"Prints a join token for the control channel, signed with the server's join secret. Flags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: mmr token [-secret-file FILE] -meeting ID -identity WHO [-role R] [-ttl D]\n\n"+
+			"Prints a join token for the control channel, signed with the server's join secret\n"+
+			"(by default the one `mmr` created in its state directory). Flags:\n")
 		fs.PrintDefaults()
 	}
 	secret := fs.String("secret", "", "the join-token secret itself (visible in ps; prefer -secret-file)")
-	secretFile := fs.String("secret-file", "", "file holding the join-token secret (one trailing newline is ignored)")
+	secretFile := fs.String("secret-file", "", "file holding the join-token secret: its text (hex as mmr writes it) is the key, one trailing newline ignored (default STATE/join.secret)")
+	state := fs.String("state", defaultState(), "the mmr state directory whose join.secret signs by default")
 	meeting := fs.String("meeting", "", "meeting ID the token admits to (required)")
 	identity := fs.String("identity", "", "participant identity, e.g. a user ID or e-mail (required)")
 	role := fs.String("role", "participant", "host, participant or viewer (webinar attendee: receives only)")
@@ -52,7 +55,13 @@ func tokenMain(args []string) int {
 		}
 		key = bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r"))
 	case *secret == "":
-		return fail(2, "-secret-file (or -secret) is required")
+		// Default: the secret `mmr` created in its state directory.
+		path := filepath.Join(*state, "join.secret")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fail(2, "no -secret-file given and %v (start mmr once to create it, or pass -secret-file)", err)
+		}
+		key = bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r"))
 	}
 	if *meeting == "" || *identity == "" {
 		return fail(2, "-meeting and -identity are required")

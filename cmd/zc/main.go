@@ -40,10 +40,17 @@ const secretEnv = "OPENMMR_ZONE_SECRET"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "zc:", err)
-		os.Exit(1)
+	os.Exit(exitCode(run(ctx, os.Args[1:], os.Stderr), os.Stderr))
+}
+
+// exitCode is the process status for run's error: 0 for none and for -h
+// (the usage was printed, as `mmr -h` does), else 1 after printing it.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
+	fmt.Fprintln(stderr, "zc:", err)
+	return 1
 }
 
 // run starts the ZC and serves until ctx ends.

@@ -83,3 +83,11 @@ func TestStartErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestHelpExitsZero(t *testing.T) {
+	var out bytes.Buffer
+	require.Equal(t, 0, exitCode(run(context.Background(), []string{"-h"}, &out), &out))
+	require.Contains(t, out.String(), "-listen")
+	out.Reset()
+	require.Equal(t, 1, exitCode(run(context.Background(), []string{"-bogus"}, &out), &out))
+}

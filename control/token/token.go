@@ -1,6 +1,7 @@
 // Package token mints and verifies openmmr join tokens: an HMAC-SHA256
 // (RFC 2104, FIPS 180-4) signature over a meeting ID, a participant
-// identity, a role and an expiry, keyed with a secret shared by the MMR and
+// identity, a role and an expiry (version 1), plus a unique token ID and
+// the participant's display name (version 2, what the web tier mints), keyed with a secret shared by the MMR and
 // whoever admits participants (a meeting service, or an operator running
 // `mmr token`). The exact byte layout is in docs/control-protocol.md, "Join
 // tokens", so that tokens can be minted in any language.
@@ -67,8 +68,15 @@ func (r Role) CanEndMeeting() bool { return r == Host }
 
 // Token layout constants (docs/control-protocol.md, "Join tokens").
 const (
-	// Version is byte 0 of every token this package mints and verifies.
+	// Version is byte 0 of a version 1 token: meeting, identity, role,
+	// expiry. Mint writes it for claims without ID and Name.
 	Version = 1
+	// Version2 is byte 0 of a version 2 token, which adds a unique 16-byte
+	// token ID and the display name. Mint writes it for claims with an ID
+	// or a Name.
+	Version2 = 2
+	// IDSize is the size of a version 2 token ID.
+	IDSize = 16
 	// Context is prepended to the signed bytes so that a MAC made with the
 	// same secret for any other purpose can never pass as a join token.
 	Context = "openmmr-join-token\x00"
@@ -83,6 +91,8 @@ const (
 	// minSize: version, role, expiry (8), two length bytes, two 1-byte
 	// fields, and the tag.
 	minSize = 1 + 1 + 8 + 1 + 1 + 1 + 1 + macSize
+	// maxSize: version 2 with every field at MaxField.
+	maxSize = 1 + 1 + 8 + IDSize + 3 + 3*MaxField + macSize
 )
 
 // Errors returned by Verify and Mint, unwrapped.
@@ -104,7 +114,16 @@ type Claims struct {
 	Identity string    // participant identity (user ID, e-mail), 1..MaxField bytes of UTF-8
 	Role     Role      // what the participant may do
 	Expiry   time.Time // the token is refused after this instant (second resolution)
+	// Version 2 only (both zero in a version 1 token):
+	ID   [IDSize]byte // unique token ID (random), e.g. for audit logs and replay lists
+	Name string       // display name, 0..MaxField bytes of UTF-8 ("" : none)
+	// Version is the version the token was minted with (set by Verify;
+	// ignored by Mint, which picks 2 when ID or Name is set).
+	Version int
 }
+
+// v2 reports whether c needs a version 2 token.
+func (c *Claims) v2() bool { return c.ID != [IDSize]byte{} || c.Name != "" }
 
 func (c *Claims) validate() error {
 	if !c.Role.Valid() {
@@ -115,14 +134,18 @@ func (c *Claims) validate() error {
 			return fmt.Errorf("token: %s must be 1..%d bytes of UTF-8", f.name, MaxField)
 		}
 	}
+	if len(c.Name) > MaxField || !utf8.ValidString(c.Name) {
+		return fmt.Errorf("token: name must be 0..%d bytes of UTF-8", MaxField)
+	}
 	if c.Expiry.Unix() <= 0 {
 		return errors.New("token: expiry must be after 1970")
 	}
 	return nil
 }
 
-// Mint returns a token for c signed with secret. It fails for a secret
-// shorter than MinSecret and for claims outside the limits above.
+// Mint returns a token for c signed with secret: version 2 when c has an
+// ID or a Name, else version 1. It fails for a secret shorter than
+// MinSecret and for claims outside the limits above.
 func Mint(secret []byte, c Claims) (string, error) {
 	if len(secret) < MinSecret {
 		return "", ErrSecret
@@ -130,13 +153,23 @@ func Mint(secret []byte, c Claims) (string, error) {
 	if err := c.validate(); err != nil {
 		return "", err
 	}
-	b := make([]byte, 0, minSize+len(c.Meeting)+len(c.Identity))
-	b = append(b, Version, byte(c.Role))
-	b = binary.BigEndian.AppendUint64(b, uint64(c.Expiry.Unix()))
+	b := make([]byte, 0, maxSize)
+	if c.v2() {
+		b = append(b, Version2, byte(c.Role))
+		b = binary.BigEndian.AppendUint64(b, uint64(c.Expiry.Unix()))
+		b = append(b, c.ID[:]...)
+	} else {
+		b = append(b, Version, byte(c.Role))
+		b = binary.BigEndian.AppendUint64(b, uint64(c.Expiry.Unix()))
+	}
 	b = append(b, byte(len(c.Meeting)))
 	b = append(b, c.Meeting...)
 	b = append(b, byte(len(c.Identity)))
 	b = append(b, c.Identity...)
+	if c.v2() {
+		b = append(b, byte(len(c.Name)))
+		b = append(b, c.Name...)
+	}
 	b = append(b, sign(secret, b)...)
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
@@ -194,7 +227,7 @@ func (v *Verifier) Verify(tok string, now time.Time) (Claims, error) {
 // parse decodes the layout without checking the MAC. body is the signed
 // part (everything before the tag).
 func parse(tok string) (c Claims, body, mac []byte, err error) {
-	if len(tok) > base64.RawURLEncoding.EncodedLen(minSize+2*MaxField) {
+	if len(tok) > base64.RawURLEncoding.EncodedLen(maxSize) {
 		return Claims{}, nil, nil, ErrMalformed
 	}
 	// Strict rejects non-zero trailing bits, but every Go base64 decoder
@@ -206,18 +239,34 @@ func parse(tok string) (c Claims, body, mac []byte, err error) {
 		}
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(tok) // strict: one encoding per token
-	if err != nil || len(b) < minSize || b[0] != Version {
+	if err != nil || len(b) < minSize || (b[0] != Version && b[0] != Version2) {
 		return Claims{}, nil, nil, ErrMalformed
 	}
+	c.Version = int(b[0])
 	body, mac = b[:len(b)-macSize], b[len(b)-macSize:]
 	c.Role = Role(b[1])
 	exp := binary.BigEndian.Uint64(b[2:10])
 	rest := body[10:]
+	if c.Version == Version2 {
+		if len(rest) < IDSize {
+			return Claims{}, nil, nil, ErrMalformed
+		}
+		copy(c.ID[:], rest)
+		rest = rest[IDSize:]
+	}
 	var ok bool
 	if c.Meeting, rest, ok = field(rest); !ok {
 		return Claims{}, nil, nil, ErrMalformed
 	}
-	if c.Identity, rest, ok = field(rest); !ok || len(rest) != 0 {
+	if c.Identity, rest, ok = field(rest); !ok {
+		return Claims{}, nil, nil, ErrMalformed
+	}
+	if c.Version == Version2 {
+		if c.Name, rest, ok = field(rest); !ok {
+			return Claims{}, nil, nil, ErrMalformed
+		}
+	}
+	if len(rest) != 0 {
 		return Claims{}, nil, nil, ErrMalformed
 	}
 	if exp == 0 || exp > 1<<62 {

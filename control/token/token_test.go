@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/openmmr/mmr/internal/leaktest"
 )
 
 var (
@@ -116,6 +118,46 @@ func TestLayout(t *testing.T) {
 	require.Equal(t, Viewer, c.Role)
 }
 
+// TestLayoutV2 pins the version 2 layout and its test vector
+// (docs/PROTOCOL.md §8).
+func TestLayoutV2(t *testing.T) {
+	leaktest.Check(t)
+	secret := []byte("correct horse battery staple")
+	body, _ := hex.DecodeString("02" + "02" + "0000000065920080" + "000102030405060708090a0b0c0d0e0f" +
+		"0a" + hex.EncodeToString([]byte("1234567890")) + "06" + hex.EncodeToString([]byte("p-0001")) + "03" + hex.EncodeToString([]byte("Ann")))
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte("openmmr-join-token\x00"))
+	mac.Write(body)
+	require.Equal(t, "b6cd484d726379d1e9934aaede2535d205bfbf846ca53ce18ef6656a1082a0a2", hex.EncodeToString(mac.Sum(nil)))
+	manual := base64.RawURLEncoding.EncodeToString(mac.Sum(body))
+
+	id := [IDSize]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+	minted, err := Mint(secret, Claims{Meeting: "1234567890", Identity: "p-0001", Name: "Ann", ID: id, Role: Participant, Expiry: time.Unix(0x65920080, 0)})
+	require.NoError(t, err)
+	require.Equal(t, manual, minted)
+	require.Equal(t, "AgIAAAAAZZIAgAABAgMEBQYHCAkKCwwNDg8KMTIzNDU2Nzg5MAZwLTAwMDEDQW5uts1ITXJjedHpk0qu3iU10gW_v4RspTzhjvZlahCCoKI", minted)
+
+	v, err := NewVerifier(secret)
+	require.NoError(t, err)
+	c, err := v.Verify(manual, time.Unix(0x65920080-1, 0))
+	require.NoError(t, err)
+	require.Equal(t, Claims{Meeting: "1234567890", Identity: "p-0001", Name: "Ann", ID: id, Role: Participant, Expiry: time.Unix(0x65920080, 0), Version: Version2}, c)
+
+	// Version 2 with only a name (zero ID) is still version 2; a v1 body
+	// relabelled as v2 does not parse.
+	onlyName, err := Mint(secret, Claims{Meeting: "m", Identity: "i", Name: "N", Role: Viewer, Expiry: time.Unix(0x65920080, 0)})
+	require.NoError(t, err)
+	c, err = v.Verify(onlyName, time.Unix(0x65920080-1, 0))
+	require.NoError(t, err)
+	require.Equal(t, Version2, c.Version)
+	v1, _ := base64.RawURLEncoding.DecodeString("AQMAAAAAZZIAgAJtMQNib2Kblm5J-oPNURuw8lRQe-YZfT9JjKqb4kPx3gYNdPttfg")
+	v1[0] = Version2
+	_, err = v.Verify(base64.RawURLEncoding.EncodeToString(v1), time.Unix(0x65920080-1, 0))
+	require.ErrorIs(t, err, ErrMalformed)
+	_, err = Mint(secret, Claims{Meeting: "m", Identity: "i", Name: strings.Repeat("n", MaxField+1), Role: Viewer, Expiry: time.Unix(1, 0)})
+	require.Error(t, err)
+}
+
 func TestMintRejects(t *testing.T) {
 	long := strings.Repeat("x", MaxField+1)
 	tests := []struct {
@@ -166,6 +208,11 @@ func FuzzVerify(f *testing.F) {
 		require.NoError(f, err)
 		f.Add(tok)
 	}
+	c := claims()
+	c.Name, c.ID = "Ann", [IDSize]byte{1}
+	tok, err := Mint(secretA, c)
+	require.NoError(f, err)
+	f.Add(tok)
 	f.Add("")
 	f.Add("AQ")
 	f.Add(strings.Repeat("_", 400))

@@ -34,18 +34,41 @@ type Client struct {
 // proto.ALPN. cfg must authenticate the ZC (tlsutil.PinnedClientConfig or a
 // CA pool); it is cloned, not kept.
 func Dial(ctx context.Context, addr string, cfg *tls.Config) (*Client, error) {
+	return DialWith(ctx, nil, addr, cfg)
+}
+
+// DialFunc opens the TCP connection under the TLS session, e.g. through an
+// HTTP CONNECT proxy (net.Dialer.DialContext has this signature).
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// DialWith is Dial over a connection opened by dial (nil: a net.Dialer).
+// The TLS handshake runs on it, bounded by ctx; on error the connection is
+// closed.
+func DialWith(ctx context.Context, dial DialFunc, addr string, cfg *tls.Config) (*Client, error) {
 	if cfg == nil {
 		return nil, errors.New("zclient: a TLS configuration that authenticates the ZC is required")
+	}
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
 	}
 	c := cfg.Clone()
 	c.NextProtos = []string{proto.ALPN}
 	c.MinVersion = tls.VersionTLS13
-	d := tls.Dialer{Config: c}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	if c.ServerName == "" && !c.InsecureSkipVerify {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			c.ServerName = host
+		}
+	}
+	raw, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("zclient: dial %s: %w", addr, err)
 	}
-	tc := conn.(*tls.Conn)
+	tc := tls.Client(raw, c)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("zclient: dial %s: %w", addr, err)
+	}
 	return &Client{conn: tc, fr: proto.NewFrameReader(tc), base: time.Now()}, nil
 }
 

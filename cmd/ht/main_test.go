@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/openmmr/mmr/control/token"
+	"github.com/openmmr/mmr/internal/leaktest"
+	"github.com/openmmr/mmr/tlsutil"
+	"github.com/openmmr/mmr/tunnel"
+)
+
+const secret = "ht-test-join-secret-0123456789"
+
+func writeSecret(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "join.secret")
+	require.NoError(t, os.WriteFile(p, []byte(secret+"\n"), 0o600))
+	return p
+}
+
+func mint(t *testing.T) string {
+	t.Helper()
+	tok, err := token.Mint([]byte(secret), token.Claims{Meeting: "1234567890", Identity: "p-1", Role: token.Participant, Expiry: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	return tok
+}
+
+// echo is a TLS echo server (ALPN "echo") on loopback.
+type echo struct {
+	addr, fp string
+}
+
+func startEcho(t *testing.T) echo {
+	t.Helper()
+	cert, err := tlsutil.SelfSigned()
+	require.NoError(t, err)
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"echo"}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				tc := tls.Server(c, cfg)
+				_, _ = io.Copy(tc, tc)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return echo{addr: ln.Addr().String(), fp: tlsutil.Fingerprint(cert)}
+}
+
+// dialEcho opens a tunnelled TLS stream to e through tun.
+func dialEcho(t *testing.T, tun *tunnel.Tunnel, e echo) *tls.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := tun.Dial(ctx, e.addr)
+	require.NoError(t, err)
+	cfg, err := tlsutil.PinnedClientConfig(e.fp)
+	require.NoError(t, err)
+	cfg.NextProtos = []string{"echo"}
+	tc := tls.Client(c, cfg)
+	require.NoError(t, tc.HandshakeContext(ctx))
+	require.NoError(t, tc.SetDeadline(time.Now().Add(20*time.Second)))
+	msg := []byte("ping through ht")
+	_, err = tc.Write(msg)
+	require.NoError(t, err)
+	got := make([]byte, len(msg))
+	_, err = io.ReadFull(tc, got)
+	require.NoError(t, err)
+	require.Equal(t, msg, got)
+	return tc
+}
+
+func TestFlags(t *testing.T) {
+	sec := writeSecret(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no secret", []string{"-zones", "127.0.0.1:1"}, "-join-secret-file is required"},
+		{"no zones", []string{"-join-secret-file", sec}, "-zones or -zc is required"},
+		{"zc without pin", []string{"-join-secret-file", sec, "-zc", "127.0.0.1:1"}, "want host:port=fingerprint"},
+		{"zc bad pin", []string{"-join-secret-file", sec, "-zc", "127.0.0.1:1=abc"}, "fingerprint must be"},
+		{"cert alone", []string{"-join-secret-file", sec, "-zones", "127.0.0.1:1", "-cert", "x.pem"}, "-cert and -key go together"},
+		{"extra", []string{"-join-secret-file", sec, "-zones", "127.0.0.1:1", "junk"}, "unexpected argument"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			require.Equal(t, 2, run(context.Background(), tc.args, &out, nil, nil))
+			require.Contains(t, out.String(), tc.want)
+		})
+	}
+	var out bytes.Buffer
+	require.Equal(t, 1, run(context.Background(), []string{"-join-secret-file", sec, "-zones", "bad zone", "-state", t.TempDir(), "-listen", "127.0.0.1:0"}, &out, nil, nil))
+	require.Contains(t, out.String(), "zone address")
+}
+
+// TestRunAndMetrics runs ht in process with a generated certificate and
+// -metrics: a stream flows, and the scrape shows it and a refused ping.
+func TestRunAndMetrics(t *testing.T) {
+	leaktest.Check(t)
+	e := startEcho(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan running, 1)
+	done := make(chan int, 1)
+	var logs lockedBuffer
+	state := t.TempDir()
+	go func() {
+		done <- run(ctx, []string{"-listen", "127.0.0.1:0", "-state", state, "-join-secret-file", writeSecret(t),
+			"-zones", e.addr, "-metrics", "127.0.0.1:0", "-name", "ht-test"}, &logs, nil, started)
+	}()
+	var r running
+	select {
+	case r = <-started:
+	case code := <-done:
+		t.Fatalf("ht exited %d: %s", code, logs.String())
+	}
+	require.Contains(t, logs.String(), "created a self-signed certificate")
+	require.Contains(t, logs.String(), r.fingerprint)
+
+	ep := tunnel.Endpoint{URL: "https://" + r.addr + tunnel.PathTunnel, Fingerprint: r.fingerprint}
+	pctx, pcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer pcancel()
+	tun, err := (&tunnel.Dialer{Token: mint(t)}).Pick(pctx, []tunnel.Endpoint{ep})
+	require.NoError(t, err)
+	require.Equal(t, "ht-test", tun.Server.Server)
+	tc := dialEcho(t, tun, e)
+	bad, err := (&tunnel.Dialer{Token: "forged"}).Open(ep)
+	require.NoError(t, err)
+	_, _, err = bad.Ping(pctx)
+	require.ErrorIs(t, err, &tunnel.Error{Code: tunnel.CodeTokenInvalid})
+
+	resp, err := http.Get("http://" + r.metrics + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	for _, want := range []string{
+		"ht_streams 1\n", "ht_streams_opened_total 1\n", "ht_pings_total 1\n",
+		`ht_refused_total{reason="token-invalid"} 1` + "\n", `ht_stream_ends_total{reason="idle"} 0` + "\n",
+		"# TYPE ht_bytes_up_total counter\n",
+	} {
+		require.Contains(t, string(body), want)
+	}
+	require.NoError(t, tc.Close())
+	cancel()
+	require.Equal(t, 0, <-done)
+	require.Contains(t, logs.String(), "ht: stopped")
+}
+
+// TestBinarySIGTERM builds ht, runs it as a child, opens two streams
+// through it and sends SIGTERM: both streams end at once with an error
+// matching tunnel.ErrServerLeaving, and ht exits 0.
+func TestBinarySIGTERM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	leaktest.Check(t)
+	bin := filepath.Join(t.TempDir(), "ht")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run())
+	e := startEcho(t)
+	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-state", t.TempDir(), "-join-secret-file", writeSecret(t), "-zones", e.addr)
+	logs := &lockedBuffer{}
+	cmd.Stderr = logs
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill() // no-op once it exited
+		<-exited
+	})
+	re := regexp.MustCompile(`ht: running" addr=(\S+) fingerprint=([0-9a-f]{64})`)
+	var m []string
+	deadline := time.Now().Add(20 * time.Second)
+	for m = re.FindStringSubmatch(logs.String()); m == nil; m = re.FindStringSubmatch(logs.String()) {
+		require.True(t, time.Now().Before(deadline), "ht did not start: %s", logs.String())
+		time.Sleep(10 * time.Millisecond)
+	}
+	ep := tunnel.Endpoint{URL: "https://" + m[1] + tunnel.PathTunnel, Fingerprint: m[2]}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tun, err := (&tunnel.Dialer{Token: mint(t)}).Pick(ctx, []tunnel.Endpoint{ep})
+	require.NoError(t, err)
+	streams := []*tls.Conn{dialEcho(t, tun, e), dialEcho(t, tun, e)}
+	start := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	for _, s := range streams {
+		_, err := s.Read(make([]byte, 1))
+		require.ErrorIs(t, err, tunnel.ErrServerLeaving)
+		_ = s.Close()
+	}
+	require.Less(t, time.Since(start), 15*time.Second, "not by the 60 s idle timeout")
+	select {
+	case err := <-exited:
+		exited <- err
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("ht did not exit after SIGTERM")
+	}
+	require.Contains(t, logs.String(), "ht: stopping")
+	require.Contains(t, logs.String(), "ht: stopped")
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

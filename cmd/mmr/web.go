@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/openmmr/mmr/config"
+	"github.com/openmmr/mmr/internal/onebox"
+	"github.com/openmmr/mmr/web"
+	"github.com/openmmr/mmr/web/sniff"
+	"github.com/openmmr/mmr/web/store"
+)
+
+// webTier is the web tier served on the node's TLS port: ALPN h2 and
+// http/1.1, and HTTP clients that negotiate no ALPN (told from control
+// clients by web/sniff).
+type webTier struct {
+	srv   *web.Server
+	st    store.Store
+	http  *http.Server
+	sniff *sniff.Router
+	url   string // https://HOST[:PORT] as a local client reaches it
+	wg    sync.WaitGroup
+}
+
+// Files of the one-box web tier in the state directory (mode 0600).
+const (
+	// firstMeetingFile records the meeting created on first start, so
+	// every start can say how to join it.
+	firstMeetingFile = "web-meeting.json"
+	// adminKeyFile holds the admin API key created on first start.
+	adminKeyFile = "web-admin.key"
+)
+
+// firstMeeting is the content of firstMeetingFile.
+type firstMeeting struct {
+	ID       string `json:"id"`
+	Passcode string `json:"passcode"`
+}
+
+// startWeb serves the web tier on n's edge: SQLite in the state directory
+// (or -web-db), the zones of -web-config, else one zone named "local" whose
+// ZC is this node's in-process one (its address and fingerprint). It is
+// called before the edge serves.
+func (n *node) startWeb(o *options, secret []byte, tlsAddr netip.AddrPort) (err error) {
+	site := config.Default()
+	if o.webConfig != "" {
+		if site, err = config.Load(o.webConfig); err != nil {
+			return err
+		}
+	}
+	local := publicURLAddr(tlsAddr, o.public)
+	w := &webTier{url: "https://" + hostPort(local)}
+	n.web = w
+	if len(site.Zones) == 0 {
+		if n.zc == nil {
+			n.log.Warn("mmr: web tier off: external zone controllers (-zc) and no zones in -web-config")
+			n.web = nil
+			return nil
+		}
+		site.Zones = []config.Zone{{Name: "local", ZCs: []config.ZC{{Addr: local.String(), Fingerprint: n.fp}}}}
+	}
+	if site.Web.WebClientURL == "" {
+		site.Web.WebClientURL = w.url + "/j/"
+	}
+	dsn := o.webDB // the flag, else [web] db of -web-config, else SQLite in the state directory
+	if dsn == "" {
+		dsn = site.Web.DB
+	}
+	if dsn == "" {
+		dsn = "sqlite:" + filepath.Join(o.state, "web.db")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if w.st, err = store.Open(ctx, dsn); err != nil {
+		return err
+	}
+	if w.srv, err = web.New(web.Config{Site: site, Store: w.st, Secret: secret, Logger: n.log}); err != nil {
+		return err
+	}
+	w.http = w.srv.HTTPServer()
+	sniffed := sniff.NewListener(n.edge.Addr())
+	w.sniff = sniff.New(sniffed.Deliver, n.ctl.HandleConn)
+	n.edge.Handle("", w.sniff.Route)
+	for _, l := range []net.Listener{n.edge.Listener("h2"), n.edge.Listener("http/1.1"), sniffed} {
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			if err := w.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				n.log.Error("mmr: web tier stopped", "err", err)
+			}
+		}()
+	}
+	return w.firstStart(ctx, n, o.state)
+}
+
+// firstStart creates, once, a meeting with a passcode and an admin API key,
+// and logs how to join the meeting (every start).
+func (w *webTier) firstStart(ctx context.Context, n *node, state string) error {
+	path := filepath.Join(state, firstMeetingFile)
+	var fm firstMeeting
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &fm); err != nil {
+			return fmt.Errorf("%s: %w (delete it to create a new meeting)", path, err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		topic := "openmmr one-box meeting"
+		c, err := w.srv.CreateMeeting(ctx, web.MeetingRequest{Topic: &topic})
+		if err != nil {
+			return fmt.Errorf("first meeting: %w", err)
+		}
+		fm = firstMeeting{ID: c.ID, Passcode: c.Passcode}
+		b, _ := json.Marshal(fm)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return err
+		}
+		key, _, err := web.CreateAPIKey(ctx, w.st, "one-box admin", time.Now())
+		if err != nil {
+			return err
+		}
+		kp := filepath.Join(state, adminKeyFile)
+		if err := os.WriteFile(kp, []byte(key+"\n"), 0o600); err != nil {
+			return err
+		}
+		n.log.Info("mmr: web tier: created an admin API key for /v1/meetings (Authorization: Bearer KEY)", "file", kp)
+	default:
+		return err
+	}
+	if err := onebox.Write(state, onebox.Join{Web: w.url, Pin: n.fp, Meeting: fm.ID, Passcode: fm.Passcode}); err != nil {
+		return err
+	}
+	n.log.Info("mmr: join the meeting", "meeting", fm.ID, "passcode", fm.Passcode, "web", w.url,
+		"command", fmt.Sprintf("go run ./cmd/openmmr join -web %s -pin %s -passcode %s %s", w.url, n.fp, fm.Passcode, fm.ID),
+		"or", "go run ./cmd/openmmr join -local")
+	return nil
+}
+
+// close stops serving HTTP, then the web tier and its store. Idempotent.
+func (w *webTier) close() {
+	if w.http != nil {
+		w.http.Close()
+	}
+	w.wg.Wait()
+	if w.srv != nil {
+		w.srv.Close()
+	}
+	if w.st != nil {
+		w.st.Close()
+	}
+}
+
+// publicURLAddr is the address a client of this machine reaches the TLS
+// port on: -public, else loopback for wildcards (IPv4 preferred).
+func publicURLAddr(tlsAddr netip.AddrPort, ip netip.Addr) netip.AddrPort {
+	addrs := public(dualStack(tlsAddr), ip)
+	for _, a := range addrs {
+		if a.Addr().Is4() {
+			return a
+		}
+	}
+	if len(addrs) > 0 {
+		return addrs[0]
+	}
+	return loopbackOf(tlsAddr)
+}
+
+// hostPort prints a, without the port when it is 443.
+func hostPort(a netip.AddrPort) string {
+	if a.Port() == 443 {
+		if a.Addr().Is6() {
+			return "[" + a.Addr().String() + "]"
+		}
+		return a.Addr().String()
+	}
+	return a.String()
+}
