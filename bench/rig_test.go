@@ -161,6 +161,21 @@ func (res result) lossPercent() float64 {
 // two-core machine.
 const stallTimeout = 200 * time.Millisecond
 
+// verifyStallTimeout replaces stallTimeout for a verifying rig (the smoke
+// test), which must not write copies off: beside a CPU hog on this
+// two-core machine a forwarder was seen descheduled for over 200 ms, and
+// the smoke test then failed with copies that were only late.
+const verifyStallTimeout = 10 * time.Second
+
+// stall returns how long r's load waits for a copy before writing the
+// outstanding ones off.
+func (r *rig) stall() time.Duration {
+	if r.sc.verify {
+		return verifyStallTimeout
+	}
+	return stallTimeout
+}
+
 // driver runs one round of n packets on r.
 type driver func(r *rig, n int) (result, error)
 
@@ -203,7 +218,7 @@ func closedLoop(window int) driver {
 		subs := int64(r.sc.subs)
 		var sent, forgiven int64
 		res := result{packets: uint64(n), expected: uint64(n) * uint64(subs)}
-		t := time.NewTimer(stallTimeout)
+		t := time.NewTimer(r.stall())
 		defer t.Stop()
 		acked := func() int64 { return int64(r.sinks.delivered.Load()) / subs }
 		if isStreamImpl(r.sc.impl) {
@@ -218,7 +233,7 @@ func closedLoop(window int) driver {
 				sent += int64(k)
 				continue
 			}
-			t.Reset(stallTimeout)
+			t.Reset(r.stall())
 			select {
 			case <-r.sinks.progress:
 			case <-t.C:
@@ -247,13 +262,13 @@ func paced(interval time.Duration) driver {
 // await waits until expected copies arrived or none arrives for
 // stallTimeout, and returns the copies delivered and the stall count.
 func (r *rig) await(expected uint64, stalls int) (uint64, int) {
-	t := time.NewTimer(stallTimeout)
+	t := time.NewTimer(r.stall())
 	defer t.Stop()
 	for {
 		if d := r.sinks.delivered.Load(); d >= expected {
 			return d, stalls
 		}
-		t.Reset(stallTimeout)
+		t.Reset(r.stall())
 		select {
 		case <-r.sinks.progress:
 		case <-t.C:
