@@ -20,6 +20,10 @@ func TestZeroAllocsPerForwardedPacket(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			r := newTestRouter(t, func(c *Config) {
 				c.Shards = 1
+				// The subscribers send no keepalives: under -race beside a CPU
+				// hog the test ran past the default 30 s and their consent
+				// lapsed (DropNoConsent, a receive timed out).
+				c.ConsentTimeout = 10 * time.Minute
 				switch mode {
 				case "poll":
 					c.ReadMode = 1

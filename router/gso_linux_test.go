@@ -235,7 +235,10 @@ func (b *burst) send() {
 // out to 5 subscribers as super-packets, allocate nothing in the whole
 // process (sender and receivers included), and super-packets were sent.
 func TestZeroAllocsGSO(t *testing.T) {
-	r := newTestRouter(t, func(c *Config) { c.Shards = 1 })
+	r := newTestRouter(t, func(c *Config) {
+		c.Shards = 1
+		c.ConsentTimeout = 10 * time.Minute // subscribers send no keepalives; a loaded run is slow
+	})
 	require.NoError(t, r.CreateMeeting("m"))
 	pub := join(t, r, "m", 1)
 	var subs []*member
