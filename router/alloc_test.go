@@ -24,6 +24,9 @@ func TestZeroAllocsPerForwardedPacket(t *testing.T) {
 				// hog the test ran past the default 30 s and their consent
 				// lapsed (DropNoConsent, a receive timed out).
 				c.ConsentTimeout = 10 * time.Minute
+				// Likewise a datagram the reader took up after a 500 ms stall
+				// was dropped as stale (DropStale); the age check stays on.
+				c.MaxPacketAge = time.Minute
 				switch mode {
 				case "poll":
 					c.ReadMode = 1

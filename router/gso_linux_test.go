@@ -238,6 +238,7 @@ func TestZeroAllocsGSO(t *testing.T) {
 	r := newTestRouter(t, func(c *Config) {
 		c.Shards = 1
 		c.ConsentTimeout = 10 * time.Minute // subscribers send no keepalives; a loaded run is slow
+		c.MaxPacketAge = time.Minute        // nor may a stall of the reader drop a frame as stale
 	})
 	require.NoError(t, r.CreateMeeting("m"))
 	pub := join(t, r, "m", 1)
