@@ -15,7 +15,7 @@ func implSkip(impl string) string {
 	switch {
 	case impl == implFloor && !floorSupported:
 		return "the floor forwarder needs Linux (recvmmsg/sendmmsg)"
-	case impl == implCFloor:
+	case isCFloor(impl):
 		return cfloorSkip()
 	}
 	return ""

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 
 	"github.com/openmmr/mmr/ingress"
 	"github.com/openmmr/mmr/media"
@@ -54,13 +55,20 @@ func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
 	cfg := router.Config{
 		UDP:         []netip.AddrPort{localhost0()},
 		TCP:         []netip.AddrPort{localhost0()}, // the default (UDP's), spelled out
-		Shards:      1,
+		Shards:      max(1, spec.Shards),
 		ReadMode:    mode,
 		DisableDSCP: spec.Impl == implMMRNoDSCP,
+		DisableGSO:  spec.Impl == implMMRNoGSO,
 		Logger:      log,
 	}
 	if spec.Impl == implTCP {
 		cfg.MaxStreamsPerIP = max(router.DefaultMaxStreamsPerIP, spec.Streams)
+	}
+	if cfg.Shards > 1 {
+		// As cmd/mmr does (raiseGOMAXPROCS): a P per CPU beside the readers,
+		// so that they keep theirs while they wait (with one shard on two
+		// CPUs they already do).
+		runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), runtime.NumCPU()+router.Readers(cfg)))
 	}
 	r, err := router.New(cfg)
 	if err != nil {
@@ -122,6 +130,9 @@ func (f *mmrForwarder) setup(spec childSpec) error {
 			return fmt.Errorf("bench: subscribing stream subscriber %d: %w", i, err)
 		}
 		f.tokens = append(f.tokens, p.Token)
+	}
+	if err := f.addMore(spec.More); err != nil {
+		return err
 	}
 	return f.addIdle(spec.IdleMeetings, spec.IdleParticipants)
 }

@@ -33,6 +33,11 @@ func TestHarnessSmoke(t *testing.T) {
 		{"mmr", scenario{impl: implMMR, subs: 3, size: 200, idleMeetings: 50, idleParticipants: 5}, closedLoop(64)},
 		{"mmr-poll", scenario{impl: implMMRPoll, subs: 3, size: 200}, closedLoop(64)},
 		{"mmr-paced", scenario{impl: implMMR, subs: 1, size: 200}, paced(time.Second / lightRate)},
+		{"cfloor-gso-video", scenario{impl: implCFloorGSO, subs: 3, size: 1200, video: true}, closedLoop(64)},
+		{"cfloor-video", scenario{impl: implCFloor, subs: 3, size: 1200, video: true}, closedLoop(64)},
+		{"mmr-video", scenario{impl: implMMR, subs: 3, size: 1200, video: true}, closedLoop(64)},
+		{"mmr-video-200", scenario{impl: implMMR, subs: 3, size: 200, video: true}, closedLoop(64)},
+		{"mmr-nogso-video", scenario{impl: implMMRNoGSO, subs: 3, size: 1200, video: true}, closedLoop(64)},
 		{"floor-window-1", scenario{impl: implFloor, subs: 2, size: 200}, closedLoop(1)},
 		{"tcp", scenario{impl: implTCP, subs: 3, size: 1200}, closedLoop(64)},
 		{"tcp-200", scenario{impl: implTCP, subs: 2, size: 200}, closedLoop(64)},
@@ -72,6 +77,15 @@ func TestHarnessSmoke(t *testing.T) {
 				drops, err := r.child.drops()
 				require.NoError(t, err)
 				require.Zero(t, drops, "router drops")
+				sent, falls, err := r.child.gso()
+				require.NoError(t, err)
+				require.Zero(t, falls, "GSO fallbacks")
+				switch {
+				case tt.sc.video && tt.sc.impl == implMMR:
+					require.NotZero(t, sent, "video frames went as GSO super-packets")
+				case tt.sc.impl == implMMRNoGSO:
+					require.Zero(t, sent, "GSO disabled")
+				}
 			}
 
 			require.Error(t, r.startRound(), "a verifying rig runs one round")

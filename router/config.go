@@ -105,6 +105,17 @@ type Config struct {
 	DSCP dscp.Config
 	// DisableDSCP sends every packet unmarked.
 	DisableDSCP bool
+	// DisableGSO sends one datagram per message. By default (Linux 4.18 or
+	// later) a reader that finds consecutive RTP packets of one publisher's
+	// flow in a read batch (a video frame's packets), all of one size but
+	// for a shorter last one, sends each UDP subscriber their copies as one
+	// UDP GSO super-packet (UDP_SEGMENT, at most egress.MaxSegments
+	// datagrams and egress.MaxRunBytes bytes), with the same DSCP mark and
+	// source address; the subscriber receives ordinary datagrams. A
+	// destination whose route refuses GSO (no checksum offload, MTU) gets
+	// one message per datagram from then on, counted in
+	// Stats.GSOFallbacks.
+	DisableGSO bool
 	// SocketBuffer is SO_RCVBUF/SO_SNDBUF in bytes. Default DefaultSocketBuffer.
 	SocketBuffer int
 	// IdleTimeout unbinds a client-bound flow that has sent nothing (not even

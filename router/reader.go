@@ -37,6 +37,23 @@ type reader struct {
 	bind  wire.Bind
 	ka    wire.Keepalive
 	sent  [wire.MaxRTCPTargets]*session.Flow // RTCP destinations already used
+
+	// UDP GSO (nil segs: off, or a stream reader): consecutive RTP packets
+	// of one route and kind, of one size but for a shorter last one, are
+	// queued as a run and sent as one super-packet per UDP destination
+	// (egress.Batch.AddRun). segs[0:cursor] are this batch's queued packets.
+	segs   *egress.Segs
+	cursor int
+	pend   pendingRun
+}
+
+// pendingRun is the run being collected: the packets segs[r.First:] routed
+// to route's destinations as kind.
+type pendingRun struct {
+	route  *session.Route
+	kind   media.Kind
+	r      egress.Run
+	closed bool // its last packet is shorter than r.Size: nothing may follow
 }
 
 func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
@@ -47,6 +64,15 @@ func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
 			fd = s.FD() // reply from the very socket the group's packets arrive on
 		}
 		rd.out = append(rd.out, egress.NewBatch(fd, grp.v6, r.cfg.DSCP, rd.live))
+	}
+	if !r.cfg.DisableGSO {
+		gso := false
+		for _, o := range rd.out {
+			gso = o.EnableGSO() || gso
+		}
+		if gso {
+			rd.segs = egress.NewSegs(r.cfg.Batch, r.cfg.Batch*MaxPacket)
+		}
 	}
 	return rd
 }
@@ -83,6 +109,10 @@ func (rd *reader) run() {
 
 // process routes the n packets of the current batch and sends the copies.
 func (rd *reader) process(n int) {
+	rd.cursor = 0
+	if rd.segs != nil {
+		rd.segs.Reset()
+	}
 	rd.stamp(time.Now().UnixNano())
 	i := 0
 	if age := int64(rd.rt.cfg.MaxPacketAge); age > 0 && n > 0 {
@@ -99,6 +129,7 @@ func (rd *reader) process(n int) {
 	for ; i < n; i++ {
 		rd.handle(i)
 	}
+	rd.endRun()
 	rd.flush()
 }
 
@@ -197,7 +228,70 @@ func (rd *reader) handleRTP(pkt []byte, f *session.Flow) {
 		return
 	}
 	f.Participant.Stats.In(len(pkt))
-	rd.fanout(pkt, f.Kind, f.Route().Dests)
+	if rd.segs == nil {
+		rd.fanout(pkt, f.Kind, f.Route().Dests)
+		return
+	}
+	rd.queueRun(pkt, f.Kind, f.Route())
+}
+
+// queueRun adds pkt to the pending run, or ends that run and starts a new
+// one when pkt cannot join it: another route or kind, a packet longer than
+// the run's size or following a shorter one, or the run full (segments or
+// bytes).
+func (rd *reader) queueRun(pkt []byte, k media.Kind, route *session.Route) {
+	ru := &rd.pend
+	if ru.r.N > 0 && (ru.route != route || ru.kind != k || ru.closed || len(pkt) > ru.r.Size ||
+		ru.r.N == egress.MaxSegments || ru.r.Bytes+len(pkt) > egress.MaxRunBytes) {
+		rd.endRun()
+	}
+	if ru.r.N == 0 {
+		ru.route, ru.kind, ru.closed = route, k, false
+		ru.r = egress.Run{First: rd.cursor, Size: len(pkt)}
+	}
+	rd.segs.Set(rd.cursor, pkt)
+	rd.cursor++
+	ru.r.N++
+	ru.r.Bytes += len(pkt)
+	ru.closed = len(pkt) < ru.r.Size
+}
+
+// endRun queues the copies of the pending run: one super-packet per UDP
+// destination (one message per packet for a run of one), each packet
+// framed for a stream destination. Every destination's Remote is read once
+// per run.
+func (rd *reader) endRun() {
+	ru := &rd.pend
+	switch {
+	case ru.r.N == 0:
+		return
+	case ru.r.N == 1:
+		rd.fanout(rd.segs.Packet(ru.r.First), ru.kind, ru.route.Dests)
+	default:
+		staged := false
+		for _, d := range ru.route.Dests {
+			rem := d.Remote()
+			switch {
+			case rem == nil:
+			case !d.MaySend(rem, rd.after): // as in fanout: every copy of the run
+				for range ru.r.N {
+					rd.drop(d, stats.DropNoConsent)
+				}
+			case rem.Sink != nil:
+				for j := ru.r.First; j < ru.r.First+ru.r.N; j++ {
+					rem.Sink.Enqueue(rd.segs.Packet(j))
+				}
+			default:
+				if !staged { // one copy of the run, for every UDP destination
+					rd.segs.Stage(&ru.r)
+					staged = true
+				}
+				rd.out[rem.Group].AddRun(rd.segs, ru.r, rem.Dst, ru.kind, &d.Participant.Stats)
+			}
+		}
+	}
+	ru.r.N = 0
+	ru.route = nil
 }
 
 // fanout queues one copy of pkt per bound destination flow. Every copy
@@ -228,6 +322,7 @@ func (rd *reader) sendTo(rem *session.Remote, pkt []byte, k media.Kind, owner *s
 // feedback (reports, NACK, PLI, FIR, REMB) to the publishers of the SSRCs it
 // names, each destination once, the compound packet unchanged.
 func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
+	rd.endRun() // copies leave in arrival order
 	if err := rd.rtcp.Parse(pkt); err != nil {
 		rd.drop(f, stats.DropRTCPMalformed)
 		return
@@ -299,6 +394,7 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 // only a client that receives at the address can echo one, so spoofed
 // Keepalives keep nothing flowing.
 func (rd *reader) handleKeepalive(pkt []byte, f *session.Flow) {
+	rd.endRun()
 	if err := rd.ka.Unmarshal(pkt); err != nil || rd.ka.Ack || rd.ka.Kind != f.Kind {
 		rd.drop(f, stats.DropMalformed)
 		return

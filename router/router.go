@@ -144,7 +144,11 @@ func New(cfg Config) (*Router, error) {
 	for gi, g := range r.groups {
 		for si, s := range g.socks {
 			s.SetHoldP(hold)
-			r.rds = append(r.rds, newReader(r, gi, si, s))
+			rd := newReader(r, gi, si, s)
+			for _, o := range rd.out {
+				o.SetHoldP(hold) // the reader's thread holds its P: send without releasing it
+			}
+			r.rds = append(r.rds, rd)
 		}
 	}
 	for _, a := range cfg.TCP {
@@ -184,7 +188,7 @@ func New(cfg Config) (*Router, error) {
 		}()
 	}
 	for _, g := range r.groups {
-		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode, "hold_p", hold)
+		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode, "hold_p", hold, "gso", len(r.rds) > 0 && r.rds[0].segs != nil)
 	}
 	for _, ln := range r.tcp {
 		r.log.Info("router: listening", "tcp", ln.Addr())

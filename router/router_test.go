@@ -19,52 +19,56 @@ import (
 )
 
 func TestThreeParticipantsAllKinds(t *testing.T) {
-	r := newTestRouter(t)
-	require.NoError(t, r.CreateMeeting("m1"))
-	ms := []*member{join(t, r, "m1", 1), join(t, r, "m1", 2), join(t, r, "m1", 3)}
-	const perKind = 30
-	sent := map[*member][media.NumKinds][][]byte{}
-	for _, m := range ms {
-		var s [media.NumKinds][][]byte
-		for _, k := range media.Kinds {
-			for i := 0; i < perKind; i++ {
-				pkt := m.rtpPacket(t, k, 200+i*30)
-				s[k.Index()] = append(s[k.Index()], pkt)
-				require.NoError(t, m.flows[k.Index()].Send(pkt))
-			}
-		}
-		sent[m] = s
-	}
-	for _, m := range ms {
-		for _, k := range media.Kinds {
-			t.Run(k.String(), func(t *testing.T) {
-				var want [][]byte
-				for _, o := range ms {
-					if o != m {
-						want = append(want, sent[o][k.Index()]...)
+	for _, g := range gsoModes {
+		t.Run(g.name, func(t *testing.T) {
+			r := newTestRouter(t, func(c *Config) { c.DisableGSO = g.disable })
+			require.NoError(t, r.CreateMeeting("m1"))
+			ms := []*member{join(t, r, "m1", 1), join(t, r, "m1", 2), join(t, r, "m1", 3)}
+			const perKind = 30
+			sent := map[*member][media.NumKinds][][]byte{}
+			for _, m := range ms {
+				var s [media.NumKinds][][]byte
+				for _, k := range media.Kinds {
+					for i := 0; i < perKind; i++ {
+						pkt := m.rtpPacket(t, k, 200+i*30)
+						s[k.Index()] = append(s[k.Index()], pkt)
+						require.NoError(t, m.flows[k.Index()].Send(pkt))
 					}
 				}
-				got := recvAll(m.flows[k.Index()], len(want), 5*time.Second)
-				sortBytes(want)
-				sortBytes(got)
-				require.Equal(t, want, got, "each receives exactly the others' %s packets", k)
-				require.True(t, quiet(m.flows[k.Index()], 100*time.Millisecond), "no extra packets")
-			})
-		}
+				sent[m] = s
+			}
+			for _, m := range ms {
+				for _, k := range media.Kinds {
+					t.Run(k.String(), func(t *testing.T) {
+						var want [][]byte
+						for _, o := range ms {
+							if o != m {
+								want = append(want, sent[o][k.Index()]...)
+							}
+						}
+						got := recvAll(m.flows[k.Index()], len(want), 5*time.Second)
+						sortBytes(want)
+						sortBytes(got)
+						require.Equal(t, want, got, "each receives exactly the others' %s packets", k)
+						require.True(t, quiet(m.flows[k.Index()], 100*time.Millisecond), "no extra packets")
+					})
+				}
+			}
+			st := r.Stats()
+			require.Equal(t, uint64(18+9*perKind), st.PacketsIn, "9 binds, their 9 challenge echoes and every media packet")
+			require.Equal(t, uint64(18+18*perKind), st.PacketsOut, "9 challenges, 9 bind answers and two copies of each packet")
+			require.Equal(t, uint64(9), st.BindChallenges)
+			require.Zero(t, st.Dropped())
+			ps, err := r.ParticipantStats(ms[0].info.ID)
+			require.NoError(t, err)
+			require.Equal(t, uint64(3*perKind), ps.PacketsIn)
+			require.Equal(t, uint64(2*3*perKind), ps.PacketsOut)
+			mst, err := r.MeetingStats("m1")
+			require.NoError(t, err)
+			require.Equal(t, uint64(9*perKind), mst.PacketsIn)
+			require.Equal(t, uint64(18*perKind), mst.PacketsOut)
+		})
 	}
-	st := r.Stats()
-	require.Equal(t, uint64(18+9*perKind), st.PacketsIn, "9 binds, their 9 challenge echoes and every media packet")
-	require.Equal(t, uint64(18+18*perKind), st.PacketsOut, "9 challenges, 9 bind answers and two copies of each packet")
-	require.Equal(t, uint64(9), st.BindChallenges)
-	require.Zero(t, st.Dropped())
-	ps, err := r.ParticipantStats(ms[0].info.ID)
-	require.NoError(t, err)
-	require.Equal(t, uint64(3*perKind), ps.PacketsIn)
-	require.Equal(t, uint64(2*3*perKind), ps.PacketsOut)
-	mst, err := r.MeetingStats("m1")
-	require.NoError(t, err)
-	require.Equal(t, uint64(9*perKind), mst.PacketsIn)
-	require.Equal(t, uint64(18*perKind), mst.PacketsOut)
 }
 
 func sortBytes(b [][]byte) { slices.SortFunc(b, bytes.Compare) }
@@ -226,34 +230,44 @@ func TestKeepaliveAnswered(t *testing.T) {
 	a := join(t, r, "m", 1)
 	require.NoError(t, a.flows[0].Keepalive())
 	got := recvAll(a.flows[0], 1, 3*time.Second)
+	for len(got) == 1 && got[0][0] == wire.TypeBindAck {
+		// The answer to a bind the client retransmitted (a busy machine)
+		// may arrive after the one that completed the bind.
+		got = recvAll(a.flows[0], 1, 3*time.Second)
+	}
 	require.Len(t, got, 1)
 	require.Equal(t, byte(7), got[0][0], "keepalive ack")
 }
 
 func TestDSCPPerKindOnOnePort(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		addr string
-	}{{"ipv4", "127.0.0.1:0"}, {"ipv6", "[::1]:0"}} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newTestRouter(t, func(c *Config) {
-				c.UDP = []netip.AddrPort{netip.MustParseAddrPort(tc.addr)}
-				c.DSCP = dscp.Config{Audio: 46, Video: 34, Content: 40}
-			})
-			require.NoError(t, r.CreateMeeting("m"))
-			a, b := join(t, r, "m", 1), join(t, r, "m", 2)
-			for _, k := range media.Kinds {
-				conn := b.flows[k.Index()].Conn()
-				require.NoError(t, dscp.EnableRecv(conn))
-				require.NoError(t, a.flows[k.Index()].Send(a.rtpPacket(t, k, 200)))
-				buf, oob := make([]byte, 2048), make([]byte, 128)
-				require.NoError(t, conn.SetReadDeadline(time.Now().Add(3*time.Second)))
-				_, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
-				require.NoError(t, err)
-				require.Equal(t, r.UDPAddrs()[0].Port(), from.Port(), "sent from the port the client talks to")
-				got, ok := dscp.ParseRecv(oob[:oobn])
-				require.True(t, ok, "TOS reported")
-				require.Equal(t, map[media.Kind]uint8{media.Audio: 46, media.Video: 34, media.Content: 40}[k], got, k.String())
+	for _, g := range gsoModes {
+		t.Run(g.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name string
+				addr string
+			}{{"ipv4", "127.0.0.1:0"}, {"ipv6", "[::1]:0"}} {
+				t.Run(tc.name, func(t *testing.T) {
+					r := newTestRouter(t, func(c *Config) {
+						c.UDP = []netip.AddrPort{netip.MustParseAddrPort(tc.addr)}
+						c.DSCP = dscp.Config{Audio: 46, Video: 34, Content: 40}
+						c.DisableGSO = g.disable
+					})
+					require.NoError(t, r.CreateMeeting("m"))
+					a, b := join(t, r, "m", 1), join(t, r, "m", 2)
+					for _, k := range media.Kinds {
+						conn := b.flows[k.Index()].Conn()
+						require.NoError(t, dscp.EnableRecv(conn))
+						require.NoError(t, a.flows[k.Index()].Send(a.rtpPacket(t, k, 200)))
+						buf, oob := make([]byte, 2048), make([]byte, 128)
+						require.NoError(t, conn.SetReadDeadline(time.Now().Add(3*time.Second)))
+						_, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
+						require.NoError(t, err)
+						require.Equal(t, r.UDPAddrs()[0].Port(), from.Port(), "sent from the port the client talks to")
+						got, ok := dscp.ParseRecv(oob[:oobn])
+						require.True(t, ok, "TOS reported")
+						require.Equal(t, map[media.Kind]uint8{media.Audio: 46, media.Video: 34, media.Content: 40}[k], got, k.String())
+					}
+				})
 			}
 		})
 	}

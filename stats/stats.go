@@ -56,6 +56,13 @@ type Counters struct {
 	PacketsIn, BytesIn   uint64
 	PacketsOut, BytesOut uint64
 	Drops                [NumDropReasons]uint64
+	// GSOSent counts UDP GSO super-packets handed to the kernel (each
+	// carries several of the copies counted in PacketsOut).
+	GSOSent uint64
+	// GSOFallbacks counts runs of copies meant for one super-packet that
+	// went one datagram per message instead: GSO unavailable on the socket
+	// or refused for the destination. They were sent, not dropped.
+	GSOFallbacks uint64
 }
 
 // Dropped returns the sum of all drop counters.
@@ -80,6 +87,7 @@ type Live struct {
 	packetsIn, bytesIn   atomic.Uint64
 	packetsOut, bytesOut atomic.Uint64
 	drops                [NumDropReasons]atomic.Uint64
+	gsoSent, gsoFallback atomic.Uint64
 }
 
 // In counts one received packet of n bytes.
@@ -100,6 +108,12 @@ func (c *Live) OutTotal(packets, bytes int) {
 	c.bytesOut.Add(uint64(bytes))
 }
 
+// GSOSent counts n UDP GSO super-packets sent.
+func (c *Live) GSOSent(n int) { c.gsoSent.Add(uint64(n)) }
+
+// GSOFallback counts one run sent without GSO.
+func (c *Live) GSOFallback() { c.gsoFallback.Add(1) }
+
 // Drop counts one drop for reason r.
 func (c *Live) Drop(r DropReason) { c.drops[r].Add(1) }
 
@@ -108,6 +122,7 @@ func (c *Live) Snapshot() Counters {
 	s := Counters{
 		PacketsIn: c.packetsIn.Load(), BytesIn: c.bytesIn.Load(),
 		PacketsOut: c.packetsOut.Load(), BytesOut: c.bytesOut.Load(),
+		GSOSent: c.gsoSent.Load(), GSOFallbacks: c.gsoFallback.Load(),
 	}
 	for i := range c.drops {
 		s.Drops[i] = c.drops[i].Load()
@@ -121,6 +136,8 @@ func (c *Counters) Add(o Counters) {
 	c.BytesIn += o.BytesIn
 	c.PacketsOut += o.PacketsOut
 	c.BytesOut += o.BytesOut
+	c.GSOSent += o.GSOSent
+	c.GSOFallbacks += o.GSOFallbacks
 	for i := range c.Drops {
 		c.Drops[i] += o.Drops[i]
 	}
@@ -133,6 +150,8 @@ func (c *Live) AddCounters(o Counters) {
 	c.bytesIn.Add(o.BytesIn)
 	c.packetsOut.Add(o.PacketsOut)
 	c.bytesOut.Add(o.BytesOut)
+	c.gsoSent.Add(o.GSOSent)
+	c.gsoFallback.Add(o.GSOFallbacks)
 	for i, d := range o.Drops {
 		if d != 0 {
 			c.drops[i].Add(d)
