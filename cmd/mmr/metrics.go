@@ -72,6 +72,8 @@ func (n *node) writeMetrics(w *metrics.Writer) {
 	w.One("mmr_bytes_in_total", "Bytes received (payload).", metrics.Counter, rs.BytesIn)
 	w.One("mmr_packets_out_total", "Copies handed to the kernel, one per destination.", metrics.Counter, rs.PacketsOut)
 	w.One("mmr_bytes_out_total", "Bytes of the copies handed to the kernel.", metrics.Counter, rs.BytesOut)
+	w.One("mmr_gso_sent_total", "UDP GSO super-packets handed to the kernel (each carries several copies).", metrics.Counter, rs.GSOSent)
+	w.One("mmr_gso_fallbacks_total", "Runs of copies sent one datagram per message because GSO was refused for the destination.", metrics.Counter, rs.GSOFallbacks)
 	w.One("mmr_streams", "Live TCP and TLS media streams.", metrics.Gauge, uint64(rs.Streams))
 	w.One("mmr_streams_max", "Router-wide cap on media streams (descriptors kept in reserve for the control port).", metrics.Gauge, uint64(rs.MaxStreams))
 	w.One("mmr_tcp_accepting", "1 while every TCP media listener takes connections, 0 while Accept fails or after one stopped.", metrics.Gauge, b2u(rs.TCPAccepting))
