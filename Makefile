@@ -7,7 +7,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 20000x
 BENCHTIME   ?= 1s
 
-.PHONY: test lint bench fuzz run
+.PHONY: test lint bench fuzz run abuse
 
 ## test: gofmt check, go vet, staticcheck, then every test with the race detector
 test: lint
@@ -22,6 +22,11 @@ lint:
 ## bench: the benchmarks (bench/README.md explains how to read them)
 bench:
 	$(GO) test ./bench -run '^$$' -bench . -benchtime $(BENCHTIME)
+	$(GO) test ./web -run '^$$' -bench BenchmarkLookup -cpu 1 -benchtime $(BENCHTIME)
+
+## abuse: a short version of every hostile scenario of issue 14 (loopback only): legitimate traffic lost, refusals, descriptors and goroutines before/after
+abuse:
+	$(GO) run ./cmd/abuse
 
 ## fuzz: every fuzz target of every package, FUZZTIME executions each
 fuzz:

@@ -15,7 +15,7 @@ func implSkip(impl string) string {
 	switch {
 	case impl == implFloor && !floorSupported:
 		return "the floor forwarder needs Linux (recvmmsg/sendmmsg)"
-	case impl == implCFloor:
+	case isCFloor(impl):
 		return cfloorSkip()
 	}
 	return ""
@@ -24,7 +24,7 @@ func implSkip(impl string) string {
 // fanoutImpls adds to BenchmarkFanout mmr-nodscp, to show what the DSCP
 // control message costs per copy, and the router with stream (TCP, TLS)
 // subscribers.
-func fanoutImpls() []string { return append(benchImpls(), implMMRNoDSCP, implTCP, implTLS) }
+func fanoutImpls() []string { return append(benchImpls(), implMMRNoDSCP, implTCP, implTLS, implWS) }
 
 // fanoutSubs returns BenchmarkFanout's subscriber counts for impl: the
 // stream impls run the two middle ones only (a meeting's worth of stream

@@ -20,6 +20,23 @@ import (
 // (scheduler, sysmon, GC), and the reference every ratio is stated against.
 const implCFloor = "cfloor"
 
+// implCFloorGSO is the C floor with UDP GSO (the program's "gso" mode):
+// each run of equal-size packets in a read batch (a video frame) goes to
+// each subscriber as one UDP_SEGMENT super-packet. The floor of what the
+// router's GSO can reach.
+const implCFloorGSO = "cfloor-gso"
+
+// isCFloor reports whether impl runs the C program.
+func isCFloor(impl string) bool { return impl == implCFloor || impl == implCFloorGSO }
+
+// cfloorArgs returns the C floor's command-line arguments for impl.
+func cfloorArgs(impl string) []string {
+	if impl == implCFloorGSO {
+		return []string{"gso"}
+	}
+	return nil
+}
+
 // cfloorSource is the C floor's source, relative to the package directory
 // (go test runs in it).
 const cfloorSource = "testdata/cfloor.c"
@@ -83,7 +100,7 @@ func cfloorSkip() string {
 
 // cfloorStartLine is the C floor's start request: "start <n> <addr>...".
 func cfloorStartLine(spec childSpec) (string, error) {
-	if spec.Impl != implCFloor || len(spec.Subs) == 0 || spec.Streams != 0 || spec.IdleMeetings != 0 {
+	if !isCFloor(spec.Impl) || len(spec.Subs) == 0 || spec.Streams != 0 || spec.IdleMeetings != 0 {
 		return "", fmt.Errorf("bench: the C floor forwards to UDP subscribers only, got %+v", spec)
 	}
 	if err := spec.validate(); err != nil {

@@ -20,6 +20,8 @@ import (
 //	parent: usage                       child: usage <cpu ns> <mallocs> <alloc bytes> | err <message>
 //	parent: streams                     child: streams <stream address> <fingerprint|-> <token>... | err <message>
 //	parent: drops                       child: drops <count> | err <message>
+//	parent: gso                         child: gso <super-packets> <fallbacks> | err <message>
+//	parent: readers                     child: readers <packets in>... (one per router reader) | err <message>
 //	parent: quit                        child: bye
 //
 // "streams" (impls tcp and tls only) tells the parent where its stream
@@ -27,7 +29,9 @@ import (
 // listener), the SHA-256 fingerprint of the child's self-signed certificate
 // to pin (tls; "-" for tcp), and the media token of each stream subscriber
 // participant, in order, as 32 hex digits (see parseStreams). "drops"
-// (router impls only) is the router's total drop count (router.Stats).
+// (router impls only) is the router's total drop count (router.Stats);
+// "gso" (router impls only) its UDP GSO super-packets sent and runs that fell
+// back to one message per copy (gso_child_test.go).
 //
 // "usage" is answered without allocating (the reply is formatted into a
 // reused buffer), so that reading the counters does not disturb the
@@ -42,7 +46,10 @@ const (
 	// implMMRNoDSCP is the router with DSCP marking disabled: the cost of
 	// the per-copy IP_TOS control message, for information.
 	implMMRNoDSCP = "mmr-nodscp"
-	implNaive     = "naive" // ReadFromUDPAddrPort + one WriteToUDPAddrPort per subscriber
+	// implMMRNoGSO is the router with Config.DisableGSO: one message per
+	// copy, the router's plain path (fwd_mmr_test.go).
+	implMMRNoGSO = "mmr-nogso"
+	implNaive    = "naive" // ReadFromUDPAddrPort + one WriteToUDPAddrPort per subscriber
 	// implTCP and implTLS are the router (as mmr) with the subscribers on
 	// stream transports (fwd_stream_test.go): RFC 4571 framed over TCP
 	// (the router's TCP listener), or over TLS (a listener in the child
@@ -50,16 +57,20 @@ const (
 	// on UDP.
 	implTCP = "tcp"
 	implTLS = "tls"
+	// implWS is the router with the subscribers on the web client's media
+	// WebSockets over TLS (fwd_ws_test.go: webclient.Handler bridging each
+	// WebSocket into Router.ServeStream), as browsers receive media.
+	implWS = "ws"
 )
 
 // isStreamImpl reports whether impl's subscribers are stream clients
 // (childSpec.Streams) rather than UDP sockets (childSpec.Subs).
-func isStreamImpl(impl string) bool { return impl == implTCP || impl == implTLS }
+func isStreamImpl(impl string) bool { return impl == implTCP || impl == implTLS || impl == implWS }
 
 // isRouterImpl reports whether impl runs the router, which answers "drops".
 func isRouterImpl(impl string) bool {
 	switch impl {
-	case implMMR, implMMRPoll, implMMRNoDSCP, implTCP, implTLS:
+	case implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implTCP, implTLS, implWS:
 		return true
 	}
 	return false
@@ -89,6 +100,11 @@ type childSpec struct {
 	// nobody sends from.
 	IdleMeetings     int `json:"idleMeetings"`
 	IdleParticipants int `json:"idleParticipants"`
+	// Shards (router impls) is router.Config.Shards; 0 means 1.
+	Shards int `json:"shards"`
+	// More (router impls) adds meetings of their own publisher and UDP
+	// subscribers beside the measured one (shards_test.go).
+	More []pubGroup `json:"more"`
 }
 
 // validate reports a spec no forwarder can run.
@@ -136,11 +152,11 @@ func newForwarder(spec childSpec, log *slog.Logger) (forwarder, error) {
 		return newFloor(spec.Subs)
 	case implNaive:
 		return newNaive(spec.Subs)
-	case implMMR, implMMRPoll, implMMRNoDSCP, implTCP, implTLS:
+	case implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implTCP, implTLS, implWS:
 		return newMMR(spec, log)
 	}
-	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s, %s, %s or %s)",
-		spec.Impl, implFloor, implMMR, implMMRPoll, implMMRNoDSCP, implNaive, implTCP, implTLS)
+	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s, %s, %s, %s or %s)",
+		spec.Impl, implFloor, implMMR, implMMRPoll, implMMRNoDSCP, implNaive, implTCP, implTLS, implWS)
 }
 
 // streamer is a forwarder with stream subscribers (impls tcp and tls).
@@ -197,6 +213,10 @@ func runChild(in io.Reader, out, logw io.Writer) int {
 			c.streams()
 		case "drops":
 			c.drops()
+		case "gso":
+			c.gsoReply()
+		case "readers":
+			c.readersReply()
 		case "quit":
 			c.stop()
 			c.write("bye")

@@ -67,11 +67,11 @@ func startChild(spec childSpec) (*child, error) {
 		return nil, err
 	}
 	startLine := "start " + string(js)
-	if spec.Impl == implCFloor { // a C program in place of the test binary
+	if isCFloor(spec.Impl) { // a C program in place of the test binary
 		if exe, err = cfloorBuild(); err != nil {
 			return nil, err
 		}
-		args = nil
+		args = cfloorArgs(spec.Impl)
 		if startLine, err = cfloorStartLine(spec); err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 
 	"github.com/openmmr/mmr/ingress"
 	"github.com/openmmr/mmr/media"
@@ -37,6 +38,7 @@ type mmrForwarder struct {
 	addr   netip.AddrPort
 	tokens []wire.Token   // stream subscribers' media tokens (tcp, tls)
 	tls    *tlsMedia      // the TLS media listener (tls)
+	ws     *wsMedia       // the web client's WebSocket listener (ws)
 	stream netip.AddrPort // where stream subscribers connect (tcp, tls)
 }
 
@@ -53,13 +55,20 @@ func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
 	cfg := router.Config{
 		UDP:         []netip.AddrPort{localhost0()},
 		TCP:         []netip.AddrPort{localhost0()}, // the default (UDP's), spelled out
-		Shards:      1,
+		Shards:      max(1, spec.Shards),
 		ReadMode:    mode,
 		DisableDSCP: spec.Impl == implMMRNoDSCP,
+		DisableGSO:  spec.Impl == implMMRNoGSO,
 		Logger:      log,
 	}
 	if spec.Impl == implTCP {
 		cfg.MaxStreamsPerIP = max(router.DefaultMaxStreamsPerIP, spec.Streams)
+	}
+	if cfg.Shards > 1 {
+		// As cmd/mmr does (raiseGOMAXPROCS): a P per CPU beside the readers,
+		// so that they keep theirs while they wait (with one shard on two
+		// CPUs they already do).
+		runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), runtime.NumCPU()+router.Readers(cfg)))
 	}
 	r, err := router.New(cfg)
 	if err != nil {
@@ -74,6 +83,11 @@ func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
 			return nil, errors.Join(err, r.Close())
 		}
 		f.stream = f.tls.addr
+	case implWS:
+		if f.ws, err = newWSMedia(r, log); err != nil {
+			return nil, errors.Join(err, r.Close())
+		}
+		f.stream = f.ws.addr
 	}
 	if err := f.setup(spec); err != nil {
 		return nil, errors.Join(err, f.Close())
@@ -116,6 +130,9 @@ func (f *mmrForwarder) setup(spec childSpec) error {
 			return fmt.Errorf("bench: subscribing stream subscriber %d: %w", i, err)
 		}
 		f.tokens = append(f.tokens, p.Token)
+	}
+	if err := f.addMore(spec.More); err != nil {
+		return err
 	}
 	return f.addIdle(spec.IdleMeetings, spec.IdleParticipants)
 }
@@ -160,6 +177,9 @@ func (f *mmrForwarder) Streams() streamInfo {
 	if f.tls != nil {
 		si.Fingerprint = f.tls.fingerprint
 	}
+	if f.ws != nil {
+		si.Fingerprint = f.ws.fingerprint
+	}
 	return si
 }
 
@@ -174,9 +194,15 @@ func (f *mmrForwarder) Close() error {
 	if f.tls != nil {
 		err = f.tls.closeListener()
 	}
+	if f.ws != nil {
+		err = f.ws.closeListener()
+	}
 	err = errors.Join(err, f.r.Close())
 	if f.tls != nil {
 		f.tls.wait()
+	}
+	if f.ws != nil {
+		f.ws.wait()
 	}
 	return err
 }

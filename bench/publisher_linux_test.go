@@ -69,10 +69,10 @@ func (o *pubOS) send(fd uintptr) bool {
 // waiting for buffer space if the socket is full.
 func (p *publisher) sendBurst(k int) error {
 	k = min(k, pubBurst)
-	for i := range k {
-		p.next(i)
-	}
 	o := &p.os
+	for i := range k {
+		o.iovs[i].SetLen(p.next(i))
+	}
 	o.pending, o.errno = o.msgs[:k], 0
 	if err := o.raw.Write(o.sendFn); err != nil {
 		return err

@@ -28,7 +28,10 @@ type publisher struct {
 	// only the header changes and the payload stays that of the first
 	// packet, which keeps the parent's cost per packet low.
 	full bool
-	os   pubOS // OS-specific burst state (publisher_linux_test.go)
+	// video gives packets the lengths of video frames (videoLen) and
+	// limits bursts to the rest of the current frame (burstLimit).
+	video bool
+	os    pubOS // OS-specific burst state (publisher_linux_test.go)
 	// lat, when set, records each send time (paced rounds only; see latency).
 	lat *latency
 }
@@ -67,9 +70,12 @@ func (p *publisher) startRound(epoch uint32) {
 	}
 }
 
-// next writes the next packet into buffer i.
-func (p *publisher) next(i int) {
+// next writes the next packet into buffer i and returns its length.
+func (p *publisher) next(i int) int {
 	b := p.bufs[i]
+	if p.video {
+		b = b[:videoLen(p.seq, len(b))]
+	}
 	if p.full {
 		makePacket(b, p.seq, p.epoch, p.ssrc)
 	} else {
@@ -77,6 +83,18 @@ func (p *publisher) next(i int) {
 		binary.BigEndian.PutUint32(b[4:], p.epoch)
 	}
 	p.seq++
+	return len(b)
+}
+
+// burstLimit is the most packets the next burst may hold: pubBurst, or
+// for video the rest of the current frame (one frame per burst, as an
+// encoder's packetizer sends it).
+func (p *publisher) burstLimit() int {
+	if !p.video {
+		return pubBurst
+	}
+	idx, n := videoFrame(p.seq)
+	return n - idx
 }
 
 // send sends the next packet.
@@ -84,8 +102,8 @@ func (p *publisher) send() error {
 	if p.lat != nil {
 		p.lat.stamp(p.seq)
 	}
-	p.next(0)
-	_, err := p.conn.WriteToUDPAddrPort(p.bufs[0], p.dst)
+	n := p.next(0)
+	_, err := p.conn.WriteToUDPAddrPort(p.bufs[0][:n], p.dst)
 	return err
 }
 

@@ -35,7 +35,11 @@ func BenchmarkRatio(b *testing.B) {
 		"fanout/floor-vs-floor/subs=50/size=200",
 		fanout(implFloor, 200), fanout(implFloor, 200), closedLoop(windowFor(50)), sliceFor(50),
 	}}
-	for _, vs := range [][2]string{{implMMR, implCFloor}, {implFloor, implCFloor}, {implMMR, implFloor}, {implMMR, implNaive}, {implMMRPoll, implFloor}} {
+	// The closed loop's bursts are 32 packets of one size, so mmr (GSO on,
+	// the default) sends super-packets here too: mmr-nogso-vs-cfloor is
+	// the per-copy path against the plain floor, mmr-vs-cfloor-gso GSO
+	// against GSO.
+	for _, vs := range [][2]string{{implMMR, implCFloor}, {implMMRNoGSO, implCFloor}, {implMMR, implCFloorGSO}, {implFloor, implCFloor}, {implMMR, implFloor}, {implMMR, implNaive}, {implMMRPoll, implFloor}} {
 		for _, size := range []int{200, 1200} {
 			pairs = append(pairs, pair{
 				fmt.Sprintf("fanout/%s-vs-%s/subs=50/size=%d", vs[0], vs[1], size),
@@ -47,6 +51,13 @@ func BenchmarkRatio(b *testing.B) {
 		pairs = append(pairs, pair{
 			fmt.Sprintf("light/%s-vs-%s", vs[0], vs[1]),
 			light(vs[0]), light(vs[1]), paced(time.Second / lightRate), lightSlice,
+		})
+	}
+	for _, vs := range videoPairs() {
+		v := func(impl string) scenario { return scenario{impl: impl, subs: 50, size: 1200, video: true} }
+		pairs = append(pairs, pair{
+			fmt.Sprintf("video/%s-vs-%s/subs=50/size=1200", vs[0], vs[1]),
+			v(vs[0]), v(vs[1]), closedLoop(windowFor(50)), sliceFor(50),
 		})
 	}
 	pairs = append(pairs, pair{

@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"github.com/coder/websocket"
 	"math"
 	"net"
 	"net/netip"
@@ -30,6 +31,7 @@ type sinkSet struct {
 	ssrc   uint32
 	size   int  // packet size; verify mode checks it
 	verify bool // full check of every copy; a verifying set runs one round
+	video  bool // packet lengths follow videoLen
 	rounds int
 
 	epoch     atomic.Uint32
@@ -45,6 +47,7 @@ type sinkSet struct {
 type sink struct {
 	conn  *net.UDPConn      // UDP subscriber, or nil
 	flow  *streammedia.Flow // stream (TCP/TLS) subscriber, or nil
+	ws    *websocket.Conn   // WebSocket subscriber (ws), or nil
 	addr  netip.AddrPort
 	got   atomic.Uint64 // copies of the current round
 	bad   atomic.Uint64 // copies that are not a benchmark packet (or fail verification)
@@ -55,12 +58,13 @@ type sink struct {
 	seen []uint64
 }
 
-// newSinkSet opens n subscriber sockets. With lat set, they ask the kernel
-// for each copy's receive time (SO_TIMESTAMPNS) and record delays in lat;
-// that turns on the kernel's packet timestamps machine-wide, a small cost in
-// the forwarder's sends too, so only latency scenarios use it.
-func newSinkSet(n int, ssrc uint32, size int, verify bool, lat *latency) (*sinkSet, error) {
-	s := &sinkSet{ssrc: ssrc, size: size, verify: verify, lat: lat, progress: make(chan struct{}, 1)}
+// newSinkSet opens n subscriber sockets. With video, packet lengths follow
+// videoLen. With lat set, they ask the kernel for each copy's receive time
+// (SO_TIMESTAMPNS) and record delays in lat; that turns on the kernel's
+// packet timestamps machine-wide, a small cost in the forwarder's sends
+// too, so only latency scenarios use it.
+func newSinkSet(n int, ssrc uint32, size int, verify, video bool, lat *latency) (*sinkSet, error) {
+	s := &sinkSet{ssrc: ssrc, size: size, verify: verify, video: video, lat: lat, progress: make(chan struct{}, 1)}
 	for range n {
 		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -129,7 +133,11 @@ func (s *sinkSet) handle(k *sink, b []byte) bool {
 		return false
 	}
 	if s.verify {
-		if _, _, err := verifyPacket(b, s.size, s.ssrc); err != nil {
+		size := s.size
+		if s.video {
+			size = videoLen(seq, s.size)
+		}
+		if _, _, err := verifyPacket(b, size, s.ssrc); err != nil {
 			k.bad.Add(1)
 			return false
 		}
@@ -180,7 +188,9 @@ func (s *sinkSet) close() error {
 	var err error
 	s.once.Do(func() {
 		for _, k := range s.sinks {
-			if k.flow != nil {
+			if k.ws != nil {
+				_ = k.ws.CloseNow() // already closed by the router: nothing to report
+			} else if k.flow != nil {
 				err = errors.Join(err, k.flow.Close())
 			} else {
 				err = errors.Join(err, k.conn.Close())

@@ -33,11 +33,18 @@ func TestHarnessSmoke(t *testing.T) {
 		{"mmr", scenario{impl: implMMR, subs: 3, size: 200, idleMeetings: 50, idleParticipants: 5}, closedLoop(64)},
 		{"mmr-poll", scenario{impl: implMMRPoll, subs: 3, size: 200}, closedLoop(64)},
 		{"mmr-paced", scenario{impl: implMMR, subs: 1, size: 200}, paced(time.Second / lightRate)},
+		{"cfloor-gso-video", scenario{impl: implCFloorGSO, subs: 3, size: 1200, video: true}, closedLoop(64)},
+		{"cfloor-video", scenario{impl: implCFloor, subs: 3, size: 1200, video: true}, closedLoop(64)},
+		{"mmr-video", scenario{impl: implMMR, subs: 3, size: 1200, video: true}, closedLoop(64)},
+		{"mmr-video-200", scenario{impl: implMMR, subs: 3, size: 200, video: true}, closedLoop(64)},
+		{"mmr-nogso-video", scenario{impl: implMMRNoGSO, subs: 3, size: 1200, video: true}, closedLoop(64)},
 		{"floor-window-1", scenario{impl: implFloor, subs: 2, size: 200}, closedLoop(1)},
 		{"tcp", scenario{impl: implTCP, subs: 3, size: 1200}, closedLoop(64)},
 		{"tcp-200", scenario{impl: implTCP, subs: 2, size: 200}, closedLoop(64)},
 		{"tls", scenario{impl: implTLS, subs: 3, size: 1200}, closedLoop(64)},
 		{"tls-200", scenario{impl: implTLS, subs: 2, size: 200}, closedLoop(64)},
+		{"ws", scenario{impl: implWS, subs: 3, size: 1200}, closedLoop(64)},
+		{"ws-200", scenario{impl: implWS, subs: 2, size: 200}, closedLoop(64)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,6 +77,15 @@ func TestHarnessSmoke(t *testing.T) {
 				drops, err := r.child.drops()
 				require.NoError(t, err)
 				require.Zero(t, drops, "router drops")
+				sent, falls, err := r.child.gso()
+				require.NoError(t, err)
+				require.Zero(t, falls, "GSO fallbacks")
+				switch {
+				case tt.sc.video && tt.sc.impl == implMMR:
+					require.NotZero(t, sent, "video frames went as GSO super-packets")
+				case tt.sc.impl == implMMRNoGSO:
+					require.Zero(t, sent, "GSO disabled")
+				}
 			}
 
 			require.Error(t, r.startRound(), "a verifying rig runs one round")
@@ -83,6 +99,10 @@ func TestHarnessSmoke(t *testing.T) {
 func requireTransport(t *testing.T, sinks *sinkSet, impl string) {
 	t.Helper()
 	for i, k := range sinks.sinks {
+		if impl == implWS {
+			require.NotNil(t, k.ws, "subscriber %d is not a WebSocket", i)
+			continue
+		}
 		require.NotNil(t, k.flow, "subscriber %d is not a stream", i)
 		switch c := k.flow.Conn().(type) {
 		case *tls.Conn:

@@ -39,10 +39,15 @@ const (
 	// DefaultMaxConns bounds all connections, joined or not: 10,000 TLS
 	// connections use about 300 MB at the measured ~30 KiB each.
 	DefaultMaxConns = 10_000
-	// DefaultMaxParticipants per meeting, viewers included; the roster of a
+	// DefaultMaxParticipants per meeting, hosts and participants (viewers
+	// have MaxViewers); the roster of a
 	// full meeting (~700 bytes per entry) still fits well within
 	// proto.ClientMaxFrame.
 	DefaultMaxParticipants = 1_000
+	// DefaultMaxViewers per meeting (webinar attendees, token.Viewer),
+	// counted apart from MaxParticipants: a viewer is listed to the hosts
+	// and participants only, so a webinar of 10,000 costs O(n) to fill.
+	DefaultMaxViewers = 10_000
 	// DefaultMaxMeetings per server.
 	DefaultMaxMeetings = 1_000
 	// DefaultSendQueue frames may wait for one slow client before it is
@@ -102,6 +107,8 @@ type Config struct {
 	MaxConns        int
 	MaxParticipants int
 	MaxMeetings     int
+	// MaxViewers per meeting (webinar attendees). Default DefaultMaxViewers.
+	MaxViewers int
 	// SendQueue is the most frames queued for one client. Default
 	// DefaultSendQueue.
 	SendQueue int
@@ -157,6 +164,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxViewers == 0 {
+		c.MaxViewers = DefaultMaxViewers
 	}
 	if c.MaxParticipants == 0 {
 		c.MaxParticipants = DefaultMaxParticipants
@@ -224,8 +234,8 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("control: %s must be at least 1", l.name))
 		}
 	}
-	if c.MaxParticipants > proto.MaxRoster {
-		errs = append(errs, fmt.Errorf("control: MaxParticipants above %d", proto.MaxRoster))
+	if c.MaxParticipants+c.MaxViewers > proto.MaxRoster || c.MaxViewers < 0 {
+		errs = append(errs, fmt.Errorf("control: MaxParticipants+MaxViewers above %d, or MaxViewers negative", proto.MaxRoster))
 	}
 	if len(c.Endpoints) > proto.MaxEndpoints {
 		errs = append(errs, fmt.Errorf("control: more than %d endpoints", proto.MaxEndpoints))

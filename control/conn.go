@@ -3,6 +3,7 @@ package control
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -110,6 +111,9 @@ func (c *conn) serve() {
 			}
 		}
 		payload, err := fr.Next()
+		if c.isDead() {
+			return // ended by a fatal error (replaced, meeting-ended): execute nothing more
+		}
 		if err != nil {
 			c.readFailed(err)
 			return
@@ -117,7 +121,9 @@ func (c *conn) serve() {
 		id, msg, err := proto.Decode(payload)
 		if err != nil {
 			var de *proto.DecodeError
-			if errors.As(err, &de) {
+			if typ := proto.TypeOf(payload); proto.ServerToClient(typ) {
+				c.fatal(id, proto.CodeUnexpected, fmt.Sprintf("%.64s is sent by servers only", typ))
+			} else if errors.As(err, &de) {
 				c.fatal(id, de.Code, de.Err.Error())
 			} else {
 				c.fatal(id, proto.CodeBadFrame, err.Error())
@@ -221,6 +227,14 @@ func (c *conn) closeAfter(frame []byte) {
 	c.qmu.Unlock()
 }
 
+// isDead reports whether the connection was ended (kill, or a fatal
+// closeAfter frame written).
+func (c *conn) isDead() bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	return c.dead
+}
+
 // kill drops the queue and closes the socket at once; the reader then fails
 // and cleans up. Safe for concurrent use.
 func (c *conn) kill() {
@@ -248,7 +262,24 @@ func (c *conn) flush(done chan struct{}) {
 		if len(batch) == 0 {
 			c.flushDone = nil
 			if c.closeWhen {
-				c.killLocked()
+				// A fatal error (replaced, meeting-ended) was the last
+				// frame: end as the state machine says, with a TLS
+				// close_notify (bounded by the write deadline) and a TCP
+				// FIN rather than a bare close, which could reset the
+				// connection before the client read the frame. The reader
+				// then sees the client's close, or its deadline, and
+				// finish closes the socket.
+				c.dead = true
+				c.q = nil
+				c.qmu.Unlock()
+				now := time.Now()
+				if c.raw.SetWriteDeadline(now.Add(lingerTimeout)) == nil && c.nc.CloseWrite() == nil {
+					if cw, ok := c.raw.(interface{ CloseWrite() error }); ok {
+						_ = cw.CloseWrite()
+					}
+				}
+				_ = c.raw.SetReadDeadline(now.Add(lingerTimeout))
+				return
 			}
 			c.qmu.Unlock()
 			return

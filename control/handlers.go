@@ -99,9 +99,20 @@ func (c *conn) resume(id uint32, r *proto.Resume) bool {
 	return true
 }
 
-// refuse answers a failed authentication; nothing else happens.
+// refuse answers a failed authentication; nothing else happens. Past a
+// few recent failures from the connection's address the answer waits,
+// longer with each (authFails), or until the server closes.
 func (c *conn) refuse(id uint32, code, msg string) bool {
 	c.s.stats.authFailures.Add(1)
+	if d := c.s.fails.fail(c.ip, time.Now()); d > 0 {
+		c.s.stats.authDelayed.Add(1)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-c.s.done:
+			t.Stop()
+		}
+	}
 	c.sendError(id, code, msg, true)
 	c.linger = true
 	return false

@@ -36,6 +36,7 @@ type Server struct {
 	wg       sync.WaitGroup
 	closed   atomic.Bool
 	stats    counters
+	fails    authFails // recent failed joins per source address
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -282,6 +283,7 @@ func (s *Server) Close() error {
 			delete(s.parts, p.id)
 		}
 		clear(m.parts)
+		clear(m.others)
 		m.mu.Unlock()
 		if err := s.rt.EndMeeting(m.id); err != nil && !errors.Is(err, router.ErrNoMeeting) && !errors.Is(err, router.ErrClosed) {
 			s.log.Warn("control: end meeting on close", "meeting", m.id, "err", err)

@@ -14,6 +14,7 @@ type Stats struct {
 	HandshakeFailed uint64 // TLS handshakes that failed or timed out
 	ProtocolErrors  uint64 // connections closed for bad frames or messages
 	AuthFailures    uint64 // joins refused: bad, expired or other-meeting token; failed resumes
+	AuthDelayed     uint64 // of those, refusals held back because their address failed repeatedly
 	Joins           uint64 // successful joins
 	Resumes         uint64 // successful resumes
 	GraceExpired    uint64 // participants removed because their grace period ran out
@@ -26,6 +27,7 @@ type Stats struct {
 // counters are the live counters behind Stats.
 type counters struct {
 	accepted, rejected, handshakeFailed, protocolErrors, authFailures atomic.Uint64
+	authDelayed                                                       atomic.Uint64
 	joins, resumes, graceExpired, timeouts, slowConsumers             atomic.Uint64
 	rateLimited, rateCutOff                                           atomic.Uint64
 }
@@ -37,7 +39,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Unlock()
 	c := &s.stats
 	st.Accepted, st.Rejected, st.HandshakeFailed = c.accepted.Load(), c.rejected.Load(), c.handshakeFailed.Load()
-	st.ProtocolErrors, st.AuthFailures = c.protocolErrors.Load(), c.authFailures.Load()
+	st.ProtocolErrors, st.AuthFailures, st.AuthDelayed = c.protocolErrors.Load(), c.authFailures.Load(), c.authDelayed.Load()
 	st.Joins, st.Resumes, st.GraceExpired = c.joins.Load(), c.resumes.Load(), c.graceExpired.Load()
 	st.Timeouts, st.SlowConsumers = c.timeouts.Load(), c.slowConsumers.Load()
 	st.RateLimited, st.RateCutOff = c.rateLimited.Load(), c.rateCutOff.Load()

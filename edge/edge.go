@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,16 @@ const (
 	// DefaultMaxHandshakes caps handshakes in progress, so a flood of
 	// half-open connections cannot take all memory.
 	DefaultMaxHandshakes = 1024
+	// DefaultMaxHandshakesPerSource caps the handshakes in progress from
+	// one source (an IPv4 address, an IPv6 /64): 32 lets a NAT of many
+	// clients join at once (a handshake takes milliseconds), while one
+	// host flooding the port holds at most 1/32 of the slots and every
+	// other source keeps joining.
+	DefaultMaxHandshakesPerSource = 32
+	// DefaultPressureTimeout is the handshake deadline once half the
+	// slots are taken: a real client finishes in well under a second, so
+	// silent or trickling connections (slowloris) are shed 5× faster.
+	DefaultPressureTimeout = time.Second
 )
 
 // Config configures an Edge.
@@ -38,6 +49,12 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxHandshakes: default DefaultMaxHandshakes.
 	MaxHandshakes int
+	// MaxHandshakesPerSource: default DefaultMaxHandshakesPerSource.
+	MaxHandshakesPerSource int
+	// PressureTimeout replaces HandshakeTimeout for handshakes that start
+	// while at least MaxHandshakes/2 are in progress. Default
+	// DefaultPressureTimeout (never above HandshakeTimeout).
+	PressureTimeout time.Duration
 	// Logger: default slog.Default().
 	Logger *slog.Logger
 }
@@ -56,22 +73,56 @@ type Edge struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	vls    []*virtualListener
+	srcMu  sync.Mutex
+	bySrc  map[netip.Prefix]int // handshakes in progress per source
 
-	accepted, refused, handshakeFailed, unrouted atomic.Uint64
+	accepted, refused, refusedSource, handshakeFailed, unrouted, acceptErrors atomic.Uint64
+	serving                                                                   atomic.Bool  // Serve's loop is running
+	lastAcceptErr                                                             atomic.Int64 // Unix nanoseconds of the last Accept error; 0: none
 }
+
+// Accept back-off after an error such as EMFILE (the process is out of
+// descriptors) or ECONNABORTED: like net/http's Server.Serve, wait 5 ms,
+// doubling to at most 1 s, and try again. The listener itself is fine; a
+// connection closing elsewhere frees the descriptor the next Accept needs.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+	// notAcceptingFor: an Accept error within this long marks the edge as
+	// not accepting (Accepting, Stats), so a health check or a load
+	// report taken between two retries still sees the trouble.
+	notAcceptingFor = 2 * time.Second
+)
 
 // Stats counts the edge's connections. Each field only grows.
 type Stats struct {
 	Accepted        uint64 // TCP connections accepted
 	Refused         uint64 // closed at once: MaxHandshakes handshakes were in progress
+	RefusedSource   uint64 // closed at once: MaxHandshakesPerSource from its source were in progress
 	HandshakeFailed uint64 // TLS handshakes that failed or timed out (garbage, scanners, silent peers)
 	Unrouted        uint64 // handshakes whose ALPN has no route (and no default)
+	AcceptErrors    uint64 // Accept errors (EMFILE and the like), each retried after a back-off
+	// Accepting is false before Serve, after Serve stopped, and while
+	// Accept has been failing (within the last 2 s).
+	Accepting bool
 }
 
 // Stats returns the counters. Safe for concurrent use.
 func (e *Edge) Stats() Stats {
-	return Stats{Accepted: e.accepted.Load(), Refused: e.refused.Load(),
-		HandshakeFailed: e.handshakeFailed.Load(), Unrouted: e.unrouted.Load()}
+	return Stats{Accepted: e.accepted.Load(), Refused: e.refused.Load(), RefusedSource: e.refusedSource.Load(),
+		HandshakeFailed: e.handshakeFailed.Load(), Unrouted: e.unrouted.Load(),
+		AcceptErrors: e.acceptErrors.Load(), Accepting: e.Accepting()}
+}
+
+// Accepting reports whether the edge takes new connections: Serve is
+// running and Accept has not failed within the last 2 s. Safe for
+// concurrent use.
+func (e *Edge) Accepting() bool {
+	if !e.serving.Load() {
+		return false
+	}
+	last := e.lastAcceptErr.Load()
+	return last == 0 || time.Since(time.Unix(0, last)) > notAcceptingFor
 }
 
 // New returns an Edge that will serve on ln (the caller binds it, e.g. with
@@ -86,10 +137,20 @@ func New(ln net.Listener, cfg Config) (*Edge, error) {
 	if cfg.MaxHandshakes == 0 {
 		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
+	if cfg.MaxHandshakesPerSource == 0 {
+		cfg.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
+	}
+	if cfg.PressureTimeout == 0 {
+		cfg.PressureTimeout = DefaultPressureTimeout
+	}
+	cfg.PressureTimeout = min(cfg.PressureTimeout, cfg.HandshakeTimeout)
+	if cfg.HandshakeTimeout < 0 || cfg.PressureTimeout < 0 || cfg.MaxHandshakes < 1 || cfg.MaxHandshakesPerSource < 1 {
+		return nil, errors.New("edge: HandshakeTimeout, PressureTimeout, MaxHandshakes and MaxHandshakesPerSource must be positive")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	e := &Edge{cfg: cfg, ln: ln, routes: map[string]func(net.Conn){}, sem: make(chan struct{}, cfg.MaxHandshakes), closed: make(chan struct{})}
+	e := &Edge{cfg: cfg, ln: ln, routes: map[string]func(net.Conn){}, sem: make(chan struct{}, cfg.MaxHandshakes), closed: make(chan struct{}), bySrc: map[netip.Prefix]int{}}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	return e, nil
 }
@@ -127,13 +188,19 @@ func (e *Edge) Listener(alpn string) net.Listener {
 // Addr returns the listening address.
 func (e *Edge) Addr() net.Addr { return e.ln.Addr() }
 
-// Serve accepts until Close. It returns nil after Close.
+// Serve accepts until Close. It returns nil after Close, and an error only
+// when the listener is closed under it by someone else: every other Accept
+// error (out of descriptors, aborted connections) is retried after a
+// back-off, counted, and shown by Accepting.
 func (e *Edge) Serve() error {
 	tc := e.cfg.TLS.Clone()
 	tc.NextProtos = nil
 	for p := range e.routes {
 		tc.NextProtos = append(tc.NextProtos, p)
 	}
+	e.serving.Store(true)
+	defer e.serving.Store(false)
+	var backoff time.Duration
 	for {
 		c, err := e.ln.Accept()
 		if err != nil {
@@ -142,16 +209,40 @@ func (e *Edge) Serve() error {
 				return nil
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				e.cfg.Logger.Error("edge: listener closed, no longer accepting", "addr", e.ln.Addr(), "err", err)
+				return err
 			}
-			return err
+			e.acceptErrors.Add(1)
+			e.lastAcceptErr.Store(time.Now().UnixNano())
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			e.cfg.Logger.Warn("edge: accept failed, retrying", "addr", e.ln.Addr(), "err", err, "retry_in", backoff)
+			select {
+			case <-e.closed:
+				return nil
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		if backoff != 0 {
+			backoff = 0
+			e.lastAcceptErr.Store(0)
 		}
 		e.accepted.Add(1)
+		src := sourceOf(c.RemoteAddr())
+		if !e.acquireSource(src) {
+			e.refusedSource.Add(1)
+			c.Close() // this source has its share of handshakes in progress
+			continue
+		}
+		timeout := e.cfg.HandshakeTimeout
+		if len(e.sem) >= cap(e.sem)/2 { // only Serve adds to sem: no race to this check
+			timeout = e.cfg.PressureTimeout
+		}
 		select {
 		case e.sem <- struct{}{}:
 		default:
+			e.releaseSource(src)
 			e.refused.Add(1)
 			c.Close() // too many handshakes in progress
 			continue
@@ -163,6 +254,7 @@ func (e *Edge) Serve() error {
 		case <-e.closed:
 			e.mu.Unlock()
 			<-e.sem
+			e.releaseSource(src)
 			c.Close()
 			return nil
 		default:
@@ -170,8 +262,9 @@ func (e *Edge) Serve() error {
 		e.wg.Add(1)
 		e.mu.Unlock()
 		go func() {
-			tc, h := e.handshake(tls.Server(c, tc))
+			tc, h := e.handshake(tls.Server(c, tc), timeout)
 			<-e.sem
+			e.releaseSource(src)
 			e.wg.Done() // Close waits for handshakes, not for the routes' work
 			if h != nil {
 				h(tc)
@@ -182,8 +275,8 @@ func (e *Edge) Serve() error {
 
 // handshake completes the TLS handshake and picks the route; it returns
 // a nil handler when the connection was closed instead.
-func (e *Edge) handshake(tc *tls.Conn) (*tls.Conn, func(net.Conn)) {
-	ctx, cancel := context.WithTimeout(e.ctx, e.cfg.HandshakeTimeout) // Close aborts it too
+func (e *Edge) handshake(tc *tls.Conn, timeout time.Duration) (*tls.Conn, func(net.Conn)) {
+	ctx, cancel := context.WithTimeout(e.ctx, timeout) // Close aborts it too
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		e.handshakeFailed.Add(1)
@@ -200,6 +293,43 @@ func (e *Edge) handshake(tc *tls.Conn) (*tls.Conn, func(net.Conn)) {
 		tc.Close()
 	}
 	return tc, h
+}
+
+// sourceOf returns the source a connection's handshake slot is counted
+// against: its IPv4 address, or the /64 of its IPv6 address (one host or
+// one site gets a whole /64, so per-address counting would not hold it).
+func sourceOf(a net.Addr) netip.Prefix {
+	var ip netip.Addr
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip = ta.AddrPort().Addr().Unmap()
+	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		ip = ap.Addr().Unmap()
+	}
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, _ := ip.Prefix(bits) // invalid ip: the zero Prefix, one shared source
+	return p
+}
+
+// acquireSource takes one of src's handshake slots, false if it has none left.
+func (e *Edge) acquireSource(src netip.Prefix) bool {
+	e.srcMu.Lock()
+	defer e.srcMu.Unlock()
+	if e.bySrc[src] >= e.cfg.MaxHandshakesPerSource {
+		return false
+	}
+	e.bySrc[src]++
+	return true
+}
+
+func (e *Edge) releaseSource(src netip.Prefix) {
+	e.srcMu.Lock()
+	defer e.srcMu.Unlock()
+	if e.bySrc[src]--; e.bySrc[src] <= 0 {
+		delete(e.bySrc, src)
+	}
 }
 
 // Close stops accepting, ends handshakes in progress and closes the

@@ -1,21 +1,30 @@
 // Package egress sends the router's packets: batches of sendmmsg(2)
 // messages that point at caller-owned buffers (one buffer, many
-// destinations, no copy), each marked with its media kind's DSCP through a
-// per-message control message, with partial sends resumed and every failed
-// or refused copy counted.
+// destinations, no copy), each marked with its media kind's DSCP (video's
+// as the socket's own TOS, other kinds' through a per-message control
+// message), runs of equal-size datagrams for one destination sent as one
+// UDP GSO super-packet (gso.go), with partial sends resumed and every
+// failed or refused copy counted.
 package egress
 
-import "net/netip"
+import (
+	"net/netip"
+	"sync/atomic"
+)
 
 // Addr is a destination transport address together with its kernel
 // sockaddr form, built once when a flow is bound so that the packet path
-// only points at it. An Addr is immutable after AddrOf and safe for
-// concurrent use.
+// only points at it. An Addr is immutable after AddrOf but for its GSO
+// flag (an atomic), and safe for concurrent use.
 type Addr struct {
 	AP      netip.AddrPort
 	raw     sockaddr
 	src     Src
 	pktinfo []byte // IP_PKTINFO / IPV6_PKTINFO control message, nil without src
+	// noGSO is set when a super-packet to this destination failed for a
+	// reason of GSO (Batch.fallback): later runs go one datagram per
+	// message. A rebind builds a new Addr, which tries GSO again.
+	noGSO atomic.Bool
 }
 
 // Src is the local address copies to a destination leave from. A socket

@@ -28,6 +28,9 @@ func (b *Batch) Pending() int { return 0 }
 // Flush does nothing.
 func (b *Batch) Flush() {}
 
+// SetHoldP does nothing.
+func (b *Batch) SetHoldP(bool) {}
+
 // NewBatchSize is NewBatch.
 func NewBatchSize(fd int, v6 bool, d dscp.Config, total *stats.Live, n int) *Batch {
 	return &Batch{total: total}

@@ -48,10 +48,11 @@ func NewBatch(n int) *Batch {
 	return b
 }
 
-// ctlSpace is the control room of one message: a socket bound to a
-// wildcard address asks for each datagram's destination address
-// (IP_PKTINFO / IPV6_RECVPKTINFO) and nothing else.
-var ctlSpace = unix.CmsgSpace(unix.SizeofInet6Pktinfo)
+// ctlSpace is the control room of one message: the kernel receive
+// timestamp (SO_TIMESTAMPNS) of every datagram and, on a socket bound to a
+// wildcard address, its destination address (IP_PKTINFO /
+// IPV6_RECVPKTINFO).
+var ctlSpace = unix.CmsgSpace(unix.SizeofInet6Pktinfo) + unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))
 
 func (b *Batch) reset() {
 	for i := 0; i < b.n; i++ {
@@ -109,6 +110,31 @@ func (b *Batch) Dest(i int) (addr netip.Addr, ifIndex uint32, ok bool) {
 		ctl = ctl[next:]
 	}
 	return netip.Addr{}, 0, false
+}
+
+// Received returns when the kernel received datagram i (Unix nanoseconds,
+// SO_TIMESTAMPNS), or 0 if the socket did not report it. It parses the
+// control data in place, without allocating.
+func (b *Batch) Received(i int) int64 {
+	ctl := b.ctl[i*ctlSpace : i*ctlSpace+min(int(b.msgs[i].Hdr.Controllen), ctlSpace)]
+	hdr := unix.CmsgLen(0)
+	for len(ctl) >= hdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
+		l := int(h.Len)
+		if l < hdr || l > len(ctl) {
+			return 0
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && l-hdr >= int(unsafe.Sizeof(unix.Timespec{})) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&ctl[hdr]))
+			return ts.Nano()
+		}
+		next := unix.CmsgSpace(l - hdr)
+		if next >= len(ctl) {
+			break
+		}
+		ctl = ctl[next:]
+	}
+	return 0
 }
 
 // Source writes datagram i's source address into key as 16 address bytes

@@ -1,10 +1,13 @@
 package ingress
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -79,6 +82,9 @@ func Listen(addr netip.AddrPort, n int, mode Mode, bufBytes int) ([]*Socket, err
 		socks = append(socks, s)
 		addr = s.local // later shards join the first one's port
 	}
+	if err := checkExclusive(socks); err != nil {
+		return fail(err)
+	}
 	return socks, nil
 }
 
@@ -106,6 +112,11 @@ func listenOne(addr netip.AddrPort, mode Mode, bufBytes int) (*Socket, error) {
 		}
 	}
 	setBuffer(fd, bufBytes)
+	// Kernel receive timestamps: after a stall the reader can tell how old
+	// the datagrams waiting in the buffer are (Batch.Received).
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		return nil, fmt.Errorf("ingress: SO_TIMESTAMPNS: %w", err)
+	}
 	if addr.Addr().IsUnspecified() {
 		// A wildcard socket cannot tell which of the host's addresses a
 		// client used; ask for it on every datagram so replies can leave
@@ -303,4 +314,110 @@ func recvmmsg(fd int, msgs []unix.Mmsghdr, flags int) (int, unix.Errno) {
 		return 0, e
 	}
 	return int(n), 0
+}
+
+// checkExclusive fails with EADDRINUSE when a UDP socket outside socks is
+// bound to the group's port at an overlapping address (the same address, or
+// a wildcard on either side). SO_REUSEPORT lets any socket of the same user
+// join a group, and the kernel would then split the clients' flows between
+// the two owners: a second router (or another program) on the port must be
+// refused, not silently given part of the traffic. The check reads
+// /proc/net/udp (or udp6) and compares socket inodes with the group's own.
+// Where /proc is unavailable it passes: the bind itself is the only check.
+func checkExclusive(socks []*Socket) error {
+	if len(socks) == 0 {
+		return nil
+	}
+	local := socks[0].local
+	ours := make(map[uint64]bool, len(socks))
+	for _, s := range socks {
+		var st unix.Stat_t
+		if err := unix.Fstat(s.fd, &st); err != nil {
+			return nil
+		}
+		ours[st.Ino] = true
+	}
+	file := "/proc/net/udp"
+	if socks[0].Is6() {
+		file = "/proc/net/udp6"
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	for _, e := range parseProcNetUDP(b) {
+		if e.local.Port() != local.Port() || ours[e.inode] {
+			continue
+		}
+		a, o := e.local.Addr(), local.Addr().Unmap()
+		if a == o || a.IsUnspecified() || o.IsUnspecified() {
+			return fmt.Errorf("ingress: UDP %v is already held by another socket (%v, uid %d, inode %d): another router or program uses the port, and with SO_REUSEPORT the kernel would split the clients' flows between us: %w",
+				local, e.local, e.uid, e.inode, unix.EADDRINUSE)
+		}
+	}
+	return nil
+}
+
+// procUDPEntry is one socket of /proc/net/udp{,6}.
+type procUDPEntry struct {
+	local netip.AddrPort
+	uid   uint64
+	inode uint64
+}
+
+// parseProcNetUDP parses the socket table of /proc/net/udp or udp6: after
+// a header line, one socket per line, "sl local rem st tx:rx tr:when
+// retrnsmt uid timeout inode ...", the local address in hex as the
+// kernel's 32-bit words in host (little-endian) byte order, then ":port".
+// Lines it cannot parse are skipped.
+func parseProcNetUDP(b []byte) []procUDPEntry {
+	var out []procUDPEntry
+	for i, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if i == 0 || len(f) < 10 {
+			continue
+		}
+		hexAddr, hexPort, ok := strings.Cut(f[1], ":")
+		if !ok {
+			continue
+		}
+		port, err1 := strconv.ParseUint(hexPort, 16, 16)
+		uid, err2 := strconv.ParseUint(f[7], 10, 64)
+		inode, err3 := strconv.ParseUint(f[9], 10, 64)
+		raw, err4 := hex.DecodeString(hexAddr)
+		if err1 != nil || err2 != nil || err3 != nil || err4 != nil || (len(raw) != 4 && len(raw) != 16) {
+			continue
+		}
+		for w := 0; w < len(raw); w += 4 { // each 32-bit word is little-endian
+			raw[w], raw[w+1], raw[w+2], raw[w+3] = raw[w+3], raw[w+2], raw[w+1], raw[w]
+		}
+		a, _ := netip.AddrFromSlice(raw)
+		out = append(out, procUDPEntry{local: netip.AddrPortFrom(a.Unmap(), uint16(port)), uid: uid, inode: inode})
+	}
+	return out
+}
+
+// skMeminfoDrops is SK_MEMINFO_DROPS, the index of the socket's drop
+// counter in the SO_MEMINFO array (linux/sock_diag.h).
+const (
+	skMeminfoDrops = 8
+	skMeminfoVars  = 9 // SK_MEMINFO_VARS: length of the array
+)
+
+// KernelDrops returns how many datagrams the kernel dropped for this
+// socket because its receive buffer was full: the counter SO_RXQ_OVFL
+// reports per datagram, read with one getsockopt(SO_MEMINFO) instead, so
+// the packet path pays nothing. 0 if unavailable. Safe for concurrent use.
+func (s *Socket) KernelDrops() uint64 {
+	if s.closed.Load() {
+		return 0
+	}
+	var info [skMeminfoVars]uint32
+	n := uint32(unsafe.Sizeof(info))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&n)), 0)
+	if errno != 0 || n < 4*(skMeminfoDrops+1) {
+		return 0
+	}
+	return uint64(info[skMeminfoDrops])
 }

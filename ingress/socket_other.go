@@ -66,3 +66,9 @@ func (s *Socket) Wake() {}
 
 // Close does nothing.
 func (s *Socket) Close() error { return nil }
+
+// KernelDrops returns 0.
+func (s *Socket) KernelDrops() uint64 { return 0 }
+
+// Received returns 0: no kernel timestamps here.
+func (b *Batch) Received(i int) int64 { return 0 }

@@ -20,6 +20,13 @@ func TestZeroAllocsPerForwardedPacket(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			r := newTestRouter(t, func(c *Config) {
 				c.Shards = 1
+				// The subscribers send no keepalives: under -race beside a CPU
+				// hog the test ran past the default 30 s and their consent
+				// lapsed (DropNoConsent, a receive timed out).
+				c.ConsentTimeout = 10 * time.Minute
+				// Likewise a datagram the reader took up after a 500 ms stall
+				// was dropped as stale (DropStale); the age check stays on.
+				c.MaxPacketAge = time.Minute
 				switch mode {
 				case "poll":
 					c.ReadMode = 1
@@ -37,8 +44,10 @@ func TestZeroAllocsPerForwardedPacket(t *testing.T) {
 			pkt := pub.rtpPacket(t, media.Video, 1200)
 			report := sr(pub.ssrc[v])
 			buf := make([]byte, 2048)
-			deadline := time.Now().Add(30 * time.Second)
 			roundTrip := func(p []byte) {
+				// A deadline per round trip, not per test: 400 round trips
+				// under the race detector on a loaded machine took over 30 s.
+				deadline := time.Now().Add(30 * time.Second)
 				if err := pub.flows[v].Send(p); err != nil {
 					panic(err)
 				}
@@ -48,10 +57,20 @@ func TestZeroAllocsPerForwardedPacket(t *testing.T) {
 					}
 				}
 			}
-			roundTrip(pkt) // warm up: the reused RTP header grows its slices once
+			roundTrip(pkt)        // warm up: the reused RTP header grows its slices once
+			keepalive := func() { // consent nonce checked and renewed by the reader
+				if err := pub.flows[v].Keepalive(); err != nil {
+					panic(err)
+				}
+				if _, err := pub.flows[v].Recv(buf, time.Now().Add(30*time.Second)); err != nil {
+					panic(err)
+				}
+			}
+			keepalive()
 			allocs := testing.AllocsPerRun(200, func() {
 				roundTrip(pkt)
 				roundTrip(report)
+				keepalive()
 			})
 			require.Zero(t, allocs, "allocations per forwarded packet")
 			st, err := r.ParticipantStats(subs[0].info.ID)

@@ -72,4 +72,21 @@ type Stats struct {
 	stats.Counters
 	Meetings     int
 	Participants int
+	// Streams is the number of live TCP and TLS media streams; MaxStreams
+	// the router-wide cap on them (Config.MaxStreams).
+	Streams, MaxStreams int
+	// TCPAcceptErrors counts Accept errors on the TCP media listeners
+	// (EMFILE and the like), each retried after a back-off.
+	TCPAcceptErrors uint64
+	// TCPAccepting is false while a TCP media listener's Accept has been
+	// failing (within the last 2 s) or after one stopped; true when there
+	// are no TCP listeners.
+	TCPAccepting bool
+	// BindChallenges counts return-routability challenges sent: BindAcks
+	// with StatusVerify, answering binds from addresses not yet verified.
+	BindChallenges uint64
+	// KernelDrops counts datagrams the kernel dropped because a UDP
+	// socket's receive buffer was full (the SO_RXQ_OVFL counter, read
+	// with SO_MEMINFO): the readers fell behind.
+	KernelDrops uint64
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/openmmr/mmr/dscp"
 	"github.com/openmmr/mmr/ingress"
+	"github.com/openmmr/mmr/wire"
 )
 
 // DefaultPort is the UDP (and, with the fallback transports, TCP) media port
@@ -50,6 +51,22 @@ const (
 	// (a meeting room, an office), while a single host cannot exhaust
 	// descriptors.
 	DefaultMaxStreamsPerIP = 64
+	// DefaultStreamReserve is the share of the process's descriptor limit
+	// (RLIMIT_NOFILE) that media streams may not take when MaxStreams is
+	// unset: a quarter stays free for the control port's connections, the
+	// zone link, the UDP sockets and files, so a flood of TCP media
+	// connections cannot lock clients out of joining.
+	DefaultStreamReserve = 4
+	// fallbackMaxStreams is MaxStreams where the descriptor limit is
+	// unknown.
+	fallbackMaxStreams = 16384
+	// DefaultMaxPacketAge: media that waited this long in a socket buffer
+	// (the router stalled: a GC pause, a descheduled thread, a burst) is
+	// dropped, not forwarded in a burst. 500 ms is beyond what any jitter
+	// buffer waits for (interactive media budgets 150-400 ms one way), so
+	// receivers would discard it anyway, and a burst of it only delays
+	// the fresh media behind it and fills subscribers' queues.
+	DefaultMaxPacketAge = 500 * time.Millisecond
 	// DefaultKeyframeInterval lets one keyframe request (PLI, FIR) per
 	// published SSRC reach its publisher every 300 ms: a keyframe takes
 	// about that long to be encoded and delivered, so further requests in
@@ -88,6 +105,17 @@ type Config struct {
 	DSCP dscp.Config
 	// DisableDSCP sends every packet unmarked.
 	DisableDSCP bool
+	// DisableGSO sends one datagram per message. By default (Linux 4.18 or
+	// later) a reader that finds consecutive RTP packets of one publisher's
+	// flow in a read batch (a video frame's packets), all of one size but
+	// for a shorter last one, sends each UDP subscriber their copies as one
+	// UDP GSO super-packet (UDP_SEGMENT, at most egress.MaxSegments
+	// datagrams and egress.MaxRunBytes bytes), with the same DSCP mark and
+	// source address; the subscriber receives ordinary datagrams. A
+	// destination whose route refuses GSO (no checksum offload, MTU) gets
+	// one message per datagram from then on, counted in
+	// Stats.GSOFallbacks.
+	DisableGSO bool
 	// SocketBuffer is SO_RCVBUF/SO_SNDBUF in bytes. Default DefaultSocketBuffer.
 	SocketBuffer int
 	// IdleTimeout unbinds a client-bound flow that has sent nothing (not even
@@ -113,6 +141,23 @@ type Config struct {
 	// MaxStreamsPerIP caps live TCP media streams from one source address.
 	// Default DefaultMaxStreamsPerIP.
 	MaxStreamsPerIP int
+	// MaxStreams caps the live TCP and TLS media streams of the whole
+	// router; more are refused at once (DropStreamsFull). Default: the
+	// descriptor limit (RLIMIT_NOFILE soft limit) less a quarter kept in
+	// reserve (DefaultStreamReserve).
+	MaxStreams int
+	// MaxPacketAge drops RTP and RTCP datagrams that the kernel received
+	// longer ago than this (its receive timestamp, SO_TIMESTAMPNS) when the
+	// reader gets to them, as DropStale; binds and keepalives are always
+	// served. Default DefaultMaxPacketAge; negative: never.
+	MaxPacketAge time.Duration
+	// ConsentTimeout: media stops going to a UDP flow whose client has not
+	// proved for this long that it receives at its bound address (a
+	// Keepalive echoing a recent consent nonce, RFC 7675); copies are
+	// dropped as DropNoConsent until it does again. Default
+	// wire.ConsentTimeout (30 s); negative: no consent check (binds are
+	// still verified). Nonces change every ConsentTimeout/3.
+	ConsentTimeout time.Duration
 	// KeyframeInterval is the least time between two keyframe requests
 	// (RTCP PLI or FIR, from subscribers or from the router's own stream
 	// queues) forwarded to the publisher of one SSRC; requests in between
@@ -163,8 +208,20 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxStreamsPerIP == 0 {
 		c.MaxStreamsPerIP = DefaultMaxStreamsPerIP
 	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = fallbackMaxStreams
+		if n := descriptorLimit(); n > 0 {
+			c.MaxStreams = max(1, n-n/DefaultStreamReserve)
+		}
+	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxPacketAge == 0 {
+		c.MaxPacketAge = DefaultMaxPacketAge
+	}
+	if c.ConsentTimeout == 0 {
+		c.ConsentTimeout = wire.ConsentTimeout
 	}
 	if c.KeyframeInterval == 0 {
 		c.KeyframeInterval = DefaultKeyframeInterval
@@ -173,6 +230,14 @@ func (c Config) withDefaults() (Config, error) {
 		c.Logger = slog.Default()
 	}
 	return c, c.validate()
+}
+
+// nonceEpoch is how long the router's nonces stay the same.
+func (c Config) nonceEpoch() time.Duration {
+	if c.ConsentTimeout > 0 {
+		return c.ConsentTimeout / 3
+	}
+	return wire.ConsentTimeout / 3
 }
 
 func (c Config) validate() error {
@@ -197,11 +262,14 @@ func (c Config) validate() error {
 	if c.StreamQueue < 4*MaxPacket {
 		errs = append(errs, fmt.Errorf("router: StreamQueue %d below %d", c.StreamQueue, 4*MaxPacket))
 	}
-	if c.StallTimeout <= 0 || c.BindTimeout <= 0 || c.MaxStreamsPerIP < 1 {
-		errs = append(errs, errors.New("router: StallTimeout, BindTimeout and MaxStreamsPerIP must be positive"))
+	if c.StallTimeout <= 0 || c.BindTimeout <= 0 || c.MaxStreamsPerIP < 1 || c.MaxStreams < 1 {
+		errs = append(errs, errors.New("router: StallTimeout, BindTimeout, MaxStreamsPerIP and MaxStreams must be positive"))
 	}
 	if c.IdleTimeout < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("router: IdleTimeout %v below 10ms", c.IdleTimeout))
+	}
+	if c.ConsentTimeout > 0 && c.ConsentTimeout < 30*time.Millisecond {
+		errs = append(errs, fmt.Errorf("router: ConsentTimeout %v below 30ms", c.ConsentTimeout))
 	}
 	if err := c.DSCP.Validate(); err != nil {
 		errs = append(errs, err)

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/session"
 	"github.com/openmmr/mmr/stats"
 )
 
@@ -119,4 +120,28 @@ func nack(t *testing.T, sender, ssrc uint32, id, lost uint16) []byte {
 		Nacks: []rtcp.NackPair{{PacketID: id, LostPackets: rtcp.PacketBitmap(lost)}}}})
 	require.NoError(t, err)
 	return p
+}
+
+// TestSlowStreamSubscriberKeyframeBackoff: a stream subscriber that stays
+// congested (dropping a frame every 10 ms for 20 s) asks its publisher for
+// keyframes ever more rarely, not every 300 ms; once it has recovered, a new
+// drop asks at once again.
+func TestSlowStreamSubscriberKeyframeBackoff(t *testing.T) {
+	r := &Router{keyframes: make(chan keyframeReq, 1000)}
+	s := &streamSink{rt: r, p: &session.Participant{}}
+	start := int64(1e12)
+	for now := start; now < start+int64(20*time.Second); now += int64(10 * time.Millisecond) {
+		s.requestKeyframe(7, now)
+	}
+	got := len(r.keyframes)
+	// 0.3+0.6+1.2+2.4+4.8 s, then every 5 s: 8 requests in 20 s (main: 67).
+	require.LessOrEqual(t, got, 8, "keyframe requests in 20 s of congestion")
+	require.GreaterOrEqual(t, got, 5, "still asks now and then: a keyframe may get through")
+	for len(r.keyframes) > 0 {
+		<-r.keyframes
+	}
+	s.requestKeyframe(7, start+int64(40*time.Second)) // after 20 s without drops
+	require.Len(t, r.keyframes, 1, "a recovered subscriber asks at once")
+	s.requestKeyframe(7, start+int64(40*time.Second+100*time.Millisecond))
+	require.Len(t, r.keyframes, 1, "and no more than once per 300 ms")
 }

@@ -2,9 +2,11 @@ package router
 
 import (
 	"errors"
+	"math"
 	"runtime"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/pion/rtp"
 
 	"github.com/openmmr/mmr/egress"
@@ -27,22 +29,50 @@ type reader struct {
 	out   []*egress.Batch // per listener group
 	live  *stats.Live     // own counters (UDP), or the shared stream totals
 
-	now  int64 // Unix nanoseconds of the current batch, for idle expiry
-	hdr  rtp.Header
-	rtcp wire.RTCPRoute
-	bind wire.Bind
-	ka   wire.Keepalive
-	sent [wire.MaxRTCPTargets]*session.Flow // RTCP destinations already used
+	now   int64 // Unix nanoseconds of the current batch, for idle expiry
+	after int64 // consent older than this has lapsed (now - ConsentTimeout)
+	pr    *prover
+	hdr   rtp.Header
+	rtcp  wire.RTCPRoute
+	bind  wire.Bind
+	ka    wire.Keepalive
+	sent  [wire.MaxRTCPTargets]*session.Flow // RTCP destinations already used
+
+	// UDP GSO (nil segs: off, or a stream reader): consecutive RTP packets
+	// of one route and kind, of one size but for a shorter last one, are
+	// queued as a run and sent as one super-packet per UDP destination
+	// (egress.Batch.AddRun). segs[0:cursor] are this batch's queued packets.
+	segs   *egress.Segs
+	cursor int
+	pend   pendingRun
+}
+
+// pendingRun is the run being collected: the packets segs[r.First:] routed
+// to route's destinations as kind.
+type pendingRun struct {
+	route  *session.Route
+	kind   media.Kind
+	r      egress.Run
+	closed bool // its last packet is shorter than r.Size: nothing may follow
 }
 
 func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
-	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch), live: new(stats.Live)}
+	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch), live: new(stats.Live), pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch())}
 	for gi, grp := range r.groups {
 		fd := r.sendFD(gi, idx)
 		if gi == g {
 			fd = s.FD() // reply from the very socket the group's packets arrive on
 		}
 		rd.out = append(rd.out, egress.NewBatch(fd, grp.v6, r.cfg.DSCP, rd.live))
+	}
+	if !r.cfg.DisableGSO {
+		gso := false
+		for _, o := range rd.out {
+			gso = o.EnableGSO() || gso
+		}
+		if gso {
+			rd.segs = egress.NewSegs(r.cfg.Batch, r.cfg.Batch*MaxPacket)
+		}
 	}
 	return rd
 }
@@ -51,7 +81,7 @@ func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
 // socket to read, UDP batches to reach UDP subscribers, and the router's
 // stream totals as its counters.
 func newStreamReader(r *Router, idx int) *reader {
-	rd := &reader{rt: r, group: -1, live: &r.streamLive}
+	rd := &reader{rt: r, group: -1, live: &r.streamLive, pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch())}
 	for gi, grp := range r.groups {
 		rd.out = append(rd.out, egress.NewBatchSize(r.sendFD(gi, idx), grp.v6, r.cfg.DSCP, rd.live, streamBatch))
 	}
@@ -79,11 +109,51 @@ func (rd *reader) run() {
 
 // process routes the n packets of the current batch and sends the copies.
 func (rd *reader) process(n int) {
-	rd.now = time.Now().UnixNano()
-	for i := 0; i < n; i++ {
+	rd.cursor = 0
+	if rd.segs != nil {
+		rd.segs.Reset()
+	}
+	rd.stamp(time.Now().UnixNano())
+	i := 0
+	if age := int64(rd.rt.cfg.MaxPacketAge); age > 0 && n > 0 {
+		// A socket's datagrams come in arrival order: if the first is
+		// fresh, all are (one timestamp read per batch); after a stall,
+		// the stale ones are a prefix.
+		for ; i < n; i++ {
+			if ts := rd.in.Received(i); ts == 0 || rd.now-ts <= age {
+				break
+			}
+			rd.handleStale(i)
+		}
+	}
+	for ; i < n; i++ {
 		rd.handle(i)
 	}
+	rd.endRun()
 	rd.flush()
+}
+
+// handleStale serves datagram i, received more than MaxPacketAge ago:
+// binds and keepalives as usual (a client waits for their answers), media
+// dropped as DropStale.
+func (rd *reader) handleStale(i int) {
+	pkt, _ := rd.in.Packet(i)
+	switch wire.Classify(pkt) {
+	case wire.ClassRTP, wire.ClassRTCP:
+		rd.live.In(len(pkt))
+		rd.live.Drop(stats.DropStale)
+	default:
+		rd.handle(i)
+	}
+}
+
+// stamp sets the time of the packets about to be routed.
+func (rd *reader) stamp(now int64) {
+	rd.now = now
+	rd.after = math.MinInt64 // consent checks off
+	if ct := rd.rt.cfg.ConsentTimeout; ct > 0 {
+		rd.after = now - int64(ct)
+	}
 }
 
 // flush sends the queued UDP copies; the packets they point at may be
@@ -109,8 +179,14 @@ func (rd *reader) handle(i int) {
 		return
 	}
 	cls := wire.Classify(pkt)
-	if cls == wire.ClassBind {
+	switch cls {
+	case wire.ClassBind:
 		rd.handleBind(i, pkt, key)
+		return
+	case wire.ClassUnknown, wire.ClassBindAck, wire.ClassKeepaliveAck:
+		// Nothing a client sends, from any source (docs/PROTOCOL.md,
+		// Drop reasons): malformed, not unbound_source.
+		rd.live.Drop(stats.DropMalformed)
 		return
 	}
 	f, ok := rd.rt.reg.Flows.Get(key)
@@ -152,7 +228,70 @@ func (rd *reader) handleRTP(pkt []byte, f *session.Flow) {
 		return
 	}
 	f.Participant.Stats.In(len(pkt))
-	rd.fanout(pkt, f.Kind, f.Route().Dests)
+	if rd.segs == nil {
+		rd.fanout(pkt, f.Kind, f.Route().Dests)
+		return
+	}
+	rd.queueRun(pkt, f.Kind, f.Route())
+}
+
+// queueRun adds pkt to the pending run, or ends that run and starts a new
+// one when pkt cannot join it: another route or kind, a packet longer than
+// the run's size or following a shorter one, or the run full (segments or
+// bytes).
+func (rd *reader) queueRun(pkt []byte, k media.Kind, route *session.Route) {
+	ru := &rd.pend
+	if ru.r.N > 0 && (ru.route != route || ru.kind != k || ru.closed || len(pkt) > ru.r.Size ||
+		ru.r.N == egress.MaxSegments || ru.r.Bytes+len(pkt) > egress.MaxRunBytes) {
+		rd.endRun()
+	}
+	if ru.r.N == 0 {
+		ru.route, ru.kind, ru.closed = route, k, false
+		ru.r = egress.Run{First: rd.cursor, Size: len(pkt)}
+	}
+	rd.segs.Set(rd.cursor, pkt)
+	rd.cursor++
+	ru.r.N++
+	ru.r.Bytes += len(pkt)
+	ru.closed = len(pkt) < ru.r.Size
+}
+
+// endRun queues the copies of the pending run: one super-packet per UDP
+// destination (one message per packet for a run of one), each packet
+// framed for a stream destination. Every destination's Remote is read once
+// per run.
+func (rd *reader) endRun() {
+	ru := &rd.pend
+	switch {
+	case ru.r.N == 0:
+		return
+	case ru.r.N == 1:
+		rd.fanout(rd.segs.Packet(ru.r.First), ru.kind, ru.route.Dests)
+	default:
+		staged := false
+		for _, d := range ru.route.Dests {
+			rem := d.Remote()
+			switch {
+			case rem == nil:
+			case !d.MaySend(rem, rd.after): // as in fanout: every copy of the run
+				for range ru.r.N {
+					rd.drop(d, stats.DropNoConsent)
+				}
+			case rem.Sink != nil:
+				for j := ru.r.First; j < ru.r.First+ru.r.N; j++ {
+					rem.Sink.Enqueue(rd.segs.Packet(j))
+				}
+			default:
+				if !staged { // one copy of the run, for every UDP destination
+					rd.segs.Stage(&ru.r)
+					staged = true
+				}
+				rd.out[rem.Group].AddRun(rd.segs, ru.r, rem.Dst, ru.kind, &d.Participant.Stats)
+			}
+		}
+	}
+	ru.r.N = 0
+	ru.route = nil
 }
 
 // fanout queues one copy of pkt per bound destination flow. Every copy
@@ -160,6 +299,10 @@ func (rd *reader) handleRTP(pkt []byte, f *session.Flow) {
 func (rd *reader) fanout(pkt []byte, k media.Kind, dests []*session.Flow) {
 	for _, d := range dests {
 		if rem := d.Remote(); rem != nil {
+			if !d.MaySend(rem, rd.after) {
+				rd.drop(d, stats.DropNoConsent)
+				continue
+			}
 			rd.sendTo(rem, pkt, k, &d.Participant.Stats)
 		}
 	}
@@ -179,6 +322,7 @@ func (rd *reader) sendTo(rem *session.Remote, pkt []byte, k media.Kind, owner *s
 // feedback (reports, NACK, PLI, FIR, REMB) to the publishers of the SSRCs it
 // names, each destination once, the compound packet unchanged.
 func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
+	rd.endRun() // copies leave in arrival order
 	if err := rd.rtcp.Parse(pkt); err != nil {
 		rd.drop(f, stats.DropRTCPMalformed)
 		return
@@ -228,6 +372,10 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 		rd.sent[ns] = owner
 		ns++
 		if rem := owner.Remote(); rem != nil {
+			if !owner.MaySend(rem, rd.after) {
+				rd.drop(owner, stats.DropNoConsent)
+				continue
+			}
 			rd.sendTo(rem, pkt, owner.Kind, &owner.Participant.Stats)
 		}
 	}
@@ -239,21 +387,34 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 	p.Stats.In(len(pkt))
 }
 
-// handleKeepalive answers in place: the ack is the same 8 bytes with the
-// type byte changed, sent back to the flow's address from the socket it
-// arrived on.
+// handleKeepalive answers in place: the ack is the same packet with the
+// type byte changed and the router's current consent nonce, sent back to
+// the flow's address from the socket it arrived on. A Keepalive that
+// echoes a recent consent nonce renews the flow's consent (RFC 7675):
+// only a client that receives at the address can echo one, so spoofed
+// Keepalives keep nothing flowing.
 func (rd *reader) handleKeepalive(pkt []byte, f *session.Flow) {
+	rd.endRun()
 	if err := rd.ka.Unmarshal(pkt); err != nil || rd.ka.Ack || rd.ka.Kind != f.Kind {
 		rd.drop(f, stats.DropMalformed)
 		return
 	}
-	rd.ka.Ack = true
+	rem := f.Remote()
+	if rem == nil {
+		return
+	}
+	echo := rd.ka.Nonce
+	rd.ka.Ack, rd.ka.Nonce = true, 0
+	if rem.Sink == nil && !rem.Fixed {
+		if rd.pr.check(purposeConsent, f, &rem.Key, rd.now, echo, consentEpochsBack) {
+			f.Consent(rd.now)
+		}
+		rd.ka.Nonce = rd.pr.current(purposeConsent, f, &rem.Key, rd.now)
+	}
 	if _, err := rd.ka.MarshalTo(pkt); err != nil {
 		return
 	}
-	if rem := f.Remote(); rem != nil {
-		rd.sendTo(rem, pkt, f.Kind, nil)
-	}
+	rd.sendTo(rem, pkt, f.Kind, nil)
 }
 
 // handleBind checks the token lock-free and hands a valid bind to the
@@ -275,9 +436,36 @@ func (rd *reader) handleBind(i int, pkt []byte, key session.AddrKey) {
 			src = egress.Src{Addr: a, IfIndex: ifi}
 		}
 	}
+	// Fair shares: a participant and a source each have a few places in
+	// the queue, taken here and given back by the binder.
+	if p.BindsQueued.Add(1) > maxBindsPerParticipant {
+		p.BindsQueued.Add(-1)
+		rd.live.Drop(stats.DropBindLimited)
+		return
+	}
+	sb := sourceBucket(&key)
+	if rd.rt.bindSrc[sb].Add(1) > maxBindsPerSource {
+		rd.rt.bindSrc[sb].Add(-1)
+		p.BindsQueued.Add(-1)
+		rd.live.Drop(stats.DropBindLimited)
+		return
+	}
 	select {
-	case rd.rt.binds <- bindReq{p: p, kind: rd.bind.Kind, key: key, group: rd.group, txID: rd.bind.TxID, src: src}:
+	case rd.rt.binds <- bindReq{p: p, kind: rd.bind.Kind, key: key, group: rd.group, txID: rd.bind.TxID, nonce: rd.bind.Nonce, src: src, srcB: sb}:
 	default:
+		rd.rt.bindSrc[sb].Add(-1)
+		p.BindsQueued.Add(-1)
 		rd.live.Drop(stats.DropBindBusy)
 	}
+}
+
+// sourceBucket returns the bind-queue bucket of a source address: a hash
+// of its IPv4 address, or of the /64 of an IPv6 one (a host has a whole
+// /64), without the port.
+func sourceBucket(k *session.AddrKey) uint16 {
+	src := k[:8]
+	if [12]byte(k[:12]) == [12]byte{10: 0xff, 11: 0xff} { // IPv4-mapped
+		src = k[12:16]
+	}
+	return uint16(xxhash.Sum64(src) % bindSourceBuckets)
 }

@@ -8,6 +8,7 @@
 package router
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,25 @@ var errClosed = errors.New("router: closed")
 // the client retransmits.
 const bindQueue = 1024
 
+// Fair shares of the bind queue, so that one participant or one host
+// flooding binds (one valid token sent from 1,024 ports) cannot fill it:
+// a bind over its share is dropped (DropBindLimited) and the client's
+// retransmission is served later.
+const (
+	// maxBindsPerParticipant: one bind per kind and a retransmission of
+	// each may wait at once.
+	maxBindsPerParticipant = 2 * 3
+	// maxBindsPerSource: binds from one source (an IPv4 address, an IPv6
+	// /64) that may wait at once: a NAT of 20 participants joining at the
+	// same moment with 3 kinds each. 1024/64: at least 16 sources always
+	// have room.
+	maxBindsPerSource = 64
+	// bindSourceBuckets: sources are counted in a fixed table of atomic
+	// counters indexed by a hash of the source (lock-free, no allocation
+	// on the packet path); two sources in one bucket share its 64.
+	bindSourceBuckets = 4096
+)
+
 // Router routes media among the participants of its meetings.
 type Router struct {
 	cfg    Config
@@ -40,11 +60,17 @@ type Router struct {
 	groups []*group
 	rds    []*reader
 	binds  chan bindReq
-	bindr  *binder
-	done   chan struct{}
-	wg     sync.WaitGroup
-	closed atomic.Bool
-	once   sync.Once
+	// bindSrc counts the binds waiting per source bucket (sourceBucket).
+	bindSrc [bindSourceBuckets]atomic.Int32
+	bindr   *binder
+	// nonceKey keys the return-routability and consent nonces (prover).
+	nonceKey [32]byte
+	// challenges counts BindAcks with StatusVerify sent.
+	challenges atomic.Uint64
+	done       chan struct{}
+	wg         sync.WaitGroup
+	closed     atomic.Bool
+	once       sync.Once
 
 	// Stream (TCP/TLS) media.
 	tcp        []net.Listener
@@ -55,6 +81,10 @@ type Router struct {
 	perIP      perIPLimit
 	frames     framePool
 	keyframes  chan keyframeReq
+
+	tcpAcceptErrors  atomic.Uint64
+	lastTCPAcceptErr atomic.Int64 // Unix nanoseconds; 0: none since the last success
+	tcpStopped       atomic.Bool  // a TCP listener was closed under the router
 }
 
 // group is the socket group of one listen address.
@@ -107,10 +137,18 @@ func New(cfg Config) (*Router, error) {
 		r.log.Info("router: readers release their P while blocked (costlier wake-ups at light load); raise GOMAXPROCS above the reader count to avoid it",
 			"readers", readers, "gomaxprocs", runtime.GOMAXPROCS(0))
 	}
+	if _, err := rand.Read(r.nonceKey[:]); err != nil {
+		r.closeSockets()
+		return nil, fmt.Errorf("router: nonce key: %w", err)
+	}
 	for gi, g := range r.groups {
 		for si, s := range g.socks {
 			s.SetHoldP(hold)
-			r.rds = append(r.rds, newReader(r, gi, si, s))
+			rd := newReader(r, gi, si, s)
+			for _, o := range rd.out {
+				o.SetHoldP(hold) // the reader's thread holds its P: send without releasing it
+			}
+			r.rds = append(r.rds, rd)
 		}
 	}
 	for _, a := range cfg.TCP {
@@ -150,7 +188,7 @@ func New(cfg Config) (*Router, error) {
 		}()
 	}
 	for _, g := range r.groups {
-		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode, "hold_p", hold)
+		r.log.Info("router: listening", "udp", g.addr, "shards", len(g.socks), "mode", cfg.ReadMode, "hold_p", hold, "gso", len(r.rds) > 0 && r.rds[0].segs != nil)
 	}
 	for _, ln := range r.tcp {
 		r.log.Info("router: listening", "tcp", ln.Addr())
@@ -332,6 +370,16 @@ func (r *Router) Stats() Stats {
 	s.Add(r.bindr.live.Snapshot())
 	s.Add(r.streamLive.Snapshot())
 	s.Meetings, s.Participants = r.reg.Counts()
+	s.Streams, s.MaxStreams = r.liveStreams(), r.cfg.MaxStreams
+	s.TCPAcceptErrors, s.TCPAccepting = r.tcpAcceptErrors.Load(), r.tcpAccepting()
+	s.BindChallenges = r.challenges.Load()
+	if !r.closed.Load() {
+		for _, g := range r.groups {
+			for _, so := range g.socks {
+				s.KernelDrops += so.KernelDrops()
+			}
+		}
+	}
 	return s
 }
 

@@ -19,6 +19,10 @@ import (
 // Errors that end a media stream.
 var (
 	ErrStreamBind = errors.New("router: media stream did not start with a valid bind")
+	// ErrStreamsFull: the router-wide MaxStreams cap is reached.
+	ErrStreamsFull = errors.New("router: too many media streams")
+	// ErrStreamLimit: MaxStreamsPerIP streams from the peer's address are live.
+	ErrStreamLimit = errors.New("router: too many media streams from one address")
 )
 
 // keyframeReq asks the binder goroutine to send a PLI to ssrc's publisher.
@@ -35,10 +39,21 @@ type keyframeReq struct {
 // bound elsewhere, or when the Router closes. Safe for concurrent use; the
 // TCP listener calls it, and so does the control channel's TLS listener
 // for connections it identifies as media.
+//
+// Whatever the transport, at most MaxStreamsPerIP streams from one source
+// address are live at once (further ones are closed: ErrStreamLimit,
+// DropStreamLimit), and at most MaxStreams in all (ErrStreamsFull).
 func (r *Router) ServeStream(c net.Conn) error {
-	if !r.trackStream(c) {
+	ip := addrPortOf(c.RemoteAddr()).Addr().Unmap()
+	if !r.perIP.acquire(ip) {
+		r.streamLive.Drop(stats.DropStreamLimit)
 		c.Close()
-		return ErrClosed
+		return ErrStreamLimit
+	}
+	defer r.perIP.release(ip)
+	if err := r.trackStream(c); err != nil {
+		c.Close()
+		return err
 	}
 	defer r.untrackStream(c)
 	defer c.Close()
@@ -94,7 +109,9 @@ func (r *Router) ServeStream(c net.Conn) error {
 			// point into: send them first. Frames already buffered are
 			// routed into the same sendmmsg batch.
 			rd.flush()
-			_ = c.SetReadDeadline(time.Now().Add(r.cfg.IdleTimeout))
+			now := time.Now()
+			rd.stamp(now.UnixNano())
+			_ = c.SetReadDeadline(now.Add(r.cfg.IdleTimeout))
 		}
 		pkt, err := d.Next()
 		if err != nil {
@@ -144,17 +161,21 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return ap
 }
 
-// trackStream registers a live stream so Close can end it; false once
-// the Router is closing.
-func (r *Router) trackStream(c net.Conn) bool {
+// trackStream registers a live stream so Close can end it: ErrClosed once
+// the Router is closing, ErrStreamsFull (counted) at MaxStreams.
+func (r *Router) trackStream(c net.Conn) error {
 	r.streamMu.Lock()
 	defer r.streamMu.Unlock()
 	if r.closed.Load() {
-		return false
+		return ErrClosed
+	}
+	if len(r.streams) >= r.cfg.MaxStreams {
+		r.streamLive.Drop(stats.DropStreamsFull)
+		return ErrStreamsFull
 	}
 	r.streams[c] = struct{}{}
 	r.streamWG.Add(1)
-	return true
+	return nil
 }
 
 func (r *Router) untrackStream(c net.Conn) {
@@ -162,6 +183,22 @@ func (r *Router) untrackStream(c net.Conn) {
 	delete(r.streams, c)
 	r.streamMu.Unlock()
 	r.streamWG.Done()
+}
+
+// tcpAccepting reports whether every TCP media listener takes connections.
+func (r *Router) tcpAccepting() bool {
+	if r.tcpStopped.Load() {
+		return false
+	}
+	last := r.lastTCPAcceptErr.Load()
+	return last == 0 || time.Since(time.Unix(0, last)) > notAcceptingFor
+}
+
+// liveStreams returns the number of live media streams.
+func (r *Router) liveStreams() int {
+	r.streamMu.Lock()
+	defer r.streamMu.Unlock()
+	return len(r.streams)
 }
 
 // closeStreams closes every live stream and waits for their handlers.
@@ -174,29 +211,48 @@ func (r *Router) closeStreams() {
 	r.streamWG.Wait()
 }
 
+// Accept back-off after an error such as EMFILE, as net/http does: 5 ms,
+// doubling to 1 s. A TCP listener whose Accept failed within
+// notAcceptingFor is reported as not accepting (Stats.TCPAccepting).
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+	notAcceptingFor  = 2 * time.Second
+)
+
 // serveTCP accepts media streams on ln, at most MaxStreamsPerIP at once
-// from one source address.
+// from one source address. Accept errors other than the listener's close
+// are retried after a back-off: running out of descriptors for a moment
+// must not end the port.
 func (r *Router) serveTCP(ln net.Listener) {
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if r.closed.Load() || errors.Is(err, net.ErrClosed) {
+			if r.closed.Load() {
 				return
 			}
-			r.log.Warn("router: TCP accept", "err", err)
-			time.Sleep(10 * time.Millisecond)
+			if errors.Is(err, net.ErrClosed) {
+				r.tcpStopped.Store(true)
+				r.log.Error("router: TCP listener closed, no longer accepting", "addr", ln.Addr(), "err", err)
+				return
+			}
+			r.tcpAcceptErrors.Add(1)
+			r.lastTCPAcceptErr.Store(time.Now().UnixNano())
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			r.log.Warn("router: TCP accept failed, retrying", "addr", ln.Addr(), "err", err, "retry_in", backoff)
+			select {
+			case <-r.done:
+				return
+			case <-time.After(backoff):
+			}
 			continue
 		}
-		ip := addrPortOf(c.RemoteAddr()).Addr()
-		if !r.perIP.acquire(ip) {
-			r.streamLive.Drop(stats.DropStreamLimit)
-			c.Close()
-			continue
+		if backoff != 0 {
+			backoff = 0
+			r.lastTCPAcceptErr.Store(0)
 		}
-		go func() {
-			defer r.perIP.release(ip)
-			_ = r.ServeStream(c)
-		}()
+		go func() { _ = r.ServeStream(c) }()
 	}
 }
 

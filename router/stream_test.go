@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/netip"
 	"runtime"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openmmr/mmr/client/streammedia"
+	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/stats"
 	"github.com/openmmr/mmr/tlsutil"
@@ -257,4 +259,39 @@ func TestRTCPOverStream(t *testing.T) {
 	rep := sr(pub.ssrc[v])
 	require.NoError(t, pub.flows[v].Send(rep))
 	require.Equal(t, [][]byte{rep}, recvAll(flows[v], 1, 3*time.Second))
+}
+
+// TestTLSStreamsPerIPLimit: media streams over TLS (the control port's
+// listener calling ServeStream) have the same per-address cap as TCP 8801.
+func TestTLSStreamsPerIPLimit(t *testing.T) {
+	leaktest.Check(t)
+	r := newTestRouter(t, func(c *Config) { c.MaxStreamsPerIP = 4; c.BindTimeout = time.Minute })
+	addr, cli := tlsMedia(t, r)
+	var conns []*tls.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	dial := func() *tls.Conn {
+		c, err := tls.Dial("tcp", addr.String(), cli)
+		require.NoError(t, err)
+		conns = append(conns, c)
+		return c
+	}
+	for range 4 {
+		dial() // silent: held until the bind timeout
+	}
+	require.Eventually(t, func() bool { return r.Stats().Streams == 4 }, 10*time.Second, 5*time.Millisecond)
+	// The fifth is closed at once: in its handshake, or at its first read.
+	c, err := tls.Dial("tcp", addr.String(), cli)
+	if err == nil {
+		conns = append(conns, c)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		require.ErrorIs(t, err, io.EOF)
+	}
+	require.Error(t, err, "the fifth stream from one address is closed")
+	require.Eventually(t, func() bool { return r.Stats().Drops[stats.DropStreamLimit] == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, 4, r.Stats().Streams)
 }

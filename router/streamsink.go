@@ -26,8 +26,15 @@ const (
 	// before each read (when no whole frame is buffered).
 	streamBatch = 256
 	// keyframeInterval is the least time between two keyframe requests a
-	// congested stream subscriber causes for one publisher stream.
-	keyframeInterval = 300 * time.Millisecond
+	// congested stream subscriber causes. While it stays congested the
+	// interval doubles with each request, up to maxKeyframeInterval: a
+	// subscriber that cannot keep up for good (a slow link reading at
+	// 200 KB/s) would otherwise make its publishers send a costly keyframe
+	// every 300 ms, for everyone, while it decodes none of them. It starts
+	// again at keyframeInterval once the subscriber has gone twice the
+	// current interval without a drop.
+	keyframeInterval    = 300 * time.Millisecond
+	maxKeyframeInterval = 5 * time.Second
 	// dropSlots is how many publisher streams one subscriber stream can be
 	// dropping a frame of at once.
 	dropSlots = 8
@@ -109,6 +116,7 @@ type streamSink struct {
 
 	dropping [dropSlots]atomic.Uint32 // SSRCs whose current frame is being dropped
 	lastKF   atomic.Int64             // Unix ns of the last keyframe request
+	kfEvery  atomic.Int64             // current least interval between requests (ns); 0: keyframeInterval
 }
 
 func newStreamSink(r *Router, c net.Conn, isTLS bool, p *session.Participant, k media.Kind) *streamSink {
@@ -147,7 +155,7 @@ func (s *streamSink) Enqueue(pkt []byte) {
 			if pkt[1]&0x80 == 0 {
 				s.startDropping(ssrc)
 			}
-			s.requestKeyframe(ssrc)
+			s.requestKeyframe(ssrc, time.Now().UnixNano())
 		}
 		s.drop()
 		return
@@ -194,14 +202,20 @@ func (s *streamSink) stopDropping(ssrc uint32) {
 }
 
 // requestKeyframe asks the publisher of ssrc for a keyframe (RTCP PLI,
-// RFC 4585 §6.3.1), at most once per keyframeInterval per subscriber
-// stream: after a dropped frame the subscriber cannot decode until one.
-func (s *streamSink) requestKeyframe(ssrc uint32) {
-	now := time.Now().UnixNano()
+// RFC 4585 §6.3.1) at now (Unix ns), after a dropped frame (the
+// subscriber cannot decode until one): at most once per interval per
+// subscriber stream, the interval doubling from keyframeInterval to
+// maxKeyframeInterval while the subscriber stays congested.
+func (s *streamSink) requestKeyframe(ssrc uint32, now int64) {
 	last := s.lastKF.Load()
-	if now-last < int64(keyframeInterval) || !s.lastKF.CompareAndSwap(last, now) {
+	every := s.kfEvery.Load()
+	if every == 0 || now-last > 2*every {
+		every = int64(keyframeInterval) // first request, or recovered since
+	}
+	if now-last < every || !s.lastKF.CompareAndSwap(last, now) {
 		return
 	}
+	s.kfEvery.Store(min(2*every, int64(maxKeyframeInterval)))
 	select {
 	case s.rt.keyframes <- keyframeReq{meeting: s.p.Meeting, ssrc: ssrc}:
 	default: // the binder is busy: the next drop asks again

@@ -75,6 +75,10 @@ type Flow struct {
 	// seen is when the flow last sent anything (Unix nanoseconds of the
 	// read batch that carried it), for idle expiry.
 	seen atomic.Int64
+	// consent is when the flow's client last proved it receives at its
+	// bound UDP address (Unix nanoseconds): a verified bind, or a Keepalive
+	// echoing a recent consent nonce (RFC 7675 consent freshness).
+	consent atomic.Int64
 	// keyframe[i] is when a keyframe request for the i-th published SSRC
 	// was last let through (Unix nanoseconds), for AllowKeyframe.
 	keyframe [MaxSSRCs]atomic.Int64
@@ -107,6 +111,19 @@ func (f *Flow) AllowKeyframe(ssrc uint32, now, interval int64) bool {
 
 // Seen records that the flow sent a packet at now (Unix nanoseconds).
 func (f *Flow) Seen(now int64) { f.seen.Store(now) }
+
+// Consent records that the flow's client proved at now (Unix nanoseconds)
+// that it receives at its bound address. Safe for concurrent use.
+func (f *Flow) Consent(now int64) { f.consent.Store(now) }
+
+// MaySend reports whether media may be sent to rem, the flow's remote, when
+// consent older than after (Unix nanoseconds) has lapsed: always for
+// streams (TCP proved the path) and fixed addresses (given by the
+// embedding API), otherwise only if the client proved since after that
+// it receives there. Lock-free, no allocation.
+func (f *Flow) MaySend(rem *Remote, after int64) bool {
+	return rem.Sink != nil || rem.Fixed || f.consent.Load() >= after
+}
 
 // Remote returns the bound remote address, or nil while unbound.
 func (f *Flow) Remote() *Remote { return f.remote.Load() }
@@ -149,6 +166,9 @@ type Participant struct {
 	// Queued is the number of bytes waiting in the participant's stream
 	// (TCP/TLS) send queues, all kinds together.
 	Queued atomic.Int64
+	// BindsQueued is the number of the participant's binds waiting in the
+	// router's bind queue (the router caps it for fairness).
+	BindsQueued atomic.Int32
 
 	// Guarded by Registry.mu.
 	subs    [media.NumKinds]Filter
@@ -168,6 +188,11 @@ type Meeting struct {
 	// Guarded by Registry.mu.
 	parts []*Participant
 	gone  stats.Counters // totals of participants who left
+	// pubs[i] are the meeting's flows of kind index i that publish (have
+	// SSRCs): the only flows with a route. Joins, leaves and subscription
+	// changes touch these routes alone, so their cost follows the number
+	// of publishers, not the meeting's size squared.
+	pubs [media.NumKinds][]*Flow
 }
 
 // Owner returns the flow that published ssrc in this meeting.

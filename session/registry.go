@@ -79,9 +79,25 @@ func (r *Registry) EndMeeting(id string) error {
 	if !ok {
 		return ErrNoMeeting
 	}
-	for _, p := range slices.Clone(m.parts) {
-		r.removeLocked(p)
+	// Everyone leaves at once: no route or SSRC map is rebuilt per
+	// participant (that made ending a meeting of n O(n²)); each flow is
+	// unlinked and emptied once. O(n).
+	for _, p := range m.parts {
+		p.removed = true
+		delete(r.parts, p.ID)
+		r.Tokens.Delete(p.Token)
+		for _, f := range p.Flows {
+			if rem := f.remote.Swap(nil); rem != nil {
+				r.unlinkLocked(rem)
+			}
+			f.route.Store(&Route{})
+			f.ssrcs.Store(nil)
+		}
+		m.gone.Add(p.Stats.Snapshot())
 	}
+	m.parts = nil
+	m.pubs = [media.NumKinds][]*Flow{}
+	m.owners.Store(&map[uint32]*Flow{})
 	delete(r.meetings, id)
 	return nil
 }
@@ -124,7 +140,12 @@ func (r *Registry) Add(meeting, name string, fixed [media.NumKinds]netip.AddrPor
 	r.parts[p.ID] = p
 	r.Tokens.Put(tok, p)
 	m.parts = append(m.parts, p)
-	r.rebuildRoutes(m)
+	// The newcomer receives every publisher (All): it joins their routes.
+	for i := range media.NumKinds {
+		for _, pub := range m.pubs[i] {
+			addDest(pub, p.Flows[i])
+		}
+	}
 	return p, nil
 }
 
@@ -155,8 +176,19 @@ func (r *Registry) removeLocked(p *Participant) {
 	}
 	m.parts = slices.DeleteFunc(m.parts, func(q *Participant) bool { return q == p })
 	m.gone.Add(p.Stats.Snapshot())
-	r.rebuildOwners(m)
-	r.rebuildRoutes(m)
+	published := false
+	for i := range media.NumKinds {
+		if slices.Contains(m.pubs[i], p.Flows[i]) {
+			published = true
+			m.pubs[i] = slices.DeleteFunc(m.pubs[i], func(f *Flow) bool { return f == p.Flows[i] })
+		}
+		for _, pub := range m.pubs[i] {
+			removeDest(pub, p.Flows[i])
+		}
+	}
+	if published {
+		r.rebuildOwners(m)
+	}
 }
 
 // Get returns a participant by ID.
@@ -167,7 +199,9 @@ func (r *Registry) Get(id uint64) (*Participant, bool) {
 	return p, ok
 }
 
-// Bind points p's flow of kind k at remote address ap, served by listener
+// Bind points p's flow of kind k at remote address ap, which the caller has
+// verified receives (return routability): the flow's consent starts now.
+// The flow is served by listener
 // group, its copies leaving from src (the local address the bind arrived
 // at; zero: the kernel's choice). A flow already bound elsewhere moves (NAT
 // rebinding): its old address stops matching at once. An address bound to
@@ -187,12 +221,15 @@ func (r *Registry) Bind(p *Participant, k media.Kind, ap netip.AddrPort, group i
 	}
 	if old := f.remote.Load(); old != nil {
 		if old.Key == key && old.Group == group && old.Sink == nil && old.Dst.Src() == src {
+			f.consent.Store(time.Now().UnixNano())
 			return true
 		}
 		r.unlinkLocked(old)
 	}
 	rem := &Remote{Key: key, Dst: egress.AddrFrom(ap, src), Group: group}
-	f.seen.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	f.seen.Store(now)
+	f.consent.Store(now)
 	f.remote.Store(rem)
 	r.Flows.Put(key, f)
 	return true
@@ -246,9 +283,13 @@ func (r *Registry) publishLocked(p *Participant, k media.Kind, ssrcs []uint32) e
 	}
 	// The route first: once the SSRCs are visible the packet path forwards
 	// along it (routes of flows that published nothing are kept empty).
-	f.route.Store(routeOf(p.Meeting, p, k.Index()))
+	m := p.Meeting
+	if !slices.Contains(m.pubs[k.Index()], f) {
+		f.route.Store(routeOf(m, p, k.Index()))
+		m.pubs[k.Index()] = append(m.pubs[k.Index()], f)
+	}
 	f.ssrcs.Store(&cur)
-	r.rebuildOwners(p.Meeting)
+	r.rebuildOwners(m)
 	return nil
 }
 
@@ -260,6 +301,8 @@ func (r *Registry) Unpublish(id uint64, k media.Kind, ssrcs ...uint32) error {
 		f.ssrcs.Store(&cur)
 		if len(cur) == 0 {
 			f.route.Store(&Route{}) // publishes nothing: routes nowhere
+			m := p.Meeting
+			m.pubs[k.Index()] = slices.DeleteFunc(m.pubs[k.Index()], func(g *Flow) bool { return g == f })
 		}
 		r.rebuildOwners(p.Meeting)
 		return nil
@@ -269,8 +312,24 @@ func (r *Registry) Unpublish(id uint64, k media.Kind, ssrcs ...uint32) error {
 // Subscribe sets which publishers' streams of kind k participant id receives.
 func (r *Registry) Subscribe(id uint64, k media.Kind, f Filter) error {
 	return r.withParticipant(id, k, func(p *Participant) error {
-		p.subs[k.Index()] = f
-		r.rebuildRoutes(p.Meeting)
+		i := k.Index()
+		old := p.subs[i]
+		p.subs[i] = f
+		// Only the routes of publishers whose inclusion changed are
+		// rebuilt: From(a) → From(b) touches two routes, whatever the
+		// meeting's size.
+		for _, pub := range p.Meeting.pubs[i] {
+			id := pub.Participant.ID
+			if pub.Participant == p {
+				continue
+			}
+			switch was, now := old.Includes(id), f.Includes(id); {
+			case now && !was:
+				addDest(pub, p.Flows[i])
+			case was && !now:
+				removeDest(pub, p.Flows[i])
+			}
+		}
 		return nil
 	})
 }
@@ -290,26 +349,36 @@ func (r *Registry) withParticipant(id uint64, k media.Kind, fn func(*Participant
 	return fn(p)
 }
 
-// rebuildRoutes recomputes the routes of m's publishing flows: each flow
-// of kind k with published SSRCs goes to the kind-k flow of every other
-// participant whose filter admits the publisher. A flow that publishes
-// nothing forwards nothing (the packet path checks Publishes first), so
-// its route is left empty: in a webinar of n viewers and a few panelists a
-// change costs O(publishers * n), not O(n^2). Runs only on membership and
-// subscription changes; publishLocked computes a flow's route when it
-// starts publishing.
-func (r *Registry) rebuildRoutes(m *Meeting) {
-	for _, pub := range m.parts {
-		for i, f := range pub.Flows {
-			if s := f.ssrcs.Load(); s == nil || len(*s) == 0 {
-				if len(f.route.Load().Dests) != 0 {
-					f.route.Store(&Route{}) // drop references to departed flows
-				}
-				continue
-			}
-			f.route.Store(routeOf(m, pub, i))
-		}
+// Routes: a publishing flow of kind k goes to the kind-k flow of every
+// other participant whose filter admits the publisher; a flow that
+// publishes nothing forwards nothing (the packet path checks Publishes
+// first) and keeps an empty route. routeOf computes a route when a flow
+// starts publishing; afterwards joins, leaves and subscription changes
+// edit only the routes they affect (addDest, removeDest), each a copy of
+// one destination list (the snapshot the packet path reads), so a
+// subscription change costs O(1) routes and a join or leave O(publishers).
+
+// addDest publishes pub's route with d added (if absent).
+func addDest(pub, d *Flow) {
+	old := pub.route.Load().Dests
+	if slices.Contains(old, d) {
+		return
 	}
+	dests := make([]*Flow, len(old), len(old)+1)
+	copy(dests, old)
+	pub.route.Store(&Route{Dests: append(dests, d)})
+}
+
+// removeDest publishes pub's route without d.
+func removeDest(pub, d *Flow) {
+	old := pub.route.Load().Dests
+	i := slices.Index(old, d)
+	if i < 0 {
+		return
+	}
+	dests := make([]*Flow, 0, len(old)-1)
+	dests = append(append(dests, old[:i]...), old[i+1:]...)
+	pub.route.Store(&Route{Dests: dests})
 }
 
 // routeOf computes the route of pub's flow of kind index i.

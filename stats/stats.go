@@ -28,6 +28,10 @@ const (
 	DropSlowSubscriber                      // stream closed: its peer stopped reading for StallTimeout
 	DropKeyframeThrottled                   // keyframe request (PLI, FIR) within the publisher's KeyframeInterval: not forwarded
 	DropRTCPNotSubscribed                   // RTCP feedback about a stream its sender does not receive: not forwarded to that publisher
+	DropStreamsFull                         // stream refused: the router-wide MaxStreams cap is reached (descriptors kept for the control port)
+	DropBindLimited                         // valid bind refused: its participant or its source address has its share of the bind queue waiting
+	DropNoConsent                           // copy not sent: its UDP destination has not renewed consent (RFC 7675) within ConsentTimeout
+	DropStale                               // RTP/RTCP that waited in the socket buffer longer than MaxPacketAge (a stall): not forwarded
 	NumDropReasons                          // number of reasons; not a reason
 )
 
@@ -35,7 +39,7 @@ var dropNames = [NumDropReasons]string{
 	"unbound_source", "bad_token", "malformed", "oversize", "unknown_ssrc",
 	"rtcp_malformed", "rtcp_unknown_ssrc", "send_error", "send_busy", "bind_busy",
 	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
-	"keyframe_throttled", "rtcp_not_subscribed",
+	"keyframe_throttled", "rtcp_not_subscribed", "streams_full", "bind_limited", "no_consent", "stale",
 }
 
 // String returns the reason's stable snake_case name.
@@ -52,6 +56,13 @@ type Counters struct {
 	PacketsIn, BytesIn   uint64
 	PacketsOut, BytesOut uint64
 	Drops                [NumDropReasons]uint64
+	// GSOSent counts UDP GSO super-packets handed to the kernel (each
+	// carries several of the copies counted in PacketsOut).
+	GSOSent uint64
+	// GSOFallbacks counts runs of copies meant for one super-packet that
+	// went one datagram per message instead: GSO unavailable on the socket
+	// or refused for the destination. They were sent, not dropped.
+	GSOFallbacks uint64
 }
 
 // Dropped returns the sum of all drop counters.
@@ -76,6 +87,7 @@ type Live struct {
 	packetsIn, bytesIn   atomic.Uint64
 	packetsOut, bytesOut atomic.Uint64
 	drops                [NumDropReasons]atomic.Uint64
+	gsoSent, gsoFallback atomic.Uint64
 }
 
 // In counts one received packet of n bytes.
@@ -96,6 +108,12 @@ func (c *Live) OutTotal(packets, bytes int) {
 	c.bytesOut.Add(uint64(bytes))
 }
 
+// GSOSent counts n UDP GSO super-packets sent.
+func (c *Live) GSOSent(n int) { c.gsoSent.Add(uint64(n)) }
+
+// GSOFallback counts one run sent without GSO.
+func (c *Live) GSOFallback() { c.gsoFallback.Add(1) }
+
 // Drop counts one drop for reason r.
 func (c *Live) Drop(r DropReason) { c.drops[r].Add(1) }
 
@@ -104,6 +122,7 @@ func (c *Live) Snapshot() Counters {
 	s := Counters{
 		PacketsIn: c.packetsIn.Load(), BytesIn: c.bytesIn.Load(),
 		PacketsOut: c.packetsOut.Load(), BytesOut: c.bytesOut.Load(),
+		GSOSent: c.gsoSent.Load(), GSOFallbacks: c.gsoFallback.Load(),
 	}
 	for i := range c.drops {
 		s.Drops[i] = c.drops[i].Load()
@@ -117,6 +136,8 @@ func (c *Counters) Add(o Counters) {
 	c.BytesIn += o.BytesIn
 	c.PacketsOut += o.PacketsOut
 	c.BytesOut += o.BytesOut
+	c.GSOSent += o.GSOSent
+	c.GSOFallbacks += o.GSOFallbacks
 	for i := range c.Drops {
 		c.Drops[i] += o.Drops[i]
 	}
@@ -129,6 +150,8 @@ func (c *Live) AddCounters(o Counters) {
 	c.bytesIn.Add(o.BytesIn)
 	c.packetsOut.Add(o.PacketsOut)
 	c.bytesOut.Add(o.BytesOut)
+	c.gsoSent.Add(o.GSOSent)
+	c.gsoFallback.Add(o.GSOFallbacks)
 	for i, d := range o.Drops {
 		if d != 0 {
 			c.drops[i].Add(d)

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -47,10 +48,10 @@ func BenchmarkLookup(b *testing.B) {
 				if err != nil {
 					return err
 				}
-				_, _ = io.Copy(io.Discard, resp.Body)
+				msg, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
-					return io.ErrUnexpectedEOF
+					return fmt.Errorf("lookup: %s: %s", resp.Status, msg)
 				}
 				return nil
 			}

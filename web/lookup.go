@@ -113,10 +113,20 @@ func sourceKey(a netip.Addr) string {
 	return a.String()
 }
 
+// limitKey is the rate limiter's key of a source: as sourceKey, IPv6
+// addresses count by their /64.
+func limitKey(a netip.Addr) netip.Addr {
+	if a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
 func (s *Server) handleLookup(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	ci := s.clientOf(r)
-	if ok, wait := s.limiter.allow(ci.addr, now); !ok {
+	if ok, wait := s.limiter.allow(limitKey(ci.addr), now); !ok {
 		e := errorf(http.StatusTooManyRequests, CodeRateLimited, "too many lookups from this address; slow down")
 		e.retryAfter = wait
 		s.writeError(w, e)
@@ -170,12 +180,16 @@ func (s *Server) lookup(ctx context.Context, req *LookupRequest, ci clientInfo, 
 	if m.Ended {
 		return nil, errorf(http.StatusGone, CodeMeetingEnded, "the meeting has ended")
 	}
-	if m.PasscodeHash != "" {
+	// The meeting's lockout guards every secret of it: the passcode, and
+	// the host and panelist keys (also in a meeting without passcode).
+	if m.PasscodeHash != "" || req.HostKey != "" || req.PanelistKey != "" {
 		if until, err := s.st.LockedUntil(ctx, scopeMeeting, m.ID, now); err != nil {
 			return nil, s.internalErr("lockout", err)
 		} else if !until.IsZero() {
 			return nil, lockedOut(until, now, "this meeting's passcode")
 		}
+	}
+	if m.PasscodeHash != "" {
 		if req.Passcode == "" {
 			return nil, errorf(http.StatusUnauthorized, CodePasscodeRequired, "this meeting needs a passcode")
 		}

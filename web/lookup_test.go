@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -124,9 +125,20 @@ func TestLookupPasscodeAndLockout(t *testing.T) {
 	require.InDelta(t, 15*60, ra, 5)
 
 	// Other meetings are not locked; ended ones answer 410; unknown 404.
-	open := e.createMeeting(t, map[string]any{"passcode": ""})
+	open := e.createMeeting(t, map[string]any{"passcode": "", "host_key": "hostkey9"})
 	a, l = e.lookup(t, c, map[string]any{"meeting_id": open.ID, "name": "Bob"})
 	require.Equal(t, http.StatusOK, a.status, string(a.body))
+	// Host keys are guarded by the meeting lockout too, also without a
+	// passcode; keyless participants still get in.
+	for range 3 {
+		a, _ = e.lookup(t, c, map[string]any{"meeting_id": open.ID, "name": "Bob", "host_key": "guess123"})
+		require.Equal(t, CodeWrongHostKey, a.code())
+	}
+	a, _ = e.lookup(t, c, map[string]any{"meeting_id": open.ID, "name": "Bob", "host_key": "hostkey9"})
+	require.Equal(t, CodeLockedOut, a.code(), "host key path locked")
+	a, l = e.lookup(t, c, map[string]any{"meeting_id": open.ID, "name": "Bob"})
+	require.Equal(t, http.StatusOK, a.status, "no secret asked: not locked")
+	require.Equal(t, "participant", l.Role)
 	a = e.do(t, c, "PATCH", "/v1/meetings/"+open.ID, e.key, map[string]any{"ended": true})
 	require.Equal(t, http.StatusOK, a.status)
 	a, _ = e.lookup(t, c, map[string]any{"meeting_id": open.ID, "name": "Bob"})
@@ -135,7 +147,7 @@ func TestLookupPasscodeAndLockout(t *testing.T) {
 	a, _ = e.lookup(t, c, map[string]any{"meeting_id": "5555555555", "name": "Bob"})
 	require.Equal(t, http.StatusNotFound, a.status)
 	require.Equal(t, CodeMeetingNotFound, a.code())
-	require.EqualValues(t, 4, e.srv.Stats().Lookups)
+	require.EqualValues(t, 5, e.srv.Stats().Lookups)
 }
 
 func TestSourceLockoutAndRateLimit(t *testing.T) {
@@ -153,7 +165,9 @@ func TestSourceLockoutAndRateLimit(t *testing.T) {
 	}
 	a, _ := e.lookup(t, c2, map[string]any{"meeting_id": m.ID, "passcode": "111111", "name": "Mallory"})
 	require.Equal(t, CodeLockedOut, a.code(), "the source is locked")
-	require.Equal(t, "60", a.header.Get("Retry-After"))
+	ra, err := strconv.Atoi(a.header.Get("Retry-After"))
+	require.NoError(t, err)
+	require.InDelta(t, 60, ra, 5, "the first source lockout is a minute")
 	a, _ = e.lookup(t, c3, map[string]any{"meeting_id": m.ID, "passcode": "111111", "name": "Alice"})
 	require.Equal(t, http.StatusOK, a.status, "another source is not")
 
@@ -339,4 +353,45 @@ func TestLockoutAcrossNodesPostgres(t *testing.T) {
 		ans, _ := n.e.lookup(t, n.c, map[string]any{"meeting_id": m.ID, "passcode": "424242", "name": "x"})
 		require.Equal(t, CodeLockedOut, ans.code(), "3 failures spread over two nodes lock the meeting on both")
 	}
+
+	// The passcode verification cache is coherent: node b has verified
+	// the passcode of meeting m2 (cached); node a changes it; node b
+	// refuses the old one at once and accepts the new one.
+	m2 := a.createMeeting(t, map[string]any{"passcode": "111111"})
+	look := func(pass string) string {
+		ans, _ := b.lookup(t, cb, map[string]any{"meeting_id": m2.ID, "passcode": pass, "name": "x"})
+		return ans.code()
+	}
+	require.Equal(t, "", look("111111"))
+	require.Equal(t, "", look("111111"))
+	patched := a.do(t, ca, "PATCH", "/v1/meetings/"+m2.ID, a.key, map[string]any{"passcode": "222222"})
+	require.Equal(t, http.StatusOK, patched.status)
+	require.Equal(t, CodeWrongPasscode, look("111111"))
+	require.Equal(t, "", look("222222"))
+	// And a meeting deleted on a is gone on b.
+	require.Equal(t, http.StatusNoContent, a.do(t, ca, "DELETE", "/v1/meetings/"+m2.ID, a.key, nil).status)
+	require.Equal(t, CodeMeetingNotFound, look("222222"))
+}
+
+func TestSourceKeys(t *testing.T) {
+	leaktest.Check(t)
+	require.Equal(t, "192.0.2.1", sourceKey(netip.MustParseAddr("192.0.2.1")))
+	require.Equal(t, "2001:db8:1:2::/64", sourceKey(netip.MustParseAddr("2001:db8:1:2:3:4:5:6")))
+	require.Equal(t, limitKey(netip.MustParseAddr("2001:db8:1:2::1")), limitKey(netip.MustParseAddr("2001:db8:1:2:ffff::9")))
+	require.NotEqual(t, limitKey(netip.MustParseAddr("2001:db8:1:2::1")), limitKey(netip.MustParseAddr("2001:db8:1:3::1")))
+}
+
+// TestStoreDown: a store that fails answers 500 internal, as JSON.
+func TestStoreDown(t *testing.T) {
+	leaktest.Check(t)
+	site := testSite()
+	site.Zones = testZones(t)
+	e := newEnv(t, "", site)
+	m := e.createMeeting(t, map[string]any{"passcode": ""})
+	require.NoError(t, e.st.Close())
+	a, _ := e.lookup(t, e.client(t, ""), map[string]any{"meeting_id": m.ID, "name": "x"})
+	require.Equal(t, http.StatusInternalServerError, a.status)
+	require.Equal(t, CodeInternal, a.code())
+	a = e.do(t, e.client(t, ""), "GET", "/v1/meetings", e.key, nil)
+	require.Equal(t, CodeInternal, a.code())
 }

@@ -139,6 +139,17 @@ func TestMeetingsAPI(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, "HTTP/2.0", resp.Proto, "h2 over TLS")
 	require.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+	req, _ = http.NewRequest("GET", e.ts.URL+"/j/1234567890", nil)
+	req.Host = "web.example:8443"
+	resp, err = c.Do(req)
+	require.NoError(t, err)
+	html, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(html), "-passcode PASSCODE 1234567890")
+	require.Contains(t, string(html), "-web https://web.example:8443 ")
+	a = e.do(t, c, "GET", "/j/12", "", nil)
+	require.Equal(t, CodeInvalidMeetingID, a.code())
 }
 
 // TestSlowClient: a client that sends half a request line and then nothing

@@ -17,10 +17,10 @@ the meetings API is under <code>/v1/meetings</code> (docs/PROTOCOL.md, "Web tier
 </html>
 `))
 	joinPage = template.Must(template.New("join").Parse(`<!doctype html>
-<html lang="en"><meta charset="utf-8"><title>Join meeting {{.}}</title>
-<h1>Meeting {{.}}</h1>
+<html lang="en"><meta charset="utf-8"><title>Join meeting {{.ID}}</title>
+<h1>Meeting {{.ID}}</h1>
 <p>Join with the openmmr client:</p>
-<pre>go run ./cmd/openmmr join -web https://HOST -passcode PASSCODE {{.}}</pre>
+<pre>go run ./cmd/openmmr join -web https://{{.Host}} -passcode PASSCODE {{.ID}}</pre>
 </html>
 `))
 )
@@ -34,7 +34,7 @@ func (s *Server) handleJoinPage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	page(w, joinPage, id)
+	page(w, joinPage, struct{ ID, Host string }{id, r.Host})
 }
 
 func page(w http.ResponseWriter, t *template.Template, data any) {

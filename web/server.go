@@ -12,9 +12,10 @@
 // # Brute force
 //
 // A meeting passcode of 6 digits has 10^6 values. Per meeting, Limits
-// allows MeetingFailures (10) wrong passcodes per MeetingWindow (15 min)
-// from all sources together, then locks the meeting's passcode path (also
-// for the right passcode) for MeetingLockout (15 min), doubling with every
+// allows MeetingFailures (10) wrong passcodes, host keys or panelist keys
+// per MeetingWindow (15 min) from all sources together, then locks every
+// lookup presenting one of the meeting's secrets (also the right one) for
+// MeetingLockout (15 min), doubling with every
 // further lockout up to MeetingLockoutMax (24 h). Sustained guessing thus
 // gets 10 guesses per 15 + 15 min, then 10 per 15 + 30, +60, ..., and from
 // the eighth lockout on 10 guesses per day: about 3,700 guesses a year,
@@ -93,6 +94,12 @@ type Config struct {
 	// DefaultArgon2(). (Tests lower them: the race detector makes argon2id
 	// some ten times slower.)
 	Argon2 Argon2Params
+	// Extra are more handlers to mount, by http.ServeMux pattern (the web
+	// client's, webclient.Handler.Routes). A pattern equal to one of the
+	// tier's own page routes, "/" or "/j/{id}", replaces that page; the
+	// API routes (/v1/lookup, /v1/meetings, /v1/healthz) cannot be
+	// replaced (New fails).
+	Extra map[string]http.Handler
 }
 
 // Server is the web tier's HTTP handler and its background work (Geo-IP
@@ -197,7 +204,9 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}
 	s.health = zonehealth.New(hz, w.ZoneCheckInterval.D(), w.ZoneCheckTimeout.D(), s.log)
-	s.routes()
+	if err := s.routes(cfg.Extra); err != nil {
+		return nil, err
+	}
 	s.wg.Add(1)
 	go s.prune()
 	return s, nil
@@ -283,22 +292,34 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) routes() {
+func (s *Server) routes(extra map[string]http.Handler) error {
 	m := http.NewServeMux()
+	for p, h := range extra {
+		switch p {
+		case "/v1/lookup", "/v1/meetings", "/v1/meetings/{id}", "/v1/healthz":
+			return fmt.Errorf("web: Extra route %q would replace an API route", p)
+		}
+		m.Handle(p, h)
+	}
 	m.HandleFunc("/v1/lookup", s.methods(map[string]http.HandlerFunc{http.MethodPost: s.handleLookup}))
 	m.HandleFunc("/v1/meetings", s.methods(map[string]http.HandlerFunc{http.MethodGet: s.admin(s.handleList), http.MethodPost: s.admin(s.handleCreate)}))
 	m.HandleFunc("/v1/meetings/{id}", s.methods(map[string]http.HandlerFunc{
 		http.MethodGet: s.admin(s.handleGet), http.MethodPatch: s.admin(s.handleUpdate), http.MethodDelete: s.admin(s.handleDelete)}))
 	m.HandleFunc("/v1/healthz", s.methods(map[string]http.HandlerFunc{http.MethodGet: s.handleHealthz}))
-	m.HandleFunc("/j/{id}", s.methods(map[string]http.HandlerFunc{http.MethodGet: s.handleJoinPage}))
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-			s.handleHome(w, r)
-			return
-		}
-		s.writeError(w, errorf(http.StatusNotFound, CodeNotFound, "no such route: "+r.URL.Path))
-	})
+	if _, ok := extra["/j/{id}"]; !ok {
+		m.HandleFunc("/j/{id}", s.methods(map[string]http.HandlerFunc{http.MethodGet: s.handleJoinPage}))
+	}
+	if _, ok := extra["/"]; !ok {
+		m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+				s.handleHome(w, r)
+				return
+			}
+			s.writeError(w, errorf(http.StatusNotFound, CodeNotFound, "no such route: "+r.URL.Path))
+		})
+	}
 	s.mux = m
+	return nil
 }
 
 // methods dispatches by method, answering 405 with Allow (and a JSON body)

@@ -34,24 +34,41 @@ const (
 	// headerSize is the common header: type, version, kind, status or
 	// reserved (4 bytes), then TxID (4 bytes).
 	headerSize = 8
-	// BindSize is the size of a Bind: header (8), Token (16), zero
-	// padding (8). The padding makes a Bind larger than the BindAck it
+	// BindSize is the size of a Bind: header (8), Token (16), Nonce (8),
+	// zero padding (8). The padding makes a Bind larger than the BindAck it
 	// triggers (BindAckSize), so the router never amplifies: a spoofed
 	// source can get back at most what it sent.
-	BindSize = headerSize + TokenSize + 8
+	BindSize = headerSize + TokenSize + 8 + 8
 	// BindAckSize is the size of a BindAck: header (8), port (2), address
-	// family (1), reserved (1), mapped address (16).
-	BindAckSize = headerSize + 2 + 1 + 1 + 16
+	// family (1), reserved (1), mapped address (16), Nonce (8).
+	BindAckSize = headerSize + 2 + 1 + 1 + 16 + 8
 	// KeepaliveSize is the size of a Keepalive and of a KeepaliveAck: the
-	// header alone.
-	KeepaliveSize = headerSize
+	// header and a Nonce (8).
+	KeepaliveSize = headerSize + 8
 )
 
-// StatusOK is the only BindAck status defined by Version 1: the bind was
-// accepted. Other values are reserved; a client must treat a BindAck with
-// any other status as a failed bind. (The router does not answer binds it
-// rejects, see docs/PROTOCOL.md, so it only ever sends StatusOK today.)
-// Immutable; safe for concurrent use.
+// StatusVerify is the BindAck status of a return-routability challenge:
+// the router has not bound the flow, and will once the client sends the
+// Bind again, from the same address and port, with the BindAck's Nonce
+// (docs/PROTOCOL.md, "Binding a flow"). Immutable; safe for concurrent use.
+const StatusVerify uint8 = 1
+
+// Consent freshness (RFC 7675), docs/PROTOCOL.md "Keepalives": the router
+// stops sending media to a UDP flow whose client has not echoed a recent
+// consent nonce for ConsentTimeout; clients send a Keepalive echoing the
+// latest nonce every ConsentInterval (RFC 7675 §5.1's 5 s), so that
+// several in a row may be lost before consent lapses. Immutable; safe for
+// concurrent use.
+const (
+	ConsentInterval = 5 * time.Second
+	ConsentTimeout  = 30 * time.Second
+)
+
+// StatusOK is the BindAck status of an accepted bind. With StatusVerify
+// it is one of the two statuses of Version 1; a client must treat a
+// BindAck with any other status as a failed bind. (The router does not
+// answer binds it rejects, see docs/PROTOCOL.md.) Immutable; safe for
+// concurrent use.
 const StatusOK uint8 = 0
 
 // Address family codes of BindAck byte 10 (the IP version).
@@ -185,13 +202,18 @@ func putHeader(dst []byte, typ byte, k media.Kind, status uint8, txID uint32) {
 //	byte 3      reserved, 0
 //	bytes 4-7   TxID, big-endian
 //	bytes 8-23  Token
-//	bytes 24-31 padding, sent as 0, ignored on receipt
+//	bytes 24-31 Nonce, big-endian: 0, or the echo of a StatusVerify BindAck's
+//	bytes 32-39 padding, sent as 0, ignored on receipt
 //
 // A Bind is a plain value; see the package doc for concurrency.
 type Bind struct {
 	Kind  media.Kind // media kind of the flow being bound
 	TxID  uint32     // chosen by the client, echoed in the BindAck
 	Token Token      // the participant's secret media token
+	// Nonce is 0 in a first Bind, and the Nonce of the router's
+	// StatusVerify BindAck in the Bind that answers it (return
+	// routability: proof that the source receives what is sent to it).
+	Nonce uint64
 }
 
 // Unmarshal parses the Bind packet b into m. b must be at least BindSize
@@ -218,6 +240,7 @@ func (m *Bind) Unmarshal(b []byte) error {
 	m.Kind = k
 	m.TxID = txID
 	copy(m.Token[:], b[headerSize:headerSize+TokenSize])
+	m.Nonce = binary.BigEndian.Uint64(b[headerSize+TokenSize:])
 	return nil
 }
 
@@ -235,7 +258,8 @@ func (m *Bind) MarshalTo(dst []byte) (int, error) {
 	}
 	putHeader(dst, TypeBind, m.Kind, 0, m.TxID)
 	copy(dst[headerSize:], m.Token[:])
-	clear(dst[headerSize+TokenSize : BindSize])
+	binary.BigEndian.PutUint64(dst[headerSize+TokenSize:], m.Nonce)
+	clear(dst[headerSize+TokenSize+8 : BindSize])
 	return BindSize, nil
 }
 
@@ -245,13 +269,16 @@ func (m *Bind) MarshalTo(dst []byte) (int, error) {
 //	byte 0      TypeBindAck (5)
 //	byte 1      Version (1)
 //	byte 2      media kind, copied from the Bind
-//	byte 3      status (StatusOK)
+//	byte 3      status (StatusOK or StatusVerify)
 //	bytes 4-7   TxID copied from the Bind, big-endian
 //	bytes 8-9   mapped port, big-endian
 //	byte 10     address family: 4 (IPv4) or 6 (IPv6)
 //	byte 11     reserved, 0
 //	bytes 12-27 mapped address, 16 bytes; an IPv4 address is written in
 //	            IPv4-mapped IPv6 form ::ffff:a.b.c.d (RFC 4291 §2.5.5.2)
+//	bytes 28-35 Nonce, big-endian: with StatusVerify the challenge to echo
+//	            in a Bind; with StatusOK the first consent nonce to echo
+//	            in Keepalives
 //
 // The mapped address and port are the Bind's source as the router saw it,
 // like STUN's MAPPED-ADDRESS (RFC 8489 §14.1), so the client learns its
@@ -259,7 +286,7 @@ func (m *Bind) MarshalTo(dst []byte) (int, error) {
 // package doc for concurrency.
 type BindAck struct {
 	Kind   media.Kind // media kind of the bound flow
-	Status uint8      // StatusOK; other values mean failure
+	Status uint8      // StatusOK or StatusVerify; other values mean failure
 	TxID   uint32     // the TxID of the Bind being answered
 	// Mapped is the source address and port of the Bind as seen by the
 	// router. After Unmarshal an IPv4 address is a 4-byte netip.Addr
@@ -267,6 +294,9 @@ type BindAck struct {
 	// writes family 4 for both 4-byte and IPv4-mapped IPv6 addresses and
 	// drops any IPv6 zone.
 	Mapped netip.AddrPort
+	// Nonce: with StatusVerify the challenge the client echoes in its next
+	// Bind; with StatusOK the consent nonce it echoes in its Keepalives.
+	Nonce uint64
 }
 
 // Unmarshal parses the BindAck packet b into m. b must be at least
@@ -310,6 +340,7 @@ func (m *BindAck) Unmarshal(b []byte) error {
 	m.Status = status
 	m.TxID = txID
 	m.Mapped = netip.AddrPortFrom(addr, binary.BigEndian.Uint16(b[8:10]))
+	m.Nonce = binary.BigEndian.Uint64(b[28:36])
 	return nil
 }
 
@@ -340,6 +371,7 @@ func (m *BindAck) MarshalTo(dst []byte) (int, error) {
 	dst[11] = 0
 	a16 := addr.As16() // IPv4 comes out as ::ffff:a.b.c.d; the zone is dropped
 	copy(dst[12:28], a16[:])
+	binary.BigEndian.PutUint64(dst[28:36], m.Nonce)
 	return BindAckSize, nil
 }
 
@@ -353,12 +385,16 @@ func (m *BindAck) MarshalTo(dst []byte) (int, error) {
 //	byte 2      media kind of the flow
 //	byte 3      reserved, 0
 //	bytes 4-7   TxID, big-endian
+//	bytes 8-15  Nonce, big-endian: in a Keepalive the latest consent nonce
+//	            the client received (BindAck or KeepaliveAck); in a
+//	            KeepaliveAck the router's current consent nonce
 //
 // A Keepalive is a plain value; see the package doc for concurrency.
 type Keepalive struct {
-	Kind media.Kind // media kind of the flow
-	TxID uint32     // chosen by the client, echoed in the KeepaliveAck
-	Ack  bool       // true for a KeepaliveAck (type 7)
+	Kind  media.Kind // media kind of the flow
+	TxID  uint32     // chosen by the client, echoed in the KeepaliveAck
+	Ack   bool       // true for a KeepaliveAck (type 7)
+	Nonce uint64     // consent nonce (RFC 7675 freshness), see above
 }
 
 // Unmarshal parses a Keepalive or KeepaliveAck packet b into m, setting
@@ -383,6 +419,7 @@ func (m *Keepalive) Unmarshal(b []byte) error {
 	m.Kind = k
 	m.TxID = txID
 	m.Ack = b[0] == TypeKeepaliveAck
+	m.Nonce = binary.BigEndian.Uint64(b[headerSize:KeepaliveSize])
 	return nil
 }
 
@@ -403,5 +440,6 @@ func (m *Keepalive) MarshalTo(dst []byte) (int, error) {
 		typ = TypeKeepaliveAck
 	}
 	putHeader(dst, typ, m.Kind, 0, m.TxID)
+	binary.BigEndian.PutUint64(dst[headerSize:KeepaliveSize], m.Nonce)
 	return KeepaliveSize, nil
 }

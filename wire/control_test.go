@@ -63,9 +63,9 @@ func TestParseToken(t *testing.T) {
 }
 
 func TestSizesNoAmplification(t *testing.T) {
-	require.Equal(t, 32, BindSize)
-	require.Equal(t, 28, BindAckSize)
-	require.Equal(t, 8, KeepaliveSize)
+	require.Equal(t, 40, BindSize)
+	require.Equal(t, 36, BindAckSize)
+	require.Equal(t, 16, KeepaliveSize)
 	require.LessOrEqual(t, BindAckSize, BindSize, "a BindAck must not be larger than the Bind it answers")
 }
 
@@ -73,7 +73,7 @@ func TestSizesNoAmplification(t *testing.T) {
 func validBind() []byte {
 	b := []byte{TypeBind, Version, byte(media.Audio), 0, 1, 2, 3, 4}
 	b = append(b, testToken[:]...)
-	return append(b, make([]byte, 8)...)
+	return append(b, make([]byte, 16)...)
 }
 
 func with(b []byte, f func([]byte) []byte) []byte { return f(b) }
@@ -93,7 +93,8 @@ func TestBindUnmarshal(t *testing.T) {
 		{"valid", validBind(), want, nil},
 		{"video", with(validBind(), set(2, byte(media.Video))), Bind{Kind: media.Video, TxID: 0x01020304, Token: testToken}, nil},
 		{"content", with(validBind(), set(2, byte(media.Content))), Bind{Kind: media.Content, TxID: 0x01020304, Token: testToken}, nil},
-		{"nonzero padding ignored", with(validBind(), set(31, 0xff)), want, nil},
+		{"nonzero padding ignored", with(validBind(), set(39, 0xff)), want, nil},
+		{"nonce", with(validBind(), set(31, 0x2a)), Bind{Kind: media.Audio, TxID: 0x01020304, Token: testToken, Nonce: 42}, nil},
 		{"longer accepted", append(validBind(), 0xde, 0xad), want, nil},
 		{"empty", nil, Bind{}, ErrShort},
 		{"one byte", []byte{TypeBind}, Bind{}, ErrShort},
@@ -127,6 +128,8 @@ func TestBindMarshalTo(t *testing.T) {
 	}{
 		{"valid", Bind{Kind: media.Audio, TxID: 0x01020304, Token: testToken}, BindSize, validBind(), nil},
 		{"larger dst", Bind{Kind: media.Audio, TxID: 0x01020304, Token: testToken}, 1500, validBind(), nil},
+		{"nonce", Bind{Kind: media.Audio, TxID: 0x01020304, Token: testToken, Nonce: 0x0102030405060708}, BindSize,
+			append(validBind()[:24], 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0), nil},
 		{"short dst", Bind{Kind: media.Audio}, BindSize - 1, nil, ErrShortBuffer},
 		{"nil dst", Bind{Kind: media.Audio}, 0, nil, ErrShortBuffer},
 		{"kind 0", Bind{}, BindSize, nil, ErrKind},
@@ -260,7 +263,7 @@ func TestBindAckMarshalTo(t *testing.T) {
 }
 
 func keepalive(typ byte) []byte {
-	return []byte{typ, Version, byte(media.Content), 0, 0xde, 0xad, 0xbe, 0xef}
+	return []byte{typ, Version, byte(media.Content), 0, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0, 0, 0, 0}
 }
 
 func TestKeepaliveUnmarshal(t *testing.T) {
@@ -273,6 +276,8 @@ func TestKeepaliveUnmarshal(t *testing.T) {
 		{"keepalive", keepalive(TypeKeepalive), Keepalive{Kind: media.Content, TxID: 0xdeadbeef}, nil},
 		{"ack", keepalive(TypeKeepaliveAck), Keepalive{Kind: media.Content, TxID: 0xdeadbeef, Ack: true}, nil},
 		{"longer accepted", append(keepalive(TypeKeepalive), 0), Keepalive{Kind: media.Content, TxID: 0xdeadbeef}, nil},
+		{"nonce", with(keepalive(TypeKeepaliveAck), set(8, 1)), Keepalive{Kind: media.Content, TxID: 0xdeadbeef, Ack: true, Nonce: 1 << 56}, nil},
+		{"header only (old 8-byte form)", keepalive(TypeKeepalive)[:8], Keepalive{}, ErrShort},
 		{"empty", nil, Keepalive{}, ErrShort},
 		{"short by one", keepalive(TypeKeepalive)[:KeepaliveSize-1], Keepalive{}, ErrShort},
 		{"wrong type bind", keepalive(TypeBind), Keepalive{}, ErrType},
@@ -301,6 +306,7 @@ func TestKeepaliveMarshalTo(t *testing.T) {
 	}{
 		{"keepalive", Keepalive{Kind: media.Content, TxID: 0xdeadbeef}, KeepaliveSize, keepalive(TypeKeepalive), nil},
 		{"ack", Keepalive{Kind: media.Content, TxID: 0xdeadbeef, Ack: true}, 64, keepalive(TypeKeepaliveAck), nil},
+		{"nonce", Keepalive{Kind: media.Content, TxID: 0xdeadbeef, Nonce: 0xff}, KeepaliveSize, with(keepalive(TypeKeepalive), set(15, 0xff)), nil},
 		{"short dst", Keepalive{Kind: media.Audio}, KeepaliveSize - 1, nil, ErrShortBuffer},
 		{"kind", Keepalive{Kind: 0}, KeepaliveSize, nil, ErrKind},
 	}
@@ -373,10 +379,14 @@ func TestProtocolDocExamples(t *testing.T) {
 		want string
 	}{
 		{"bind", &Bind{Kind: media.Audio, TxID: 0x01020304, Token: testToken},
-			"04010100010203040011223344556677" + "8899aabbccddeeff0000000000000000"},
-		{"bind ack", &BindAck{Kind: media.Audio, TxID: 0x01020304, Mapped: netip.MustParseAddrPort("192.0.2.7:40000")},
-			"05010100" + "01020304" + "9c400400" + "00000000" + "00000000" + "0000ffff" + "c0000207"},
-		{"keepalive", &Keepalive{Kind: media.Audio, TxID: 9}, "0601010000000009"},
+			"0401010001020304" + "0011223344556677" + "8899aabbccddeeff" + "0000000000000000" + "0000000000000000"},
+		{"bind ack verify", &BindAck{Kind: media.Audio, Status: StatusVerify, TxID: 0x01020304, Mapped: netip.MustParseAddrPort("192.0.2.7:40000"), Nonce: 0xa1b2c3d4e5f60718},
+			"0501010101020304" + "9c40040000000000" + "000000000000ffff" + "c0000207" + "a1b2c3d4e5f60718"},
+		{"bind echo", &Bind{Kind: media.Audio, TxID: 0x01020305, Token: testToken, Nonce: 0xa1b2c3d4e5f60718},
+			"0401010001020305" + "0011223344556677" + "8899aabbccddeeff" + "a1b2c3d4e5f60718" + "0000000000000000"},
+		{"bind ack", &BindAck{Kind: media.Audio, TxID: 0x01020305, Mapped: netip.MustParseAddrPort("192.0.2.7:40000"), Nonce: 0x0123456789abcdef},
+			"0501010001020305" + "9c40040000000000" + "000000000000ffff" + "c0000207" + "0123456789abcdef"},
+		{"keepalive", &Keepalive{Kind: media.Audio, TxID: 9, Nonce: 0x0123456789abcdef}, "0601010000000009" + "0123456789abcdef"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

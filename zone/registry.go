@@ -128,7 +128,7 @@ func (r *registry) report(id string, session uint64, rep proto.Report, now time.
 	m.expires = r.expiry(m)
 	m.load = loadScore(m.reg.Capacity, &m.rep)
 	m.weight = weightOf(m.load)
-	m.room = !rep.Draining && m.load < 1
+	m.room = !rep.Draining && !rep.NotAccepting && m.load < 1
 	return nil
 }
 

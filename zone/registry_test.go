@@ -79,6 +79,7 @@ func TestEligibility(t *testing.T) {
 		{"full meetings", proto.Report{Meetings: 100}, false},
 		{"full cpu", proto.Report{CPU: 0.8}, false},
 		{"draining", proto.Report{Draining: true}, false},
+		{"not accepting", proto.Report{NotAccepting: true}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

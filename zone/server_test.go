@@ -364,8 +364,11 @@ func TestHungMMRExpires(t *testing.T) {
 		return errors.Is(err, ErrNoCapacity)
 	}, 2*time.Second, 5*time.Millisecond)
 	require.GreaterOrEqual(t, time.Since(lastReport), 300*time.Millisecond-10*time.Millisecond, "not before three intervals")
-	p.expectClosed() // the sweeper closed the hung peer's connection
-	require.EqualValues(t, 1, s.Stats().Expired)
+	// The sweeper closes the hung peer's connection, or, when it runs late
+	// on a loaded machine, the connection's own read deadline (four
+	// intervals) does first; either way the sweeper then counts the expiry.
+	p.expectClosed()
+	require.Eventually(t, func() bool { return s.Stats().Expired == 1 }, 5*time.Second, 5*time.Millisecond)
 }
 
 func TestLostConnectionExpiresAfterOneInterval(t *testing.T) {

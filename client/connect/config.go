@@ -37,6 +37,9 @@ const (
 	// tied, and the web tier's order decides (its ranking knows about
 	// geography and operators' overrides; a few ms of RTT do not).
 	DefaultScoreTie = 5 * time.Millisecond
+	// DefaultTunnelTimeout bounds the ping of the tunnel servers (TCP,
+	// proxy CONNECT, TLS, one authenticated request).
+	DefaultTunnelTimeout = 5 * time.Second
 	// DefaultMMRTimeout bounds the ZC lookup of the meeting's MMR.
 	DefaultMMRTimeout = 5 * time.Second
 	// DefaultControlTimeout bounds control channel dial, hello and join.
@@ -59,8 +62,8 @@ const (
 	DefaultKeepalive = 5 * time.Second
 )
 
-// Config configures Connect. Zero fields take the defaults above; only Web
-// (or Lookup), WebTLS and MeetingID are required. It is a plain value;
+// Config configures Connect. Zero fields take the defaults above; only
+// Web, WebTLS and MeetingID are required. It is a plain value;
 // Connect keeps its own copy.
 type Config struct {
 	// Web is the web tier's base URL, e.g. "https://web.example" or
@@ -106,10 +109,10 @@ type Config struct {
 	OnEvent func(any)
 
 	// Timeouts; see the defaults.
-	LookupTimeout, ZoneTimeout, ProbeTimeout, MMRTimeout, ControlTimeout time.Duration
-	Probes                                                               int
-	ProbeInterval, ScoreTie                                              time.Duration
-	UDPGiveUp, TCPTimeout, TLSTimeout, UDPRetry, Keepalive               time.Duration
+	LookupTimeout, ZoneTimeout, ProbeTimeout, MMRTimeout, ControlTimeout, TunnelTimeout time.Duration
+	Probes                                                                              int
+	ProbeInterval, ScoreTie                                                             time.Duration
+	UDPGiveUp, TCPTimeout, TLSTimeout, UDPRetry, Keepalive                              time.Duration
 
 	// Logger receives the phases at info. Default slog.Default().
 	Logger *slog.Logger
@@ -150,7 +153,7 @@ func (c Config) withDefaults() (Config, error) {
 		def time.Duration
 	}{
 		{&c.LookupTimeout, DefaultLookupTimeout}, {&c.ZoneTimeout, DefaultZoneTimeout}, {&c.ProbeTimeout, DefaultProbeTimeout},
-		{&c.MMRTimeout, DefaultMMRTimeout}, {&c.ControlTimeout, DefaultControlTimeout}, {&c.ProbeInterval, DefaultProbeInterval},
+		{&c.MMRTimeout, DefaultMMRTimeout}, {&c.TunnelTimeout, DefaultTunnelTimeout}, {&c.ControlTimeout, DefaultControlTimeout}, {&c.ProbeInterval, DefaultProbeInterval},
 		{&c.ScoreTie, DefaultScoreTie}, {&c.UDPGiveUp, DefaultUDPGiveUp}, {&c.TCPTimeout, DefaultTCPTimeout},
 		{&c.TLSTimeout, DefaultTLSTimeout}, {&c.UDPRetry, DefaultUDPRetry}, {&c.Keepalive, DefaultKeepalive},
 	} {

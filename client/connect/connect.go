@@ -17,7 +17,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +28,7 @@ import (
 	ctlproto "github.com/openmmr/mmr/control/proto"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/tlsutil"
+	"github.com/openmmr/mmr/tunnel"
 	"github.com/openmmr/mmr/wire"
 	zproto "github.com/openmmr/mmr/zone/proto"
 )
@@ -56,7 +60,8 @@ type Result struct {
 	Zone     string        `json:"zone,omitempty"`
 	ZoneWhy  string        `json:"zone_why,omitempty"`
 	NextStep string        `json:"next_step,omitempty"` // NextStepTunnel
-	Advice   string        `json:"advice,omitempty"`    // one line for the user when nothing worked
+	Tunnel   TunnelReport  `json:"tunnel"`
+	Advice   string        `json:"advice,omitempty"` // one line for the user when nothing worked
 	MMR      MMRReport     `json:"mmr"`
 	Control  ControlReport `json:"control"`
 	Media    []MediaReport `json:"media"`
@@ -68,6 +73,17 @@ type ProxyReport struct {
 	Source   string `json:"source"` // ProxyNone, ProxyFlag, ProxyEnv, ProxyPAC, ProxyLookup
 	URL      string `json:"url,omitempty"`
 	Why      string `json:"why"`
+}
+
+// TunnelReport is the tunnel step: the tunnel server picked (the first of
+// the lookup's tunnels to answer an authenticated ping) or why none was.
+type TunnelReport struct {
+	Used   bool          `json:"used"`
+	URL    string        `json:"url,omitempty"`
+	Server string        `json:"server,omitempty"`
+	RTT    time.Duration `json:"rtt_ns,omitempty"`
+	Proxy  string        `json:"proxy,omitempty"`
+	Err    string        `json:"error,omitempty"`
 }
 
 // LookupReport is the lookup phase.
@@ -160,12 +176,18 @@ func Connect(ctx context.Context, cfg Config) (*Session, Result, error) {
 		}
 		s.Close()
 		var e *Error
-		if errors.As(err, &e) && e.Advice == "" && res.Lookup.WebClientURL != "" && e.Phase != PhaseLookup {
+		if !errors.As(err, &e) {
+			e = &Error{Phase: PhaseControl, Err: err} // run returns *Error; be safe
+			err = e
+		}
+		// The web client advice is for network trouble, not for a refusal
+		// (wrong passcode, expired token, meeting ended): a browser would
+		// be refused the same way.
+		var refused *ctlproto.Error
+		if e.Advice == "" && res.Lookup.WebClientURL != "" && e.Phase != PhaseLookup && !errors.As(err, &refused) {
 			e.Advice = advice(res.Lookup.WebClientURL)
 		}
-		if e != nil {
-			res.Advice = e.Advice
-		}
+		res.Advice = e.Advice
 		s.log.Warn("connect: failed", "phase", e.Phase, "err", e.Err, "advice", e.Advice)
 		return nil, res, err
 	}
@@ -229,17 +251,25 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	if ctx.Err() != nil {
 		return fail(PhaseZone, ctx.Err())
 	}
+	tunneled := false
 	if !answered {
 		res.NextStep = NextStepTunnel
-		why := fmt.Sprintf("no zone controller answered within %v", cfg.ZoneTimeout)
-		if len(lk.Tunnels) == 0 {
-			why += "; next step: the HTTPS tunnel (none offered by the web tier yet)"
-		} else {
-			why += "; next step: the HTTPS tunnel at " + lk.Tunnels[0].URL + " (not implemented by this client yet)"
-		}
+		why := fmt.Sprintf("no zone controller answered within %v; next step: the HTTP tunnel", cfg.ZoneTimeout)
 		res.ZoneWhy = why
-		log.Info("connect: tunnel step", "why", why)
-		return &Error{Phase: PhaseZone, Err: errors.New(why), Advice: advice(lk.WebClientURL)}
+		log.Info("connect: tunnel step", "why", why, "tunnels", len(lk.Tunnels))
+		if err := s.openTunnel(ctx, proxies, lk, res); err != nil {
+			res.ZoneWhy = why + ": " + err.Error()
+			return &Error{Phase: PhaseZone, Err: errors.New(res.ZoneWhy), Advice: advice(lk.WebClientURL)}
+		}
+		tunneled = true
+		zstart = time.Now()
+		ranked, reports, answered = selectZones(ctx, cfg, s.dial, lk.Zones)
+		res.Zones = append(res.Zones, reports...)
+		log.Info("connect: zones through the tunnel", "answered", answered, "took", time.Since(zstart))
+		if !answered {
+			res.ZoneWhy = why + ": no zone controller answered through the tunnel either"
+			return &Error{Phase: PhaseZone, Err: errors.New(res.ZoneWhy), Advice: advice(lk.WebClientURL)}
+		}
 	}
 	if len(ranked) == 0 {
 		res.ZoneWhy = "every zone that answered failed its performance test"
@@ -304,7 +334,7 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	// names one (NO_PROXY or a PAC DIRECT may exempt it while the web tier
 	// is proxied), or when the web tier saw a proxy the client did not
 	// configure (a transparent one): then only TLS 443 is likely to pass.
-	proxied := lk.Client.ViaProxy
+	proxied := lk.Client.ViaProxy || tunneled
 	if p, _, _ := proxies.forAddr(ctlAddr); p != nil {
 		proxied = true
 	}
@@ -339,6 +369,8 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	switch {
 	case cfg.Transport != "":
 		order, why = []string{cfg.Transport}, "forced by Config.Transport"
+	case tunneled:
+		order, why = []string{TLS}, "through the HTTP tunnel: TLS 443 only (UDP and TCP 8801 not attempted)"
 	case proxied:
 		order, why = []string{TLS}, "a proxy is in the path: TLS 443 through it only (UDP and TCP 8801 not attempted)"
 	}
@@ -386,6 +418,47 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	}
 	return nil
 }
+
+// openTunnel pings the lookup's tunnel servers at once (through the proxy
+// their address gets, if any) and routes every later connection through
+// the first to answer.
+func (s *Session) openTunnel(ctx context.Context, proxies *proxyResolver, lk *LookupResponse, res *Result) error {
+	if len(lk.Tunnels) == 0 {
+		res.Tunnel.Err = "the web tier lists no tunnel server"
+		return errors.New(res.Tunnel.Err)
+	}
+	d := &tunnel.Dialer{Token: lk.JoinToken, HandshakeTimeout: s.cfg.TunnelTimeout}
+	var eps []tunnel.Endpoint
+	for _, t := range lk.Tunnels {
+		eps = append(eps, tunnel.Endpoint{URL: t.URL, Fingerprint: t.Fingerprint})
+		if d.Proxy == nil {
+			if u, err := url.Parse(t.URL); err == nil {
+				host := u.Host
+				if u.Port() == "" {
+					host = net.JoinHostPort(u.Hostname(), "443")
+				}
+				if p, _, _ := proxies.forAddr(host); p != nil {
+					d.Proxy = p
+					res.Tunnel.Proxy = p.Redacted()
+				}
+			}
+		}
+	}
+	tctx, cancel := context.WithTimeout(ctx, s.cfg.TunnelTimeout)
+	defer cancel()
+	t, err := d.Pick(tctx, eps)
+	if err != nil {
+		res.Tunnel.Err = oneLineErr(err)
+		s.log.Info("connect: no tunnel server answered", "err", res.Tunnel.Err)
+		return err
+	}
+	res.Tunnel = TunnelReport{Used: true, URL: t.Endpoint.URL, Server: t.Server.Server, RTT: t.RTT, Proxy: res.Tunnel.Proxy}
+	s.log.Info("connect: tunnel", "url", t.Endpoint.URL, "server", t.Server.Server, "rtt", t.RTT, "proxy", res.Tunnel.Proxy)
+	s.dial = &dialer{proxies: proxies, tunnel: t.Dial}
+	return nil
+}
+
+func oneLineErr(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }
 
 // proxyDecision reports whether a proxy is in the path and why.
 func (s *Session) proxyDecision(p *proxyResolver, used string, lk *LookupResponse) ProxyReport {

@@ -64,8 +64,12 @@ func TestNetnsHelper(t *testing.T) {
 	z, err := connecttest.StartZone(connecttest.ZoneConfig{Name: "lab", IP: netip.MustParseAddr(p.ZoneIP), MediaPort: 8801, TLSPort: 443, JoinSecret: secret})
 	require.NoError(t, err)
 	defer z.Close()
+	tn, err := connecttest.StartTunnel(netip.MustParseAddr(p.WebIP), 8443, secret, []string{z.TLSAddr.String()})
+	require.NoError(t, err)
+	defer tn.Close()
 	w, err := connecttest.StartWeb(connecttest.WebConfig{IP: netip.MustParseAddr(p.WebIP), Port: 443, JoinSecret: secret,
-		Meetings: map[string]string{meetingID: "4242"}, Zones: []connect.LookupZone{z.LookupZone()}})
+		Meetings: map[string]string{meetingID: "4242"}, Zones: []connect.LookupZone{z.LookupZone()},
+		Tunnels: []connect.Tunnel{{URL: tn.URL, Fingerprint: tn.Fingerprint}}})
 	require.NoError(t, err)
 	defer w.Close()
 	b, _ := json.Marshal(helperInfo{WebURL: w.URL, WebFingerprint: w.Fingerprint, Zone: z.Name, ZoneTLS: z.TLSAddr.String()})
@@ -215,6 +219,34 @@ func connectOK(t *testing.T, cfg connect.Config) (*connect.Session, connect.Resu
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	return s, res
+}
+
+// connectTwo connects two clients at once (their phases' waiting overlaps).
+func connectTwo(t *testing.T, ca, cb connect.Config) (a, b *connect.Session, ra, rb connect.Result) {
+	t.Helper()
+	cfgs := []connect.Config{ca, cb}
+	ss := make([]*connect.Session, 2)
+	rs := make([]connect.Result, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range cfgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			ss[i], rs[i], errs[i] = connect.Connect(ctx, cfgs[i])
+		}()
+	}
+	wg.Wait()
+	for i := range ss {
+		if ss[i] != nil {
+			t.Cleanup(func() { ss[i].Close() })
+		}
+	}
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	return ss[0], ss[1], rs[0], rs[1]
 }
 
 func requireTransport(t *testing.T, s *connect.Session, res connect.Result, want string) {
@@ -396,8 +428,7 @@ func TestNetnsFallback(t *testing.T) {
 	t.Run("all of 8801 dropped: TLS 443", func(t *testing.T) {
 		l.rules("udp dport 8801 drop", "tcp dport 8801 drop")
 		rxA, rxB := newReceiver(), newReceiver()
-		a, ra := connectOK(t, l.config(t, 0, rxA))
-		b, rb := connectOK(t, l.config(t, 1, rxB))
+		a, b, ra, rb := connectTwo(t, l.config(t, 0, rxA), l.config(t, 1, rxB))
 		requireTransport(t, a, ra, connect.TLS)
 		requireTransport(t, b, rb, connect.TLS)
 		for _, m := range ra.Media {
@@ -414,21 +445,45 @@ func TestNetnsFallback(t *testing.T) {
 func TestNetnsZCBlackholed(t *testing.T) {
 	leaktest.Check(t)
 	l := newLab(t)
-	l.rules("ip daddr " + l.zoneIP + " tcp dport 443 drop")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	_, res, err := connect.Connect(ctx, l.config(t, 0, newReceiver()))
-	require.Error(t, err)
-	var ce *connect.Error
-	require.ErrorAs(t, err, &ce)
-	require.Equal(t, connect.PhaseZone, ce.Phase)
-	require.Equal(t, connect.NextStepTunnel, res.NextStep)
-	t.Logf("tunnel step reported after %v", res.ZoneTook)
-	require.InDelta(t, 5.5, res.ZoneTook.Seconds(), 0.3)
-	require.Contains(t, res.Advice, l.info.WebURL+"/j/"+meetingID)
-	require.NotContains(t, res.Advice, "\n")
-	require.Equal(t, res.Advice, ce.Advice)
-	require.NotEmpty(t, res.Zones[0].Err)
+	// From outside the lab only: the tunnel server and the web tier's
+	// health checks inside it still reach the ZC.
+	blackhole := "iifname " + l.nsIf + " ip daddr " + l.zoneIP + " tcp dport 443 drop"
+
+	t.Run("tunnel blocked too: the tunnel step after 5.5 s, then the web client advice", func(t *testing.T) {
+		l.rules(blackhole, "tcp dport 8443 drop")
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		c := l.config(t, 0, newReceiver())
+		c.TunnelTimeout = time.Second // the tunnel port is black-holed too: no need to wait 5 s for it
+		_, res, err := connect.Connect(ctx, c)
+		require.Error(t, err)
+		var ce *connect.Error
+		require.ErrorAs(t, err, &ce)
+		require.Equal(t, connect.PhaseZone, ce.Phase)
+		require.Equal(t, connect.NextStepTunnel, res.NextStep)
+		t.Logf("tunnel step reported after %v", res.ZoneTook)
+		require.InDelta(t, 5.5, res.ZoneTook.Seconds(), 0.3)
+		require.False(t, res.Tunnel.Used)
+		require.NotEmpty(t, res.Tunnel.Err)
+		require.Contains(t, res.Advice, l.info.WebURL+"/j/"+meetingID)
+		require.NotContains(t, res.Advice, "\n")
+		require.Equal(t, res.Advice, ce.Advice)
+		require.NotEmpty(t, res.Zones[0].Err)
+	})
+
+	t.Run("through the tunnel: ZC, control and TLS media", func(t *testing.T) {
+		l.rules(blackhole)
+		rxA, rxB := newReceiver(), newReceiver()
+		a, b, ra, _ := connectTwo(t, l.config(t, 0, rxA), l.config(t, 1, rxB))
+		require.Equal(t, connect.NextStepTunnel, ra.NextStep)
+		require.True(t, ra.Tunnel.Used, "%+v", ra.Tunnel)
+		require.InDelta(t, 5.5, ra.ZoneTook.Seconds(), 0.3)
+		requireTransport(t, a, ra, connect.TLS)
+		exchange(t, a, 0, rxB)
+		exchange(t, b, 1, rxA)
+		require.NoError(t, a.Leave(context.Background()))
+		require.NoError(t, b.Leave(context.Background()))
+	})
 }
 
 func TestNetnsProxy(t *testing.T) {

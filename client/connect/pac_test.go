@@ -1,6 +1,9 @@
 package connect
 
 import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -9,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openmmr/mmr/internal/leaktest"
+	"github.com/openmmr/mmr/media"
 )
 
 func TestPACHelpers(t *testing.T) {
@@ -172,4 +176,59 @@ func TestProxyResolverEnv(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, u)
 	require.Equal(t, ProxyNone, src)
+}
+
+func TestPACOverHTTP(t *testing.T) {
+	leaktest.Check(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/proxy.pac" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ns-proxy-autoconfig")
+		_, _ = w.Write([]byte(`function FindProxyForURL(url, host) {
+			if (localHostOrDomainIs(host, "direct.example")) return "DIRECT";
+			return "PROXY 127.0.0.1:3128";
+		}`))
+	}))
+	defer srv.Close()
+	p, err := newProxyResolver(t.Context(), &Config{PAC: srv.URL + "/proxy.pac", NoEnvProxy: true, Getenv: func(string) string { return "" }})
+	require.NoError(t, err)
+	u, src, err := p.forAddr("zc.example:443")
+	require.NoError(t, err)
+	require.Equal(t, ProxyPAC, src)
+	require.Equal(t, "http://127.0.0.1:3128", u.String())
+	u, _, err = p.forAddr("direct.example:443")
+	require.NoError(t, err)
+	require.Nil(t, u)
+	srv.CloseClientConnections()
+
+	_, err = newProxyResolver(t.Context(), &Config{PAC: srv.URL + "/missing", Getenv: func(string) string { return "" }})
+	require.ErrorContains(t, err, "404", "a missing PAC file is an error")
+	_, err = newProxyResolver(t.Context(), &Config{PAC: "http://127.0.0.1:1/none.pac", Getenv: func(string) string { return "" }})
+	require.Error(t, err, "an unreachable PAC file is an error, not a silent DIRECT")
+}
+
+func TestConfigValidation(t *testing.T) {
+	ok := Config{Web: "https://w", WebTLS: &tls.Config{}, MeetingID: "123 456 7890"}
+	c, err := ok.withDefaults()
+	require.NoError(t, err)
+	require.Equal(t, "1234567890", c.MeetingID)
+	require.Equal(t, DefaultZoneTimeout, c.ZoneTimeout)
+	require.Len(t, c.Kinds, 3)
+	for name, mod := range map[string]func(*Config){
+		"no web":        func(c *Config) { c.Web = "" },
+		"no web TLS":    func(c *Config) { c.WebTLS = nil },
+		"no meeting":    func(c *Config) { c.MeetingID = " - " },
+		"bad transport": func(c *Config) { c.Transport = "quic" },
+		"bad kind":      func(c *Config) { c.Kinds = []media.Kind{9} },
+		"negative":      func(c *Config) { c.UDPGiveUp = -1 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := ok
+			mod(&c)
+			_, err := c.withDefaults()
+			require.Error(t, err)
+		})
+	}
 }

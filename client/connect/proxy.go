@@ -196,10 +196,16 @@ func (p *proxyResolver) fromEnv(target *url.URL) (*url.URL, error) {
 type dialer struct {
 	proxies *proxyResolver
 	onProxy func(addr string, proxy *url.URL) // told of every proxied dial
+	// tunnel, when set, carries every connection (the HTTP tunnel path):
+	// the proxy decision was made for the tunnel server instead.
+	tunnel func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // DialContext has net.Dialer's signature.
 func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if d.tunnel != nil {
+		return d.tunnel(ctx, addr)
+	}
 	var proxy *url.URL
 	if d.proxies != nil {
 		var err error

@@ -30,13 +30,22 @@ var ErrNoAnswer = errors.New("udpmedia: no bind answer from the router")
 
 // Flow is one bound UDP media flow. Send, Recv and Keepalive may be called
 // from different goroutines; buffers passed in stay owned by the caller.
+//
+// The flow does the router's return-routability check and consent
+// freshness (docs/PROTOCOL.md, "Binding a flow", "Keepalives") itself:
+// Dial and Rebind echo the router's challenge, and Keepalive echoes the
+// latest consent nonce, which Recv picks up from the KeepaliveAcks it
+// returns. A client must therefore call Recv (the router stops sending
+// media to a flow whose keepalives echo no recent nonce, after
+// wire.ConsentTimeout) and Keepalive every wire.ConsentInterval.
 type Flow struct {
-	conn   *net.UDPConn
-	server netip.AddrPort
-	kind   media.Kind
-	token  wire.Token
-	txID   atomic.Uint32
-	mapped netip.AddrPort
+	conn    *net.UDPConn
+	server  netip.AddrPort
+	kind    media.Kind
+	token   wire.Token
+	txID    atomic.Uint32
+	mapped  netip.AddrPort
+	consent atomic.Uint64 // latest consent nonce from the router
 }
 
 // Dial opens a UDP socket on an ephemeral port and binds it as the flow of
@@ -86,19 +95,31 @@ func (f *Flow) Rebind(ctx context.Context) error {
 	return f.bind(ctx)
 }
 
+// maxChallenges bounds the StatusVerify answers one bind follows: a
+// router challenges once per new address; more means the echo keeps
+// failing (the address changes under a NAT), and the bind gives up.
+const maxChallenges = 4
+
 func (f *Flow) bind(ctx context.Context) error {
 	var req [wire.BindSize]byte
 	first := f.txID.Load() + 1
 	wait := bindRetry
 	buf := make([]byte, 2048)
-	for try := 0; try < bindTries; try++ {
+	var nonce uint64 // the router's challenge, once it sent one
+	challenges := 0
+	send := func() (uint32, error) {
 		// A new TxID per transmission (docs/PROTOCOL.md); an answer to any
-		// of them completes the bind.
-		b := wire.Bind{Kind: f.kind, TxID: f.txID.Add(1), Token: f.token}
+		// of them counts.
+		b := wire.Bind{Kind: f.kind, TxID: f.txID.Add(1), Token: f.token, Nonce: nonce}
 		if _, err := b.MarshalTo(req[:]); err != nil {
-			return err
+			return 0, err
 		}
-		if _, err := f.conn.WriteToUDPAddrPort(req[:], f.server); err != nil {
+		_, err := f.conn.WriteToUDPAddrPort(req[:], f.server)
+		return b.TxID, err
+	}
+	for try := 0; try < bindTries; try++ {
+		last, err := send()
+		if err != nil {
 			return err
 		}
 		deadline := time.Now().Add(wait)
@@ -113,12 +134,26 @@ func (f *Flow) bind(ctx context.Context) error {
 			}
 			var ack wire.BindAck
 			if from != f.server || wire.Classify(buf[:n]) != wire.ClassBindAck || ack.Unmarshal(buf[:n]) != nil ||
-				ack.TxID < first || ack.TxID > b.TxID || ack.Kind != f.kind {
+				ack.TxID < first || ack.TxID > last || ack.Kind != f.kind {
 				continue // stray packet (media racing the ack, old answers)
 			}
-			_ = f.conn.SetReadDeadline(time.Time{})
-			f.mapped = ack.Mapped
-			return nil
+			switch ack.Status {
+			case wire.StatusOK:
+				_ = f.conn.SetReadDeadline(time.Time{})
+				f.mapped = ack.Mapped
+				f.consent.Store(ack.Nonce)
+				return nil
+			case wire.StatusVerify:
+				// Return routability: echo the nonce at once, from this
+				// socket; the echo is retransmitted like a first Bind.
+				if challenges++; challenges > maxChallenges {
+					return fmt.Errorf("%w (%s flow to %v: the router's challenge keeps failing)", ErrNoAnswer, f.kind, f.server)
+				}
+				nonce = ack.Nonce
+				if last, err = send(); err != nil {
+					return err
+				}
+			}
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -143,10 +178,12 @@ func (f *Flow) Send(pkt []byte) error {
 	return err
 }
 
-// Keepalive sends a keepalive; the router's KeepaliveAck arrives through Recv.
+// Keepalive sends a keepalive echoing the latest consent nonce; the
+// router's KeepaliveAck arrives through Recv, which keeps its new nonce
+// for the next Keepalive.
 func (f *Flow) Keepalive() error {
 	var b [wire.KeepaliveSize]byte
-	k := wire.Keepalive{Kind: f.kind, TxID: f.txID.Add(1)}
+	k := wire.Keepalive{Kind: f.kind, TxID: f.txID.Add(1), Nonce: f.consent.Load()}
 	if _, err := k.MarshalTo(b[:]); err != nil {
 		return err
 	}
@@ -165,6 +202,12 @@ func (f *Flow) Recv(buf []byte, deadline time.Time) (int, error) {
 			return 0, err
 		}
 		if from == f.server {
+			if n >= wire.KeepaliveSize && wire.Classify(buf[:n]) == wire.ClassKeepaliveAck {
+				var ka wire.Keepalive
+				if ka.Unmarshal(buf[:n]) == nil && ka.Kind == f.kind && ka.Nonce != 0 {
+					f.consent.Store(ka.Nonce)
+				}
+			}
 			return n, nil
 		}
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/openmmr/mmr/control/zcagent"
 	"github.com/openmmr/mmr/dscp"
 	"github.com/openmmr/mmr/ingress"
+	"github.com/openmmr/mmr/internal/onebox"
 	"github.com/openmmr/mmr/router"
 )
 
@@ -46,6 +47,7 @@ type options struct {
 	cfg            router.Config
 	logLevel       slog.Level
 	control        string
+	controlSet     bool // -control given: no fallback to controlFallback
 	state          string
 	joinSecretFile string
 	zoneSecretFile string
@@ -60,15 +62,7 @@ type options struct {
 }
 
 // defaultState is where a router keeps its certificate and secrets.
-func defaultState() string {
-	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd StateDirectory=
-		return d
-	}
-	if d, err := os.UserConfigDir(); err == nil {
-		return filepath.Join(d, "openmmr")
-	}
-	return ".openmmr"
-}
+func defaultState() string { return onebox.DefaultState() }
 
 func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("mmr", flag.ContinueOnError)
@@ -108,7 +102,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
-	o := &options{control: *control, state: *state, joinSecretFile: *joinSecret, zoneSecretFile: *zoneSecret, id: *id, drainTimeout: *drainTimeout, metrics: *metricsAddr,
+	o := &options{control: *control, controlSet: flagSet(fs, "control"), state: *state, joinSecretFile: *joinSecret, zoneSecretFile: *zoneSecret, id: *id, drainTimeout: *drainTimeout, metrics: *metricsAddr,
 		web: *webOn, webDB: *webDB, webConfig: *webConfig}
 	var err error
 	if o.cfg.UDP, err = parseAddrs(*udp); err != nil {
@@ -211,4 +205,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, drain <-chan os.S
 		}
 	}
 	return 0
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -281,4 +282,40 @@ func TestAnnouncedAddresses(t *testing.T) {
 	require.Equal(t, []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:443"), v6}, dualStack(v6))
 	require.Equal(t, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:8801")}, public([]netip.AddrPort{v4}, netip.Addr{}))
 	require.Equal(t, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.7:8801")}, public([]netip.AddrPort{v4, netip.MustParseAddrPort("[::]:8801")}, netip.MustParseAddr("192.0.2.7")))
+}
+
+// TestNonRootFallback runs the real binary as a user without the right to
+// bind port 443 (nobody, when the test runs as root) and no -control flag:
+// it must serve the TLS port on controlFallback instead of failing, and log
+// the join command with that port.
+func TestNonRootFallback(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	if ln, err := net.Listen("tcp", controlFallback); err != nil {
+		t.Skipf("%s is taken on this machine (%v): the fallback cannot be observed", controlFallback, err)
+	} else {
+		ln.Close()
+	}
+	dir, err := os.MkdirTemp("", "mmr-nonroot-") // t.TempDir's parent is 0700: nobody could not reach it
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o777)) // reachable and writable for nobody
+	bin := filepath.Join(dir, "mmr")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run())
+	cmd := exec.Command(bin, "-udp", "127.0.0.1:0", "-tcp", "127.0.0.1:0", "-shards", "1", "-state", filepath.Join(dir, "state"))
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	logs := &lockedBuffer{}
+	cmd.Stderr = logs
+	require.NoError(t, cmd.Start())
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "mmr: running") }, 30*time.Second, 20*time.Millisecond, "logs: %s", logs)
+	require.Contains(t, logs.String(), "serving the TLS port on "+controlFallback)
+	require.Contains(t, logs.String(), "-web https://127.0.0.1:8443 ")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, cmd.Wait())
 }

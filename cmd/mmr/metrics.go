@@ -28,6 +28,14 @@ func serveMetrics(addr string, n *node) (*metricsServer, error) {
 		return nil, fmt.Errorf("-metrics: %w", err)
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		tls, tcp := n.edge.Accepting(), n.r.Stats().TCPAccepting
+		if !tls || !tcp {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintf(w, "tls_accepting %v\ntcp_accepting %v\n", tls, tcp)
+	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", metrics.ContentType)
 		n.writeMetrics(metrics.NewWriter(w))
@@ -64,14 +72,25 @@ func (n *node) writeMetrics(w *metrics.Writer) {
 	w.One("mmr_bytes_in_total", "Bytes received (payload).", metrics.Counter, rs.BytesIn)
 	w.One("mmr_packets_out_total", "Copies handed to the kernel, one per destination.", metrics.Counter, rs.PacketsOut)
 	w.One("mmr_bytes_out_total", "Bytes of the copies handed to the kernel.", metrics.Counter, rs.BytesOut)
+	w.One("mmr_gso_sent_total", "UDP GSO super-packets handed to the kernel (each carries several copies).", metrics.Counter, rs.GSOSent)
+	w.One("mmr_gso_fallbacks_total", "Runs of copies sent one datagram per message because GSO was refused for the destination.", metrics.Counter, rs.GSOFallbacks)
+	w.One("mmr_streams", "Live TCP and TLS media streams.", metrics.Gauge, uint64(rs.Streams))
+	w.One("mmr_streams_max", "Router-wide cap on media streams (descriptors kept in reserve for the control port).", metrics.Gauge, uint64(rs.MaxStreams))
+	w.One("mmr_tcp_accepting", "1 while every TCP media listener takes connections, 0 while Accept fails or after one stopped.", metrics.Gauge, b2u(rs.TCPAccepting))
+	w.One("mmr_tcp_accept_errors_total", "TCP media listener Accept errors (EMFILE and the like), each retried after a back-off.", metrics.Counter, rs.TCPAcceptErrors)
+	w.One("mmr_kernel_drops_total", "Datagrams the kernel dropped because a UDP socket's receive buffer was full (SO_RXQ_OVFL / SO_MEMINFO).", metrics.Counter, rs.KernelDrops)
+	w.One("mmr_bind_challenges_total", "Return-routability challenges sent (BindAck status 1).", metrics.Counter, rs.BindChallenges)
 	w.Family("mmr_drops_total", "Packets or copies dropped, by reason (docs/PROTOCOL.md, Drop reasons).", metrics.Counter)
 	for r := range stats.NumDropReasons {
 		w.Sample("mmr_drops_total", rs.Drops[r], "reason", r.String())
 	}
 
 	es := n.edge.Stats()
+	w.One("mmr_tls_accepting", "1 while the shared TLS port takes connections, 0 while Accept fails or after it stopped.", metrics.Gauge, b2u(es.Accepting))
+	w.One("mmr_tls_accept_errors_total", "TLS port Accept errors (EMFILE and the like), each retried after a back-off.", metrics.Counter, es.AcceptErrors)
 	w.One("mmr_tls_accepted_total", "Connections accepted on the shared TLS port.", metrics.Counter, es.Accepted)
 	w.One("mmr_tls_refused_total", "TLS port connections closed at once: too many handshakes in progress.", metrics.Counter, es.Refused)
+	w.One("mmr_tls_refused_source_total", "TLS port connections closed at once: their source (IPv4 address, IPv6 /64) had its share of handshakes in progress.", metrics.Counter, es.RefusedSource)
 	w.One("mmr_tls_handshake_failed_total", "TLS handshakes that failed or timed out on the shared port.", metrics.Counter, es.HandshakeFailed)
 	w.One("mmr_tls_unrouted_total", "TLS connections whose ALPN protocol has no service.", metrics.Counter, es.Unrouted)
 
@@ -86,6 +105,7 @@ func (n *node) writeMetrics(w *metrics.Writer) {
 		{"handshake_failed", "Control TLS handshakes that failed or timed out.", cs.HandshakeFailed},
 		{"protocol_errors", "Control connections closed for bad frames or messages.", cs.ProtocolErrors},
 		{"auth_failures", "Joins and resumes refused: bad, expired or other-meeting tokens.", cs.AuthFailures},
+		{"auth_delayed", "Refused joins and resumes answered late: their address kept failing.", cs.AuthDelayed},
 		{"joins", "Successful joins.", cs.Joins},
 		{"resumes", "Successful resumes.", cs.Resumes},
 		{"grace_expired", "Participants removed when their grace period ran out.", cs.GraceExpired},
@@ -124,4 +144,11 @@ func (n *node) writeMetrics(w *metrics.Writer) {
 		w.Sample("mmr_web_sniffed_total", ss.Failed, "as", "failed")
 	}
 	_ = w.Flush() // a scraper that went away
+}
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }

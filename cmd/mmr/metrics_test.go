@@ -64,6 +64,7 @@ func TestMetrics(t *testing.T) {
 		require.Contains(t, before, `mmr_drops_total{reason="keyframe_throttled"}`, "every drop reason is listed")
 		require.Contains(t, before, `mmr_web_refused_total{code="wrong-passcode"}`, "web tier refusals by code")
 		require.Contains(t, before, `mmr_web_lookups_total`)
+		require.Contains(t, before, "mmr_kernel_drops_total", "kernel receive-buffer drops are exported")
 
 		// A datagram from an unbound address and a TLS handshake that fails.
 		c, err := net.Dial("udp", n.r.UDPAddrs()[0].String())
@@ -90,6 +91,15 @@ func TestMetrics(t *testing.T) {
 				m["mmr_tls_handshake_failed_total"] == before["mmr_tls_handshake_failed_total"]+1 &&
 				m["mmr_zone_mmrs"] == 1 // this MMR registered with its in-process ZC
 		}, 5*time.Second, 20*time.Millisecond)
+
+		require.Equal(t, uint64(1), m["mmr_tls_accepting"])
+		require.Equal(t, uint64(1), m["mmr_tcp_accepting"])
+		hr, err := http.Get(strings.TrimSuffix(url, "/metrics") + "/health")
+		require.NoError(t, err)
+		hb, _ := io.ReadAll(hr.Body)
+		hr.Body.Close()
+		require.Equal(t, http.StatusOK, hr.StatusCode)
+		require.Equal(t, "tls_accepting true\ntcp_accepting true\n", string(hb))
 
 		resp, err := http.Post(url, "text/plain", nil)
 		require.NoError(t, err)

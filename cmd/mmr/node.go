@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/openmmr/mmr/client/streammedia"
 	"github.com/openmmr/mmr/control"
@@ -68,7 +69,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	if n.r, err = router.New(o.cfg); err != nil {
 		return nil, fmt.Errorf("%w (pick other addresses with -udp and -tcp)", err)
 	}
-	ln, err := edge.Listen(o.control, "-control")
+	ln, err := listenControl(o, log)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +138,8 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 // load is the agent's view of this MMR.
 func (n *node) load() zcagent.Load {
 	st := n.r.Stats()
-	l := zcagent.Load{Participants: st.Participants, Meetings: st.Meetings, Traffic: st.Counters}
+	l := zcagent.Load{Participants: st.Participants, Meetings: st.Meetings, Traffic: st.Counters,
+		NotAccepting: !n.edge.Accepting() || !st.TCPAccepting}
 	for _, m := range n.r.Meetings() {
 		l.Hosted = append(l.Hosted, zcagent.Meeting{ID: m.ID, Participants: m.Participants})
 	}
@@ -247,4 +249,22 @@ func loadOrCreateHexSecret(path string) ([]byte, error) {
 		return nil, err
 	}
 	return []byte(strings.TrimSuffix(string(b), "\n")), nil
+}
+
+// controlFallback is where the TLS port goes when the default :443 may not
+// be bound (a non-root user without CAP_NET_BIND_SERVICE), so that a plain
+// `go run ./cmd/mmr` works for everyone: the conventional unprivileged
+// HTTPS port, on every interface like the default.
+const controlFallback = ":8443"
+
+// listenControl binds the TLS port: o.control, or controlFallback when
+// o.control is the default and the system refuses it for lack of privilege.
+func listenControl(o *options, log *slog.Logger) (net.Listener, error) {
+	ln, err := edge.Listen(o.control, "-control")
+	if err == nil || o.controlSet || !errors.Is(err, syscall.EACCES) {
+		return ln, err
+	}
+	log.Warn("mmr: port 443 needs root or CAP_NET_BIND_SERVICE; serving the TLS port on "+controlFallback+" instead (choose with -control)",
+		"wanted", o.control, "addr", controlFallback)
+	return edge.Listen(controlFallback, "-control")
 }

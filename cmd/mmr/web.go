@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/openmmr/mmr/config"
+	"github.com/openmmr/mmr/internal/onebox"
 	"github.com/openmmr/mmr/web"
 	"github.com/openmmr/mmr/web/sniff"
 	"github.com/openmmr/mmr/web/store"
+	"github.com/openmmr/mmr/webclient"
 )
 
 // webTier is the web tier served on the node's TLS port: ALPN h2 and
@@ -27,7 +29,8 @@ type webTier struct {
 	st    store.Store
 	http  *http.Server
 	sniff *sniff.Router
-	url   string // https://HOST[:PORT] as a local client reaches it
+	wc    *webclient.Handler // the web client's page and WebSocket endpoints
+	url   string             // https://HOST[:PORT] as a local client reaches it
 	wg    sync.WaitGroup
 }
 
@@ -71,7 +74,10 @@ func (n *node) startWeb(o *options, secret []byte, tlsAddr netip.AddrPort) (err 
 	if site.Web.WebClientURL == "" {
 		site.Web.WebClientURL = w.url + "/j/"
 	}
-	dsn := o.webDB
+	dsn := o.webDB // the flag, else [web] db of -web-config, else SQLite in the state directory
+	if dsn == "" {
+		dsn = site.Web.DB
+	}
 	if dsn == "" {
 		dsn = "sqlite:" + filepath.Join(o.state, "web.db")
 	}
@@ -80,7 +86,10 @@ func (n *node) startWeb(o *options, secret []byte, tlsAddr netip.AddrPort) (err 
 	if w.st, err = store.Open(ctx, dsn); err != nil {
 		return err
 	}
-	if w.srv, err = web.New(web.Config{Site: site, Store: w.st, Secret: secret, Logger: n.log}); err != nil {
+	if w.wc, err = webclient.New(webclient.Config{Control: n.ctl, Media: n.r, Logger: n.log}); err != nil {
+		return err
+	}
+	if w.srv, err = web.New(web.Config{Site: site, Store: w.st, Secret: secret, Logger: n.log, Extra: w.wc.Routes()}); err != nil {
 		return err
 	}
 	w.http = w.srv.HTTPServer()
@@ -133,8 +142,12 @@ func (w *webTier) firstStart(ctx context.Context, n *node, state string) error {
 	default:
 		return err
 	}
+	if err := onebox.Write(state, onebox.Join{Web: w.url, Pin: n.fp, Meeting: fm.ID, Passcode: fm.Passcode}); err != nil {
+		return err
+	}
 	n.log.Info("mmr: join the meeting", "meeting", fm.ID, "passcode", fm.Passcode, "web", w.url,
-		"command", fmt.Sprintf("go run ./cmd/openmmr join -web %s -pin %s -passcode %s %s", w.url, n.fp, fm.Passcode, fm.ID))
+		"command", fmt.Sprintf("go run ./cmd/openmmr join -web %s -pin %s -passcode %s %s", w.url, n.fp, fm.Passcode, fm.ID),
+		"or", "go run ./cmd/openmmr join -local")
 	return nil
 }
 
@@ -142,6 +155,9 @@ func (w *webTier) firstStart(ctx context.Context, n *node, state string) error {
 func (w *webTier) close() {
 	if w.http != nil {
 		w.http.Close()
+	}
+	if w.wc != nil {
+		w.wc.Close() // hijacked WebSockets: http.Server.Close leaves them
 	}
 	w.wg.Wait()
 	if w.srv != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"github.com/openmmr/mmr/internal/onebox"
 	"io"
 	"net/http"
 	"os"
@@ -40,6 +41,9 @@ func TestOneBoxWebTier(t *testing.T) {
 	cmd := "go run ./cmd/openmmr join -web https://" + addr + " -pin " + n.fp + " -passcode " + fm.Passcode + " " + fm.ID
 	require.Contains(t, logs.String(), cmd, "the join command is logged")
 	require.Contains(t, logs.String(), "level=INFO msg=\"mmr: join the meeting\"")
+	lj, err := onebox.Read(state) // what `openmmr join -local` reads
+	require.NoError(t, err)
+	require.Equal(t, onebox.Join{Web: "https://" + addr, Pin: n.fp, Meeting: fm.ID, Passcode: fm.Passcode}, lj)
 	key, err := os.ReadFile(filepath.Join(state, adminKeyFile))
 	require.NoError(t, err)
 	st, err := os.Stat(filepath.Join(state, adminKeyFile))

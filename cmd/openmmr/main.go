@@ -4,6 +4,7 @@
 // publishes media per kind and shows what it receives:
 //
 //	go run ./cmd/openmmr join -web https://127.0.0.1:8443 -pin FINGERPRINT -passcode 123456 1234567890
+//	go run ./cmd/openmmr join -local    # the meeting of the one-box mmr on this machine
 //
 // It exits on SIGINT/SIGTERM or after -duration, printing a summary
 // (and writing it as JSON with -json FILE). Exit status: 0 after a join,
@@ -31,6 +32,7 @@ import (
 
 	"github.com/openmmr/mmr/client/connect"
 	ctlproto "github.com/openmmr/mmr/control/proto"
+	"github.com/openmmr/mmr/internal/onebox"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/tlsutil"
 )
@@ -42,7 +44,7 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintf(w, "Usage: openmmr join [flags] MEETING_ID|URL\n\nJoins an openmmr meeting (openmmr join -h lists the flags).\n")
+	fmt.Fprintf(w, "Usage: openmmr join [flags] MEETING_ID|URL\n       openmmr join -local [flags]\n\nJoins an openmmr meeting (openmmr join -h lists the flags).\n")
 }
 
 // run is main without the process: it returns the exit status.
@@ -99,6 +101,8 @@ func parseJoin(args []string, stderr io.Writer) (*joinOptions, error) {
 			return nil
 		})
 	}
+	local := fs.Bool("local", false, "join the meeting of the one-box `mmr` on this machine: -web, -pin, -passcode and the meeting ID come from its state directory (STATE/"+onebox.JoinFile+")")
+	state := fs.String("state", onebox.DefaultState(), "the one-box node's state directory, for -local")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	// Flags may come before and after the meeting ID (the flag package
 	// stops at the first argument that is not a flag: parse again after it).
@@ -113,8 +117,27 @@ func parseJoin(args []string, stderr io.Writer) (*joinOptions, error) {
 		positional = append(positional, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+	if *local {
+		j, err := onebox.Read(*state)
+		if err != nil {
+			return nil, fmt.Errorf("-local: %w", err)
+		}
+		// Flags given explicitly win over the file.
+		if *web == "" {
+			*web = j.Web
+		}
+		if *pin == "" && *ca == "" {
+			*pin = j.Pin
+		}
+		if o.cfg.Passcode == "" {
+			o.cfg.Passcode = j.Passcode
+		}
+		if len(positional) == 0 {
+			positional = []string{j.Meeting}
+		}
+	}
 	if len(positional) != 1 {
-		return nil, errors.New("want exactly one MEETING_ID or URL")
+		return nil, errors.New("want exactly one MEETING_ID or URL (or -local)")
 	}
 	o.cfg.MeetingID = positional[0]
 	if *web == "" {
@@ -332,6 +355,9 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
+	for _, st := range states { // the first status line's rates count from here
+		st.prev.at = time.Now()
+	}
 	fmt.Fprintf(stdout, "joined meeting %s in zone %s on MMR %s as participant %d (%v)\n", sum.Meeting, res.Zone, res.MMR.ID, res.Control.Participant, res.Elapsed.Round(time.Millisecond))
 	if o.status > 0 {
 		t := time.NewTicker(o.status)
@@ -431,7 +457,14 @@ func statusLine(f *connect.Flow, st *kindState, rtt time.Duration, others []stri
 }
 
 func printSummary(w io.Writer, s *Summary, kinds []media.Kind) {
-	fmt.Fprintf(w, "summary: meeting %s, %v, control rtt %v, with: %s\n", s.Meeting, s.Duration.Round(time.Millisecond), s.RTT.Round(10*time.Microsecond), strings.Join(s.Roster, ", "))
+	with := strings.Join(s.Roster, ", ")
+	if with == "" {
+		with = "nobody"
+	}
+	if len(s.Left) > 0 {
+		with += "; left: " + strings.Join(s.Left, ", ")
+	}
+	fmt.Fprintf(w, "summary: meeting %s, %v, control rtt %v, with: %s\n", s.Meeting, s.Duration.Round(time.Millisecond), s.RTT.Round(10*time.Microsecond), with)
 	for _, k := range kinds {
 		ks := s.Kinds[k.String()]
 		fmt.Fprintf(w, "  %-7s %-3s moves %d  sent %d pkts %d B  received %d pkts %d B from %d sources, lost %d (%.2f%%), jitter %.2f ms, longest gap %.0f ms\n",

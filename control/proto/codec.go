@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Version is the protocol version this package speaks. Versions are
@@ -107,6 +108,10 @@ func Types() []string {
 // a *DecodeError with CodeUnknownMessage, anything else malformed one with
 // CodeBadFrame (not a JSON envelope) or CodeBadMessage (a body that does not
 // fit its type). The returned message does not reference payload.
+//
+// A payload that is not valid UTF-8 (RFC 8259 §8.1) is refused with
+// CodeBadMessage: encoding/json would silently turn invalid bytes into
+// U+FFFD, so a name or ID with them would otherwise be accepted altered.
 func Decode(payload []byte) (id uint32, m Message, err error) {
 	var env envelope
 	if err := json.Unmarshal(payload, &env); err != nil {
@@ -115,8 +120,34 @@ func Decode(payload []byte) (id uint32, m Message, err error) {
 	if env.Type == "" {
 		return 0, nil, &DecodeError{Code: CodeBadFrame, Err: errors.New(`missing "type"`)}
 	}
+	if !utf8.Valid(payload) {
+		return env.ID, nil, &DecodeError{Code: CodeBadMessage, Err: fmt.Errorf("%.64q: not valid UTF-8", env.Type)}
+	}
 	m, err = DecodeBody(env.Type, env.Body)
 	return env.ID, m, err
+}
+
+// ServerToClient reports whether typ is a message only a server sends
+// (welcome, joined, resumed, ok, events): a server receiving one answers
+// CodeUnexpected, not CodeBadMessage, whatever its body.
+func ServerToClient(typ string) bool {
+	switch typ {
+	case TypeWelcome, TypeJoined, TypeResumed, TypeOK,
+		TypeParticipantJoined, TypeParticipantLeft, TypeStreamAdded,
+		TypeStreamRemoved, TypeMeetingEnded:
+		return true
+	}
+	return false
+}
+
+// TypeOf returns the "type" of a frame payload, "" if it has none. For
+// error paths: it decodes the envelope again.
+func TypeOf(payload []byte) string {
+	var env envelope
+	if json.Unmarshal(payload, &env) != nil {
+		return ""
+	}
+	return env.Type
 }
 
 // DecodeBody decodes and validates the body of a message of type typ (an

@@ -393,10 +393,12 @@ func TestSampler(t *testing.T) {
 	src.set(func(l *Load) {
 		l.Traffic = stats.Counters{PacketsIn: 500, BytesIn: 50000, PacketsOut: 2000, BytesOut: 400000}
 		l.Participants, l.Meetings = 7, -1
+		l.NotAccepting = true
 	})
 	cpu = 0.42
 	snap := s.sample(now.Add(500*time.Millisecond), true, true)
-	require.Equal(t, proto.Report{Participants: 7, Meetings: 0, PacketsIn: 1000, PacketsOut: 4000, BitsIn: 800000, BitsOut: 6400000, CPU: 0.42, Draining: true}, snap.rep)
+	require.Equal(t, proto.Report{Participants: 7, Meetings: 0, PacketsIn: 1000, PacketsOut: 4000, BitsIn: 800000, BitsOut: 6400000, CPU: 0.42, Draining: true, NotAccepting: true}, snap.rep)
+	src.set(func(l *Load) { l.NotAccepting = false })
 	require.Nil(t, snap.hosted, "a source that does not track meetings sends no list")
 
 	// An Update between ticks keeps the rates; a counter reset gives 0, not a wrap.

@@ -26,6 +26,10 @@ type Load struct {
 	Hosted []Meeting
 	// Traffic is cumulative since the MMR started (router.Stats().Counters).
 	Traffic stats.Counters
+	// NotAccepting reports that a listener of the MMR (the TLS port, TCP
+	// media) is not taking connections; the ZCs then place no new meeting
+	// here (proto.Report.NotAccepting).
+	NotAccepting bool
 }
 
 // LoadSource gives the MMR's current load. Load is called from the agent's
@@ -101,7 +105,7 @@ func (s *sampler) sample(now time.Time, full, draining bool) *snapshot {
 		rep: proto.Report{
 			Participants: max(l.Participants, 0), Meetings: max(l.Meetings, 0),
 			PacketsIn: s.rates[0], PacketsOut: s.rates[1], BitsIn: s.rates[2], BitsOut: s.rates[3],
-			CPU: math.Round(s.cpuFrac*1e4) / 1e4, Draining: draining,
+			CPU: math.Round(s.cpuFrac*1e4) / 1e4, Draining: draining, NotAccepting: l.NotAccepting,
 		},
 		hosted: s.hosted, version: s.version,
 	}

@@ -100,12 +100,20 @@ func (d *DB) load() (os.FileInfo, error) {
 	if _, err := f.ReadAt(b, 0); err != nil {
 		return nil, fmt.Errorf("geo: read %s: %w", d.path, err)
 	}
-	r, err := maxminddb.OpenBytes(b)
-	if err != nil {
+	if err := d.install(b); err != nil {
 		return nil, fmt.Errorf("geo: %s: %w", d.path, err)
 	}
-	d.cur.Store(r)
 	return st, nil
+}
+
+// install makes the database b (a whole file's bytes, kept) current.
+func (d *DB) install(b []byte) error {
+	r, err := maxminddb.OpenBytes(b)
+	if err != nil {
+		return err
+	}
+	d.cur.Store(r)
+	return nil
 }
 
 func (d *DB) poll(every time.Duration) {

@@ -117,24 +117,3 @@ func TestLocateAndReload(t *testing.T) {
 	_, err = geo.Open(filepath.Join(t.TempDir(), "missing.mmdb"), 0, nil)
 	require.Error(t, err)
 }
-
-func FuzzOpenBytes(f *testing.F) {
-	dir := f.TempDir()
-	path := filepath.Join(dir, "seed.mmdb")
-	geotest.Write(f, path, geotest.At("127.0.0.2/32", geotest.Frankfurt))
-	seed, err := os.ReadFile(path)
-	require.NoError(f, err)
-	f.Add(seed)
-	f.Add([]byte("garbage"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p := filepath.Join(t.TempDir(), "f.mmdb")
-		require.NoError(t, os.WriteFile(p, b, 0o600))
-		db, err := geo.Open(p, 0, nil)
-		if err != nil {
-			return
-		}
-		defer db.Close()
-		db.Locate(netip.MustParseAddr("127.0.0.2"))
-		db.Locate(netip.MustParseAddr("2001:db8::1"))
-	})
-}

@@ -103,6 +103,10 @@ type Report struct {
 	BitsOut      uint64  `json:"bps_out"` // bits per second sent
 	CPU          float64 `json:"cpu"`     // process CPU as a fraction of the machine, 0..1
 	Draining     bool    `json:"draining,omitempty"`
+	// NotAccepting: one of the MMR's listeners (the TLS port, TCP media)
+	// is not taking connections (out of descriptors, or stopped). The ZC
+	// places no new meeting there, as for Draining.
+	NotAccepting bool `json:"not_accepting,omitempty"`
 	// Hosted, when present, replaces the set of meetings the ZC believes
 	// this MMR hosts; when absent (nil) the set is unchanged. An MMR sends
 	// it in the first Report of a connection and whenever it changes.

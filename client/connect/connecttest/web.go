@@ -29,7 +29,8 @@ type WebConfig struct {
 	Meetings   map[string]string // meeting ID → passcode ("" none)
 	Zones      []connect.LookupZone
 	TokenTTL   time.Duration // default 1 h; negative: tokens already expired
-	ViaProxy   bool          // answer client.via_proxy true
+	ViaProxy   bool          // answer client.via_proxy true (contract stand-in only)
+	Tunnels    []connect.Tunnel
 }
 
 // Web is a running lookup server over HTTPS with a self-signed certificate.
@@ -38,15 +39,19 @@ type Web struct {
 	Fingerprint string
 	Lookups     atomic.Int64
 
-	cfg  WebConfig
-	srv  *http.Server
-	ln   net.Listener
-	done chan struct{}
-	mu   sync.Mutex
+	cfg       WebConfig
+	srv       *http.Server
+	ln        net.Listener
+	done      chan struct{}
+	mu        sync.Mutex
+	closeOnce sync.Once
+	real      *realWeb // nil: the contract stand-in
 }
 
-// StartWeb starts the lookup server.
-func StartWeb(cfg WebConfig) (*Web, error) {
+// startContractWeb starts the contract lookup server of this file: a
+// stand-in kept only for what the real web tier cannot do (mint a token
+// that is already expired).
+func startContractWeb(cfg WebConfig) (*Web, error) {
 	if !cfg.IP.IsValid() {
 		cfg.IP = netip.MustParseAddr("127.0.0.1")
 	}
@@ -77,11 +82,16 @@ func StartWeb(cfg WebConfig) (*Web, error) {
 	return w, nil
 }
 
-// SetZones replaces the zone list (safe while serving).
-func (w *Web) SetZones(z []connect.LookupZone) {
+// SetZones replaces the zone list. The real web tier's zones are fixed
+// when it starts, so it is restarted (same certificate and address).
+func (w *Web) SetZones(z []connect.LookupZone) error {
 	w.mu.Lock()
 	w.cfg.Zones = z
 	w.mu.Unlock()
+	if w.real == nil {
+		return nil
+	}
+	return w.restart()
 }
 
 func (w *Web) fail(rw http.ResponseWriter, status int, code, msg string) {
@@ -130,7 +140,7 @@ func (w *Web) lookup(rw http.ResponseWriter, r *http.Request) {
 	resp := connect.LookupResponse{
 		Meeting: connect.LookupMeeting{ID: req.MeetingID, Topic: "test meeting", Type: "meeting", DurationMinutes: 60},
 		Role:    "participant", Identity: ident, JoinToken: tok, TokenExpires: exp.UTC().Truncate(time.Second),
-		Zones: cfg.Zones, Tunnels: []connect.Tunnel{}, WebClientURL: w.URL + "/j/" + req.MeetingID,
+		Zones: cfg.Zones, Tunnels: append([]connect.Tunnel{}, cfg.Tunnels...), WebClientURL: w.URL + "/j/" + req.MeetingID,
 		Client: connect.LookupClient{Address: host, ViaProxy: cfg.ViaProxy},
 	}
 	rw.Header().Set("Content-Type", "application/json")
@@ -139,8 +149,13 @@ func (w *Web) lookup(rw http.ResponseWriter, r *http.Request) {
 
 // Close stops the server. Idempotent.
 func (w *Web) Close() {
-	_ = w.srv.Close()
-	<-w.done
+	w.closeOnce.Do(func() {
+		_ = w.srv.Close()
+		<-w.done
+		if w.real != nil {
+			w.real.close()
+		}
+	})
 }
 
 // LookupZone describes z as the web tier lists it: its ZC pinned.

@@ -1,0 +1,448 @@
+package webclient
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
+	"github.com/stretchr/testify/require"
+
+	ctlclient "github.com/openmmr/mmr/client/control"
+	"github.com/openmmr/mmr/client/udpmedia"
+	"github.com/openmmr/mmr/control"
+	"github.com/openmmr/mmr/control/proto"
+	"github.com/openmmr/mmr/internal/leaktest"
+	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/protect"
+	"github.com/openmmr/mmr/tlsutil"
+	"github.com/openmmr/mmr/wire"
+)
+
+// pageWait bounds waits on page conditions: generous, the browsers encode
+// and decode video in software beside other test runs.
+const pageWait = 90 * time.Second
+
+// native is a Go participant: control over TLS (client/control), UDP
+// media flows (client/udpmedia), SRTP opened with protect/ and the web
+// client's development meeting key.
+type native struct {
+	c      *ctlclient.Client
+	flows  map[media.Kind]*udpmedia.Flow
+	mu     sync.Mutex
+	owners map[uint32]uint64 // SSRC -> participant, from the roster and events
+	opened map[uint64]map[media.Kind]int
+	wg     sync.WaitGroup
+	relay  *relay // re-sends one browser's media as the native's own, or nil
+}
+
+// relay makes the native participant a sender the way a native client
+// would be one: it takes one browser's decrypted Opus packets and VP8
+// frames (depacketized with pion's RFC 7741 code), packetizes the frames
+// anew with pion's VP8 payloader (1,100-byte payloads), seals everything
+// under its own participant ID and SSRCs with protect.Sealer and the
+// development key, and sends it on its own UDP flows. Keyframe requests
+// for its video are passed on to the browser it relays.
+type relay struct {
+	from     uint64
+	sealer   *protect.Sealer
+	ssrc     map[media.Kind]uint32
+	seq      map[media.Kind]uint16
+	vp8      codecs.VP8Payloader
+	frame    []byte
+	frameTS  uint32
+	inFrame  bool
+	srcVideo uint32 // the relayed browser's video SSRC (for PLIs)
+	sent     map[media.Kind]int
+}
+
+func joinNative(t *testing.T, z *webZone, name string) *native {
+	t.Helper()
+	lk := lookupHTTP(t, z, name)
+	tc, err := tlsutil.PinnedClientConfig(z.fp)
+	require.NoError(t, err)
+	n := &native{flows: map[media.Kind]*udpmedia.Flow{}, owners: map[uint32]uint64{}, opened: map[uint64]map[media.Kind]int{}}
+	n.c, err = ctlclient.Dial(ctxT(t), z.ctl.Addr().String(), ctlclient.Config{TLS: tc, Logger: quietLogger(), OnEvent: func(m proto.Message) {
+		switch e := m.(type) {
+		case *proto.StreamAdded:
+			n.own(e.Participant, e.SSRCs)
+		case *proto.ParticipantJoined:
+			for _, s := range e.Participant.Streams {
+				n.own(e.Participant.ID, s.SSRCs)
+			}
+		}
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { n.c.Close() })
+	j, err := n.c.Join(ctxT(t), z.meeting.ID, lk, name)
+	require.NoError(t, err)
+	for _, r := range j.Roster {
+		for _, s := range r.Streams {
+			n.own(r.ID, s.SSRCs)
+		}
+	}
+	tok, err := n.c.MediaToken()
+	require.NoError(t, err)
+	op, err := protect.NewOpener(protect.OpenerConfig{})
+	require.NoError(t, err)
+	require.NoError(t, op.AddKey(DevMeetingKey(z.meeting.ID)))
+	var opMu sync.Mutex
+	for _, k := range []media.Kind{media.Audio, media.Video} {
+		f, err := udpmedia.Dial(ctxT(t), z.rt.UDPAddrs()[0], k, tok)
+		require.NoError(t, err)
+		n.flows[k] = f
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			buf, out := make([]byte, 1500), make([]byte, 1500)
+			for {
+				m, err := f.Recv(buf, time.Now().Add(time.Hour))
+				if err != nil {
+					return
+				}
+				if c := wire.Classify(buf[:m]); c == wire.ClassRTCP {
+					n.mu.Lock()
+					if rl := n.relay; rl != nil && k == media.Video && rl.srcVideo != 0 && isPLIFor(buf[:m], rl.ssrc[media.Video]) {
+						_ = n.flows[media.Video].Send(pli(rl.ssrc[media.Video], rl.srcVideo))
+					}
+					n.mu.Unlock()
+					continue
+				} else if c != wire.ClassRTP {
+					continue
+				}
+				var h rtp.Header
+				if _, err := h.Unmarshal(buf[:m]); err != nil {
+					continue
+				}
+				n.mu.Lock()
+				p, ok := n.owners[h.SSRC]
+				n.mu.Unlock()
+				if !ok {
+					continue
+				}
+				opMu.Lock()
+				_ = op.AddSender(protect.Sender{Participant: p, SSRC: h.SSRC})
+				var plain []byte
+				plain, err = op.Open(out[:0], buf[:m])
+				opMu.Unlock()
+				if err == nil {
+					n.mu.Lock()
+					if n.opened[p] == nil {
+						n.opened[p] = map[media.Kind]int{}
+					}
+					n.opened[p][k]++
+					rl := n.relay
+					if rl != nil && p == rl.from {
+						rl.forward(n, k, h.SSRC, plain)
+					}
+					n.mu.Unlock()
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		for _, f := range n.flows {
+			f.Close()
+		}
+		n.wg.Wait()
+	})
+	return n
+}
+
+// startRelay publishes the native's own audio and video SSRCs and relays
+// participant from (see relay).
+func (n *native) startRelay(t *testing.T, z *webZone, from uint64) {
+	t.Helper()
+	j := n.c.Joined()
+	rl := &relay{from: from, sealer: protect.NewSealer(j.Participant, 4), vp8: codecs.VP8Payloader{EnablePictureID: true},
+		ssrc: map[media.Kind]uint32{media.Audio: 0x0a0a0a0a, media.Video: 0x0b0b0b0b}, seq: map[media.Kind]uint16{}, sent: map[media.Kind]int{}}
+	require.NoError(t, rl.sealer.SetKey(DevMeetingKey(z.meeting.ID)))
+	require.NoError(t, n.c.Publish(ctxT(t), media.Audio, rl.ssrc[media.Audio]))
+	require.NoError(t, n.c.Publish(ctxT(t), media.Video, rl.ssrc[media.Video]))
+	n.mu.Lock()
+	n.relay = rl
+	n.mu.Unlock()
+}
+
+// forward handles one decrypted packet of the relayed browser (under n.mu).
+func (rl *relay) forward(n *native, k media.Kind, ssrc uint32, pkt []byte) {
+	var p rtp.Packet
+	if p.Unmarshal(pkt) != nil {
+		return
+	}
+	if k == media.Audio {
+		rl.send(n, k, p.Timestamp, false, p.Payload)
+		return
+	}
+	rl.srcVideo = ssrc
+	var vp codecs.VP8Packet
+	data, err := vp.Unmarshal(p.Payload)
+	if err != nil {
+		return
+	}
+	if vp.S == 1 && vp.PID == 0 {
+		rl.frame, rl.frameTS, rl.inFrame = rl.frame[:0], p.Timestamp, true
+	}
+	if !rl.inFrame || p.Timestamp != rl.frameTS {
+		rl.inFrame = false
+		return
+	}
+	rl.frame = append(rl.frame, data...)
+	if !p.Marker {
+		return
+	}
+	rl.inFrame = false
+	parts := rl.vp8.Payload(1100+4, rl.frame)
+	for i, pl := range parts {
+		rl.send(n, k, p.Timestamp, i == len(parts)-1, pl)
+	}
+}
+
+func (rl *relay) send(n *native, k media.Kind, ts uint32, marker bool, payload []byte) {
+	pt := uint8(111)
+	if k != media.Audio {
+		pt = 96
+	}
+	rl.seq[k]++
+	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, Marker: marker, SequenceNumber: rl.seq[k], Timestamp: ts, SSRC: rl.ssrc[k]}, Payload: payload}
+	b, err := p.Marshal()
+	if err != nil {
+		return
+	}
+	sealed, err := rl.sealer.Seal(nil, b)
+	if err != nil {
+		return
+	}
+	if n.flows[k].Send(sealed) == nil {
+		rl.sent[k]++
+	}
+}
+
+// isPLIFor reports whether an RTCP datagram holds a PLI for ssrc.
+func isPLIFor(b []byte, ssrc uint32) bool {
+	for len(b) >= 12 {
+		l := (int(b[2])<<8 | int(b[3]) + 1) * 4
+		if l > len(b) {
+			return false
+		}
+		if b[1] == 206 && b[0]&31 == 1 && uint32(b[8])<<24|uint32(b[9])<<16|uint32(b[10])<<8|uint32(b[11]) == ssrc {
+			return true
+		}
+		b = b[l:]
+	}
+	return false
+}
+
+// pli is an RTCP PLI (RFC 4585 §6.3.1) from sender about media.
+func pli(sender, media uint32) []byte {
+	return []byte{0x81, 206, 0, 2, byte(sender >> 24), byte(sender >> 16), byte(sender >> 8), byte(sender),
+		byte(media >> 24), byte(media >> 16), byte(media >> 8), byte(media)}
+}
+
+func (n *native) own(p uint64, ssrcs []uint32) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, s := range ssrcs {
+		n.owners[s] = p
+	}
+}
+
+func (n *native) decrypted(p uint64, k media.Kind) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.opened[p][k]
+}
+
+// lookupHTTP does the web tier lookup a native client does and returns
+// the join token.
+func lookupHTTP(t *testing.T, z *webZone, name string) string {
+	t.Helper()
+	tc, err := tlsutil.PinnedClientConfig(z.fp)
+	require.NoError(t, err)
+	tr := &http.Transport{TLSClientConfig: tc}
+	defer tr.CloseIdleConnections()
+	body := `{"meeting_id":"` + z.meeting.ID + `","passcode":"` + z.meeting.Passcode + `","name":"` + name + `"}`
+	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, z.hostURL+"/v1/lookup", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var lk struct {
+		JoinToken string `json:"join_token"`
+	}
+	require.NoError(t, jsonDecode(resp.Body, &lk))
+	return lk.JoinToken
+}
+
+func key(p uint64) string { return strconv.FormatUint(p, 10) }
+
+// TestBrowsersMeeting: two headless Chromiums and a native Go participant
+// in one meeting over the real zone. Each browser decodes the other's
+// video (frames counted, canvas not blank) and audio (decoded frames
+// counted); the native participant decrypts both browsers' audio and video
+// with protect/ and the development key. A screenshot of three
+// participants is saved. A reloaded page rejoins (resume, same
+// participant) within 3 s and its media flows again; a closed browser is
+// seen leaving.
+func TestBrowsersMeeting(t *testing.T) {
+	leaktest.Check(t)
+	z := startWebZone(t, nil)
+	ann := newBrowser(t, z, "ann")
+	bob := newBrowser(t, z, "bob")
+	ann.join(z.meeting.Passcode, "Ann")
+	sa := ann.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	require.Equal(t, "websocket", sa.Transport)
+	bob.join(z.meeting.Passcode, "Bob")
+	sb := bob.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	nat := joinNative(t, z, "Native")
+
+	decodes := func(s pageStats, from uint64) bool {
+		tl, ok := s.Tiles[key(from)]
+		return ok && tl.Video >= 30 && tl.Audio >= 50
+	}
+	ann.waitFor("Bob's video and audio decoded", pageWait, func(s pageStats) bool { return decodes(s, sb.Participant) })
+	bob.waitFor("Ann's video and audio decoded", pageWait, func(s pageStats) bool { return decodes(s, sa.Participant) })
+	for _, c := range []struct {
+		b    *browser
+		from uint64
+	}{{ann, sb.Participant}, {bob, sa.Participant}} {
+		px, err := eval[map[string]float64](c.b, `openmmr.pixels(`+key(c.from)+`)`)
+		require.NoError(t, err)
+		require.Greater(t, px["std"], 5.0, "%s: the decoded video is not blank: %v", c.b.name, px)
+	}
+	deadline := time.Now().Add(pageWait)
+	for _, p := range []uint64{sa.Participant, sb.Participant} {
+		for _, k := range []media.Kind{media.Audio, media.Video} {
+			for nat.decrypted(p, k) < 20 && time.Now().Before(deadline) {
+				tick := time.NewTimer(100 * time.Millisecond)
+				<-tick.C
+			}
+			require.GreaterOrEqual(t, nat.decrypted(p, k), 20, "native decrypted %v of participant %d", k, p)
+		}
+	}
+	// Native to browser: the native participant sends Opus and VP8
+	// (packetized by pion, sealed by protect/) and Bob decodes both.
+	nat.startRelay(t, z, sa.Participant)
+	np := nat.c.Joined().Participant
+	bob.waitFor("the native participant's video and audio decoded", pageWait, func(s pageStats) bool { return decodes(s, np) })
+	px, err := eval[map[string]float64](bob, `openmmr.pixels(`+key(np)+`)`)
+	require.NoError(t, err)
+	require.Greater(t, px["std"], 5.0, "bob: the native's video is not blank: %v", px)
+
+	ann.waitFor("three participants", pageWait, func(s pageStats) bool { return len(s.Tiles) == 2 })
+	ann.screenshot(t, "meeting-three-participants.png")
+
+	// Reload Bob: it resumes its participant and sends again.
+	require.NoError(t, bob.run(30*time.Second, chromedp.Reload()))
+	sb2 := bob.waitFor("rejoined after reload", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	require.Equal(t, sb.Participant, sb2.Participant, "resumed, not joined anew")
+	took, err := eval[float64](bob, `openmmr.state.joinedAt - performance.timeOrigin`)
+	require.NoError(t, err)
+	t.Logf("reload to joined: %.0f ms", took)
+	require.Less(t, took, 3000.0, "a reloaded page rejoins within 3 s")
+	before := sa.Tiles[key(sb.Participant)].Video
+	_ = before
+	cur, err := ann.stats()
+	require.NoError(t, err)
+	was := cur.Tiles[key(sb.Participant)].Video
+	ann.waitFor("Bob's video after his reload", pageWait, func(s pageStats) bool { return s.Tiles[key(sb.Participant)].Video >= was+30 })
+
+	// Close Bob's browser: Ann sees him leave (after the grace period).
+	bob.close()
+	gone := ann.waitFor("Bob left", pageWait, func(s pageStats) bool { _, ok := s.Tiles[key(sb.Participant)]; return !ok })
+	require.NotNil(t, gone.LastLeft)
+	require.Equal(t, "timeout", gone.LastLeft.Reason, "a closed browser leaves when its grace period ends")
+	require.NoError(t, nat.c.Leave(ctxT(t)))
+	_ = context.Background
+}
+
+// TestBrowserReconnect: every WebSocket is cut at once (as a network
+// failure would): the page says the connection is lost, resumes the same
+// participant over a new control WebSocket, rebinds its media, and the
+// other browser decodes its video again.
+func TestBrowserReconnect(t *testing.T) {
+	leaktest.Check(t)
+	z := startWebZone(t, nil)
+	ann := newBrowser(t, z, "ann")
+	bob := newBrowser(t, z, "bob")
+	ann.join(z.meeting.Passcode, "Ann")
+	sa := ann.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	bob.join(z.meeting.Passcode, "Bob")
+	bob.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	bob.waitFor("Ann's video", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Video >= 10 })
+
+	z.wc.CloseAll()
+	sa2 := ann.waitFor("resumed", pageWait, func(s pageStats) bool { return s.Phase == "joined" && s.Reconnects == 1 })
+	require.Equal(t, sa.Participant, sa2.Participant)
+	cur, err := bob.stats()
+	require.NoError(t, err)
+	was := cur.Tiles[key(sa.Participant)].Video
+	bob.waitFor("Ann's video after the cut", pageWait, func(s pageStats) bool { return s.Reconnects == 1 && s.Tiles[key(sa.Participant)].Video >= was+30 })
+
+	// Mute: Ann encodes no audio (a frame or two queued in the encoder at
+	// the switch) while Bob keeps decoding her video; unmute: Bob decodes
+	// her audio again.
+	require.NoError(t, ann.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
+	am, err := ann.stats()
+	require.NoError(t, err)
+	cur, err = bob.stats()
+	require.NoError(t, err)
+	video := cur.Tiles[key(sa.Participant)].Video
+	cur = bob.waitFor("Ann's video while muted", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Video >= video+30 })
+	am2, err := ann.stats()
+	require.NoError(t, err)
+	require.LessOrEqual(t, am2.Sent["audio"].Frames, am.Sent["audio"].Frames+5, "muted audio is not encoded")
+	require.NoError(t, ann.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
+	heard := cur.Tiles[key(sa.Participant)].Audio
+	bob.waitFor("Ann's audio after unmute", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Audio >= heard+50 })
+
+	// Share screen (the fake capture): Bob decodes the content stream in
+	// its own tile; stopping the share removes it.
+	r, err := eval[string](ann, `openmmr.share().then(() => "ok", e => e.name + ": " + e.message)`)
+	require.NoError(t, err)
+	require.Equal(t, "ok", r)
+	bob.waitFor("Ann's screen", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Content >= 10 })
+	n, err := eval[int](bob, `document.querySelectorAll('.tile[data-content]').length`)
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "a tile for the shared screen")
+	_, err = eval[string](ann, `openmmr.share().then(() => "ok")`)
+	require.NoError(t, err)
+	require.NoError(t, bob.run(pageWait, chromedp.Poll[chromedp.Void](`document.querySelectorAll('.tile[data-content]').length === 0`, chromedp.WithPollingTimeout(pageWait-time.Second))))
+
+	// Leave: Ann's page says so, and Bob sees her leave at once (reason
+	// "left", not the grace period's "timeout").
+	require.NoError(t, ann.run(30*time.Second, chromedp.Click(chromedp.CSS(`#leave`))))
+	ann.waitFor("left", pageWait, func(s pageStats) bool { return s.Phase == "left" })
+	s := bob.waitFor("Ann left", pageWait, func(s pageStats) bool { _, in := s.Tiles[key(sa.Participant)]; return !in })
+	require.NotNil(t, s.LastLeft)
+	require.Equal(t, sa.Participant, s.LastLeft.Participant)
+	require.Equal(t, "left", s.LastLeft.Reason)
+}
+
+// TestBrowserErrors: a wrong passcode and a full meeting are told to the
+// user in words, and the page stays on the join form.
+func TestBrowserErrors(t *testing.T) {
+	leaktest.Check(t)
+	z := startWebZone(t, func(c *control.Config) { c.MaxParticipants = 1 })
+	b := newBrowser(t, z, "carl")
+	b.join("not-the-passcode", "Carl")
+	s := b.waitFor("wrong passcode", pageWait, func(s pageStats) bool { return s.Phase == "error" })
+	require.Equal(t, "wrong-passcode", s.ErrorCode)
+	require.Equal(t, "Wrong passcode.", s.Error)
+	shown, err := eval[string](b, `document.getElementById('join-error').textContent`)
+	require.NoError(t, err)
+	require.Equal(t, "Wrong passcode.", shown)
+
+	joinNative(t, z, "Native") // the meeting's one place
+	require.NoError(t, b.run(30*time.Second, chromedp.SetValue(chromedp.CSS(`#passcode`), z.meeting.Passcode), chromedp.Click(chromedp.CSS(`#join-button`))))
+	s = b.waitFor("meeting full", pageWait, func(s pageStats) bool { return s.Phase == "error" && s.ErrorCode == "meeting-full" })
+	require.Equal(t, "The meeting is full.", s.Error)
+}
