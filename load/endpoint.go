@@ -35,11 +35,18 @@ type endpoint struct {
 	ovfl                      atomic.Uint32 // kernel receive-queue drops (SO_RXQ_OVFL)
 	bound                     chan struct{}
 	boundOnce                 sync.Once
-	transport                 string
+	// challenge is the router's return-routability nonce (a StatusVerify
+	// BindAck) that the next Bind echoes; verify is signalled when one
+	// arrives so the Bind is re-sent at once. consent is the nonce of the
+	// last OK BindAck or KeepaliveAck, echoed by every Keepalive (RFC 7675
+	// consent freshness, docs/PROTOCOL.md "Binding a flow", "Keepalives").
+	challenge, consent atomic.Uint64
+	verify             chan struct{}
+	transport          string
 }
 
 func newEndpoint(p *participant, k media.Kind, streamAgg *agg) *endpoint {
-	return &endpoint{p: p, kind: k, fd: -1, agg: streamAgg, bound: make(chan struct{})}
+	return &endpoint{p: p, kind: k, fd: -1, agg: streamAgg, bound: make(chan struct{}), verify: make(chan struct{}, 1)}
 }
 
 // onPacket handles one datagram read by a UDP reader, which holds
@@ -47,8 +54,29 @@ func newEndpoint(p *participant, k media.Kind, streamAgg *agg) *endpoint {
 func (ep *endpoint) onPacket(pkt []byte, now int64) {
 	switch wire.Classify(pkt) {
 	case wire.ClassBindAck:
-		ep.boundOnce.Do(func() { close(ep.bound) })
+		var ack wire.BindAck
+		if ack.Unmarshal(pkt) != nil || ack.Kind != ep.kind {
+			ep.other.Add(1)
+			return
+		}
+		switch ack.Status {
+		case wire.StatusVerify: // echo the challenge from this socket
+			ep.challenge.Store(ack.Nonce)
+			select {
+			case ep.verify <- struct{}{}:
+			default:
+			}
+		case wire.StatusOK:
+			ep.consent.Store(ack.Nonce)
+			ep.boundOnce.Do(func() { close(ep.bound) })
+		default:
+			ep.other.Add(1)
+		}
 	case wire.ClassKeepaliveAck:
+		var ka wire.Keepalive
+		if ka.Unmarshal(pkt) == nil && ka.Ack {
+			ep.consent.Store(ka.Nonce)
+		}
 		ep.kaAcks.Add(1)
 	case wire.ClassRTP:
 		ep.agg.onRTP(ep, pkt, now)

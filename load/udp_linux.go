@@ -180,19 +180,33 @@ func sockaddr(ap netip.AddrPort, fam int) unix.Sockaddr {
 func (e *udpEngine) bind(ctx context.Context, ep *endpoint, tok wire.Token) error {
 	var req [wire.BindSize]byte
 	wait := 100 * time.Millisecond
-	for try := range bindTries {
-		b := wire.Bind{Kind: ep.kind, TxID: uint32(try + 1), Token: tok}
+	send := func(txID uint32) error {
+		// Nonce: 0 at first, then the router's challenge (return routability).
+		b := wire.Bind{Kind: ep.kind, TxID: txID, Token: tok, Nonce: ep.challenge.Load()}
 		if _, err := b.MarshalTo(req[:]); err != nil {
 			return err
 		}
 		if _, err := unix.Write(ep.fd, req[:]); err != nil && !errors.Is(err, unix.EAGAIN) {
 			return fmt.Errorf("load: bind send: %w", err)
 		}
+		return nil
+	}
+	for try := range bindTries {
+		if err := send(uint32(try + 1)); err != nil {
+			return err
+		}
 		t := time.NewTimer(wait)
+	wait:
 		select {
 		case <-ep.bound:
 			t.Stop()
 			return nil
+		case <-ep.verify: // challenged: answer at once, same try
+			if err := send(uint32(try + 1)); err != nil {
+				t.Stop()
+				return err
+			}
+			goto wait
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
@@ -206,7 +220,7 @@ func (e *udpEngine) bind(ctx context.Context, ep *endpoint, tok wire.Token) erro
 // keepalive sends one keepalive on ep's socket.
 func (e *udpEngine) keepalive(ep *endpoint) {
 	var b [wire.KeepaliveSize]byte
-	k := wire.Keepalive{Kind: ep.kind, TxID: 1}
+	k := wire.Keepalive{Kind: ep.kind, TxID: 1, Nonce: ep.consent.Load()} // echo the consent nonce
 	if _, err := k.MarshalTo(b[:]); err == nil {
 		_, _ = unix.Write(ep.fd, b[:])
 	}
