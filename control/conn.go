@@ -199,13 +199,18 @@ func (c *conn) sendMsg(id uint32, m proto.Message) {
 func (c *conn) send(frame []byte) {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
+	c.sendLocked(frame)
+}
+
+// sendLocked is send with c.qmu held; it reports whether frame was queued.
+func (c *conn) sendLocked(frame []byte) bool {
 	if c.dead {
-		return
+		return false
 	}
 	if len(c.q) >= c.s.cfg.SendQueue {
 		c.s.stats.slowConsumers.Add(1)
 		c.killLocked()
-		return
+		return false
 	}
 	c.q = append(c.q, frame)
 	if c.flushDone == nil {
@@ -214,17 +219,21 @@ func (c *conn) send(frame []byte) {
 		c.s.wg.Add(1) // the caller is itself a tracked goroutine, so Close has not returned
 		go c.flush(done)
 	}
+	return true
 }
 
 // closeAfter queues frame, then closes the connection once it is written.
+// The frame and closeWhen are set under one lock: were closeWhen set
+// after, the flusher could write the frame and find the queue empty first,
+// and the connection would end with a bare close instead of close_notify.
 func (c *conn) closeAfter(frame []byte) {
-	c.send(frame)
 	c.qmu.Lock()
-	c.closeWhen = true
-	if c.flushDone == nil { // nothing to wait for (queue refused the frame)
+	defer c.qmu.Unlock()
+	if c.sendLocked(frame) {
+		c.closeWhen = true
+	} else if !c.dead {
 		c.killLocked()
 	}
-	c.qmu.Unlock()
 }
 
 // isDead reports whether the connection was ended (kill, or a fatal
