@@ -30,15 +30,16 @@ import (
 // the shared TLS port, and its zone membership (an in-process zone
 // controller unless external ones are named).
 type node struct {
-	r     *router.Router
-	edge  *edge.Edge
-	ctl   *control.Server
-	zc    *zone.Server // nil with external ZCs
-	agent *zcagent.Agent
-	log   *slog.Logger
-	fp    string
-	met   *metricsServer // nil unless -metrics
-	web   *webTier       // nil with -web=false
+	r         *router.Router
+	edge      *edge.Edge
+	ctl       *control.Server
+	zc        *zone.Server // nil with external ZCs
+	agent     *zcagent.Agent
+	log       *slog.Logger
+	fp        string
+	met       *metricsServer // nil unless -metrics
+	stopDrops func()         // the drop-reason log (startDropLog); nil before the router runs
+	web       *webTier       // nil with -web=false
 }
 
 // start builds a node from o. On error everything started is closed.
@@ -131,6 +132,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 			return nil, err
 		}
 	}
+	n.stopDrops = startDropLog(n.r, log, 0)
 	log.Info("mmr: running", "udp", n.r.UDPAddrs(), "tcp", n.r.TCPAddrs(), "tls", tlsAddr, "zone", zcs, "embedded_zc", n.zc != nil, "dscp", o.cfg.DSCP)
 	return n, nil
 }
@@ -148,6 +150,9 @@ func (n *node) load() zcagent.Load {
 
 // close stops everything, clients' side first. Idempotent enough: each part is.
 func (n *node) close() {
+	if n.stopDrops != nil {
+		n.stopDrops()
+	}
 	if n.met != nil {
 		n.met.close()
 	}
