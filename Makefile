@@ -7,7 +7,7 @@ STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 20000x
 BENCHTIME   ?= 1s
 
-.PHONY: test lint bench fuzz run abuse
+.PHONY: test lint bench bench-plot fuzz run abuse
 
 ## test: gofmt check, go vet, staticcheck, then every test with the race detector
 test: lint
@@ -23,6 +23,12 @@ lint:
 bench:
 	$(GO) test ./bench -run '^$$' -bench . -benchtime $(BENCHTIME)
 	$(GO) test ./web -run '^$$' -bench BenchmarkLookup -cpu 1 -benchtime $(BENCHTIME)
+
+## bench-plot: BenchmarkFanout (mmr, floor, cfloor, naive) -> bench/fanout.{txt,png,svg}
+bench-plot:
+	$(GO) test ./bench -run '^$$' -bench 'BenchmarkFanout/^(mmr|floor|cfloor|naive)$$/' -benchtime $(BENCHTIME) | tee bench/fanout.txt
+	$(GO) run ./cmd/benchplot -in bench/fanout.txt -out bench/fanout.png
+	$(GO) run ./cmd/benchplot -in bench/fanout.txt -out bench/fanout.svg
 
 ## abuse: a short version of every hostile scenario of issue 14 (loopback only): legitimate traffic lost, refusals, descriptors and goroutines before/after
 abuse:
