@@ -475,7 +475,7 @@ func TestNetnsZCBlackholed(t *testing.T) {
 		require.Equal(t, connect.PhaseZone, ce.Phase)
 		require.Equal(t, connect.NextStepTunnel, res.NextStep)
 		t.Logf("tunnel step reported after %v", res.ZoneTook)
-		require.InDelta(t, 5.5, res.ZoneTook.Seconds(), 0.3)
+		requireZoneWait(t, res)
 		require.False(t, res.Tunnel.Used)
 		require.NotEmpty(t, res.Tunnel.Err)
 		require.Contains(t, res.Advice, l.info.WebURL+"/j/"+meetingID)
@@ -490,7 +490,7 @@ func TestNetnsZCBlackholed(t *testing.T) {
 		a, b, ra, _ := connectTwo(t, l.config(t, 0, rxA), l.config(t, 1, rxB))
 		require.Equal(t, connect.NextStepTunnel, ra.NextStep)
 		require.True(t, ra.Tunnel.Used, "%+v", ra.Tunnel)
-		require.InDelta(t, 5.5, ra.ZoneTook.Seconds(), 0.3)
+		requireZoneWait(t, ra)
 		requireTransport(t, a, ra, connect.TLS)
 		exchange(t, a, 0, rxB)
 		exchange(t, b, 1, rxA)
@@ -574,4 +574,13 @@ func TestNetnsProxy(t *testing.T) {
 		require.Equal(t, 0, px.connects(t, zoneTLS)-zc0)
 		require.NoError(t, s.Leave(context.Background()))
 	})
+}
+
+// requireZoneWait checks that the zone phase waited the 5.5 s for the ZCs
+// and not much longer (under a CPU hog its end, cancelling the dials and
+// waiting for them, was seen taking 0.43 s more).
+func requireZoneWait(t *testing.T, res connect.Result) {
+	t.Helper()
+	require.GreaterOrEqual(t, res.ZoneTook, connect.DefaultZoneTimeout, "waited for the ZCs")
+	require.Less(t, res.ZoneTook, connect.DefaultZoneTimeout+1500*time.Millisecond, "did not wait much longer")
 }
