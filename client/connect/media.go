@@ -302,14 +302,18 @@ func (f *Flow) maintain() {
 	retry := time.NewTicker(f.s.cfg.UDPRetry)
 	defer retry.Stop()
 	var again <-chan time.Time // re-dial of a dead link that failed: try again
+	wait := deadRetry          // doubles per failed re-dial, up to 3 keepalive intervals
 	redial := func(l *link) {
 		if f.cur.Load() != l {
 			return // replaced or closed meanwhile
 		}
 		f.log.Info("connect: media link ended, re-dialling", "kind", f.kind, "transport", l.transport)
 		if !f.reconnect(l) && f.cur.Load() == l {
-			again = time.After(deadRetry)
+			again = time.After(wait)
+			wait = min(2*wait, 3*f.s.cfg.Keepalive)
+			return
 		}
+		wait = deadRetry
 	}
 	for {
 		select {
@@ -374,10 +378,12 @@ func (f *Flow) upgrade(old *link) {
 	}
 }
 
-// deadRetry is the pause before trying again when the re-dial of a dead
-// link failed: the failure has already made the tunnel session skip the
-// tunnel that died, so half a second is enough to avoid a busy loop while
-// staying well within the 3 s a move to another tunnel may take.
+// deadRetry is the first pause before trying again when the re-dial of a
+// dead link failed (it doubles per failure, up to 3 keepalive intervals,
+// so a server that keeps refusing is not hammered): the failure has
+// already made the tunnel session skip the tunnel that died, so half a
+// second is enough while staying well within the 3 s a move to another
+// tunnel may take.
 const deadRetry = 500 * time.Millisecond
 
 // reconnect replaces a silent or dead link through the whole fallback

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,10 +23,12 @@ import (
 // whose relayed connections the test can cut all at once, as a dying
 // tunnel server or middlebox would.
 type cutProxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
+	ln      net.Listener
+	refuse  atomic.Bool  // answer 502 to every CONNECT
+	refused atomic.Int64 // CONNECTs refused
+	mu      sync.Mutex
+	conns   []net.Conn
+	wg      sync.WaitGroup
 }
 
 func startCutProxy(t *testing.T) *cutProxy {
@@ -57,6 +60,12 @@ func (p *cutProxy) serve(c net.Conn) {
 	br := bufio.NewReader(c)
 	req, err := http.ReadRequest(br)
 	if err != nil || req.Method != http.MethodConnect {
+		c.Close()
+		return
+	}
+	if p.refuse.Load() {
+		p.refused.Add(1)
+		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
 		c.Close()
 		return
 	}
@@ -95,8 +104,9 @@ func (p *cutProxy) cut() int {
 
 // TestMediaRedialsWhenStreamEnds: a client whose every connection goes
 // through a proxy loses them all at once; with keepalives far too slow to
-// notice (1 min), its control channel resumes and every kind re-dials
-// because its stream ended, and media flows both ways again.
+// notice (1 min), and the proxy refuses the first re-dials; its control
+// channel resumes and every kind re-dials because its stream ended (and
+// again after a refused re-dial), and media flows both ways again.
 func TestMediaRedialsWhenStreamEnds(t *testing.T) {
 	leaktest.Check(t)
 	e := startEnv(t, 1)
@@ -118,7 +128,11 @@ func TestMediaRedialsWhenStreamEnds(t *testing.T) {
 	exchange(t, b, 1, rxA)
 
 	j0 := a.Joined()
+	px.refuse.Store(true)
 	require.GreaterOrEqual(t, px.cut(), 1+3, "control and three media streams (and the finished lookup and ZC connections) cut")
+	// The first re-dials (control resume, media) are refused.
+	require.NoError(t, connecttest.Wait(ctx, 20*time.Second, func() bool { return px.refused.Load() >= 1+3 }))
+	px.refuse.Store(false)
 	require.NoError(t, connecttest.Wait(ctx, 20*time.Second, func() bool {
 		for _, k := range media.Kinds {
 			if a.Flow(k).Stats().Moves < 1 {
