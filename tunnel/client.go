@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -43,6 +44,10 @@ type Dialer struct {
 	// HandshakeTimeout bounds the TCP connect, proxy CONNECT and TLS
 	// handshake of one connection. Default 10 s.
 	HandshakeTimeout time.Duration
+	// LocalAddr, when valid, is the source address of every connection to
+	// a tunnel server or proxy (a multi-homed client picking its
+	// interface). The zero Addr lets the kernel choose.
+	LocalAddr netip.Addr
 }
 
 // Tunnel is a tunnel server that answered a ping; Dial opens streams
@@ -95,7 +100,7 @@ func (d *Dialer) Open(e Endpoint) (*Tunnel, error) {
 	}
 	tr := &http.Transport{
 		TLSClientConfig:        tc,
-		DialContext:            (&net.Dialer{Timeout: hs}).DialContext,
+		DialContext:            d.netDialer(hs).DialContext,
 		TLSHandshakeTimeout:    hs,
 		DisableKeepAlives:      true, // one connection per ping or stream; nothing idles in a pool
 		ForceAttemptHTTP2:      false,
@@ -107,6 +112,14 @@ func (d *Dialer) Open(e Endpoint) (*Tunnel, error) {
 	u, _ := url.Parse(e.URL)
 	u.Scheme = "wss"
 	return &Tunnel{Endpoint: e, d: d, client: &http.Client{Transport: tr}, tunnel: u.String(), pingURL: ping}, nil
+}
+
+func (d *Dialer) netDialer(timeout time.Duration) *net.Dialer {
+	nd := &net.Dialer{Timeout: timeout}
+	if d.LocalAddr.IsValid() {
+		nd.LocalAddr = &net.TCPAddr{IP: d.LocalAddr.AsSlice(), Zone: d.LocalAddr.Zone()}
+	}
+	return nd
 }
 
 // Ping makes one authenticated round trip and returns the server's answer

@@ -54,6 +54,11 @@ func (s *Session) markBad(t *Tunnel) {
 	}
 }
 
+// Use returns the tunnel in use, picking one (Dialer.Pick over the
+// endpoints not marked bad) when there is none: a client calls it once up
+// front to learn which tunnel answered first; DialContext calls it too.
+func (s *Session) Use(ctx context.Context) (*Tunnel, error) { return s.tunnel(ctx) }
+
 // tunnel returns the current tunnel, picking one when there is none.
 func (s *Session) tunnel(ctx context.Context) (*Tunnel, error) {
 	s.mu.Lock()

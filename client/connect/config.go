@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"time"
 
@@ -89,6 +90,12 @@ type Config struct {
 	// PAC is the URL (http, https or file) of a proxy auto-config file,
 	// consulted when neither Proxy nor HTTPS_PROXY is set.
 	PAC string
+
+	// LocalAddr, when valid, is the source address of every connection
+	// the client opens itself (web tier, ZCs, control, media, proxies and
+	// tunnel servers): a multi-homed host picking its interface. The zero
+	// Addr lets the kernel choose.
+	LocalAddr netip.Addr
 
 	// Transport forces one media transport for every kind (UDP, TCP or
 	// TLS); "" walks the fallback order.

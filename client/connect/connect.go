@@ -149,6 +149,7 @@ type Session struct {
 	joined *ctlproto.Joined
 	token  wire.Token
 	mmrTLS *tls.Config
+	tunnel *tunnel.Session // nil unless the HTTP tunnel carries the session
 	flows  []*Flow
 	res    Result
 	once   sync.Once
@@ -212,7 +213,7 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 		res.Proxy = ProxyReport{Source: ProxyNone, Why: err.Error()}
 		return fail(PhaseProxy, err)
 	}
-	s.dial = &dialer{proxies: proxies}
+	s.dial = &dialer{proxies: proxies, local: cfg.LocalAddr}
 
 	// 1. Lookup.
 	res.Lookup.URL = cfg.Web
@@ -378,7 +379,7 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	var wg sync.WaitGroup
 	ferrs := make([]error, len(cfg.Kinds))
 	for i, k := range cfg.Kinds {
-		f := &Flow{kind: k, s: s, order: order, log: log}
+		f := &Flow{kind: k, s: s, order: order, log: log, dead: make(chan *link, 1)}
 		s.flows = append(s.flows, f)
 		res.Media[i] = MediaReport{Kind: k.String(), Order: order, Why: why}
 		wg.Add(1)
@@ -427,7 +428,7 @@ func (s *Session) openTunnel(ctx context.Context, proxies *proxyResolver, lk *Lo
 		res.Tunnel.Err = "the web tier lists no tunnel server"
 		return errors.New(res.Tunnel.Err)
 	}
-	d := &tunnel.Dialer{Token: lk.JoinToken, HandshakeTimeout: s.cfg.TunnelTimeout}
+	d := &tunnel.Dialer{Token: lk.JoinToken, HandshakeTimeout: s.cfg.TunnelTimeout, LocalAddr: s.cfg.LocalAddr}
 	var eps []tunnel.Endpoint
 	for _, t := range lk.Tunnels {
 		eps = append(eps, tunnel.Endpoint{URL: t.URL, Fingerprint: t.Fingerprint})
@@ -444,9 +445,15 @@ func (s *Session) openTunnel(ctx context.Context, proxies *proxyResolver, lk *Lo
 			}
 		}
 	}
+	// The tunnel session keeps the tunnel across streams: when it dies
+	// (a dial through it fails, or it says it is leaving) it is skipped
+	// for 30 s and the next dial pings the others again, so the control
+	// channel's resume and the media flows' re-dials go through the next
+	// tunnel to answer.
+	sess := d.NewSession(eps)
 	tctx, cancel := context.WithTimeout(ctx, s.cfg.TunnelTimeout)
 	defer cancel()
-	t, err := d.Pick(tctx, eps)
+	t, err := sess.Use(tctx)
 	if err != nil {
 		res.Tunnel.Err = oneLineErr(err)
 		s.log.Info("connect: no tunnel server answered", "err", res.Tunnel.Err)
@@ -454,8 +461,24 @@ func (s *Session) openTunnel(ctx context.Context, proxies *proxyResolver, lk *Lo
 	}
 	res.Tunnel = TunnelReport{Used: true, URL: t.Endpoint.URL, Server: t.Server.Server, RTT: t.RTT, Proxy: res.Tunnel.Proxy}
 	s.log.Info("connect: tunnel", "url", t.Endpoint.URL, "server", t.Server.Server, "rtt", t.RTT, "proxy", res.Tunnel.Proxy)
-	s.dial = &dialer{proxies: proxies, tunnel: t.Dial}
+	s.tunnel = sess
+	s.dial = &dialer{proxies: proxies, local: s.cfg.LocalAddr, tunnel: func(ctx context.Context, addr string) (net.Conn, error) {
+		return sess.DialContext(ctx, "tcp", addr)
+	}}
 	return nil
+}
+
+// Tunnel returns the URL of the tunnel server the session's connections go
+// through now ("" when not tunnelled, or between a tunnel's death and the
+// next dial, which picks another).
+func (s *Session) Tunnel() string {
+	if s.tunnel == nil {
+		return ""
+	}
+	if t := s.tunnel.Current(); t != nil {
+		return t.Endpoint.URL
+	}
+	return ""
 }
 
 func oneLineErr(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

@@ -189,7 +189,8 @@ type tinyproxy struct {
 	cmd  *exec.Cmd
 }
 
-func startTinyproxy(t testing.TB, bind string) *tinyproxy {
+// allow lists more client addresses tinyproxy accepts (127.0.0.1 always).
+func startTinyproxy(t testing.TB, bind string, allow ...string) *tinyproxy {
 	t.Helper()
 	if _, err := exec.LookPath("tinyproxy"); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -204,6 +205,9 @@ func startTinyproxy(t testing.TB, bind string) *tinyproxy {
 	dir := t.TempDir()
 	p := &tinyproxy{addr: fmt.Sprintf("127.0.0.1:%d", port), log: filepath.Join(dir, "access.log")}
 	conf := fmt.Sprintf("Port %d\nListen 127.0.0.1\nBind %s\nTimeout 60\nLogFile %q\nLogLevel Connect\nMaxClients 100\nAllow 127.0.0.1\n", port, bind, p.log)
+	for _, a := range allow {
+		conf += "Allow " + a + "\n"
+	}
 	cf := filepath.Join(dir, "tinyproxy.conf")
 	require.NoError(t, os.WriteFile(cf, []byte(conf), 0o600))
 	p.cmd = exec.Command("tinyproxy", "-d", "-c", cf)

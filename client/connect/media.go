@@ -97,6 +97,7 @@ type Flow struct {
 	log    *slog.Logger
 	mu     sync.Mutex // serialises reconnects and moves
 	closed bool
+	dead   chan *link // a current link whose reader ended (the path died under it); buffered 1
 
 	sentPkts, sentBytes, recvPkts, recvBytes, moves, sendErrs atomic.Uint64
 }
@@ -192,7 +193,11 @@ func (s *Session) dialOne(ctx context.Context, k media.Kind, t string, a netip.A
 	case UDP:
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.UDPGiveUp)
 		defer cancel()
-		f, err := udpmedia.Dial(ctx, a, k, tok)
+		var local netip.AddrPort
+		if s.cfg.LocalAddr.IsValid() {
+			local = netip.AddrPortFrom(s.cfg.LocalAddr, 0)
+		}
+		f, err := udpmedia.DialFrom(ctx, local, a, k, tok)
 		if err != nil {
 			return nil, err
 		}
@@ -259,6 +264,16 @@ func (f *Flow) read(l *link) {
 	for {
 		n, err := l.recv(buf)
 		if err != nil {
+			// Still the flow's link: neither replaced nor closed by us, so
+			// the path ended under it (a stream cut, a tunnel server gone).
+			// maintain re-dials at once instead of waiting for the
+			// keepalives to notice.
+			if f.cur.Load() == l {
+				select {
+				case f.dead <- l:
+				default:
+				}
+			}
 			return
 		}
 		pkt := buf[:n]
@@ -286,10 +301,35 @@ func (f *Flow) maintain() {
 	defer ka.Stop()
 	retry := time.NewTicker(f.s.cfg.UDPRetry)
 	defer retry.Stop()
+	var again <-chan time.Time // re-dial of a dead link that failed: try again
+	wait := deadRetry          // doubles per failed re-dial, up to 3 keepalive intervals
+	redial := func(l *link) {
+		if f.cur.Load() != l {
+			return // replaced or closed meanwhile
+		}
+		f.log.Info("connect: media link ended, re-dialling", "kind", f.kind, "transport", l.transport)
+		if !f.reconnect(l) && f.cur.Load() == l {
+			again = time.After(wait)
+			wait = min(2*wait, 3*f.s.cfg.Keepalive)
+			return
+		}
+		wait = deadRetry
+	}
 	for {
 		select {
 		case <-f.s.ctx.Done():
 			return
+		case l := <-f.dead:
+			redial(l)
+		case <-again:
+			again = nil
+			if l := f.cur.Load(); l != nil {
+				select {
+				case <-l.done:
+					redial(l)
+				default: // alive again (replaced by a move): nothing to do
+				}
+			}
 		case <-ka.C:
 			l := f.cur.Load()
 			if l == nil {
@@ -338,8 +378,18 @@ func (f *Flow) upgrade(old *link) {
 	}
 }
 
-// reconnect replaces a silent link through the whole fallback order.
-func (f *Flow) reconnect(old *link) {
+// deadRetry is the first pause before trying again when the re-dial of a
+// dead link failed (it doubles per failure, up to 3 keepalive intervals,
+// so a server that keeps refusing is not hammered): the failure has
+// already made the tunnel session skip the tunnel that died, so half a
+// second is enough while staying well within the 3 s a move to another
+// tunnel may take.
+const deadRetry = 500 * time.Millisecond
+
+// reconnect replaces a silent or dead link through the whole fallback
+// order. It reports whether old is no longer the flow's link (replaced,
+// by it or by a concurrent move, or the flow closed).
+func (f *Flow) reconnect(old *link) bool {
 	ctx, cancel := context.WithTimeout(f.s.ctx, f.s.cfg.UDPGiveUp+f.s.cfg.TCPTimeout+f.s.cfg.TLSTimeout)
 	defer cancel()
 	for _, t := range f.order {
@@ -351,13 +401,14 @@ func (f *Flow) reconnect(old *link) {
 		if f.closed || f.cur.Load() != old {
 			f.mu.Unlock()
 			l.close()
-			return
+			return true
 		}
 		f.install(l)
 		f.mu.Unlock()
 		f.log.Info("connect: media reconnected", "kind", f.kind, "transport", t)
-		return
+		return true
 	}
+	return f.cur.Load() != old
 }
 
 // close closes the flow's link.

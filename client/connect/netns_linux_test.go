@@ -41,7 +41,8 @@ const helperEnv = "CONNECT_NETNS_HELPER"
 
 type helperParams struct {
 	ZoneIP, WebIP string
-	Secret        string // hex
+	Secret        string           // hex
+	Tunnels       []connect.Tunnel // the web tier's tunnel list; none: the helper starts one on WebIP:8443
 }
 
 type helperInfo struct {
@@ -64,12 +65,16 @@ func TestNetnsHelper(t *testing.T) {
 	z, err := connecttest.StartZone(connecttest.ZoneConfig{Name: "lab", IP: netip.MustParseAddr(p.ZoneIP), MediaPort: 8801, TLSPort: 443, JoinSecret: secret})
 	require.NoError(t, err)
 	defer z.Close()
-	tn, err := connecttest.StartTunnel(netip.MustParseAddr(p.WebIP), 8443, secret, []string{z.TLSAddr.String()})
-	require.NoError(t, err)
-	defer tn.Close()
+	tunnels := p.Tunnels
+	if len(tunnels) == 0 {
+		tn, err := connecttest.StartTunnel(netip.MustParseAddr(p.WebIP), 8443, secret, []string{z.TLSAddr.String()})
+		require.NoError(t, err)
+		defer tn.Close()
+		tunnels = []connect.Tunnel{{URL: tn.URL, Fingerprint: tn.Fingerprint}}
+	}
 	w, err := connecttest.StartWeb(connecttest.WebConfig{IP: netip.MustParseAddr(p.WebIP), Port: 443, JoinSecret: secret,
 		Meetings: map[string]string{meetingID: "4242"}, Zones: []connect.LookupZone{z.LookupZone()},
-		Tunnels: []connect.Tunnel{{URL: tn.URL, Fingerprint: tn.Fingerprint}}})
+		Tunnels: tunnels})
 	require.NoError(t, err)
 	defer w.Close()
 	b, _ := json.Marshal(helperInfo{WebURL: w.URL, WebFingerprint: w.Fingerprint, Zone: z.Name, ZoneTLS: z.TLSAddr.String()})
@@ -101,7 +106,7 @@ type lab struct {
 	t                              *testing.T
 	ns, hostIf, nsIf               string
 	hostIP, proxyIP, zoneIP, webIP string
-	subnet                         string
+	subnet, pfx                    string
 	info                           helperInfo
 	cmd                            *exec.Cmd
 	stdin                          io.WriteCloser
@@ -113,14 +118,18 @@ func run(t *testing.T, args ...string) {
 	require.NoError(t, err, "%s: %s", strings.Join(args, " "), out)
 }
 
-func newLab(t *testing.T) *lab {
+// labOption adds to a lab before its server process starts (addresses,
+// processes, the web tier's tunnel list).
+type labOption func(l *lab, p *helperParams)
+
+func newLab(t *testing.T, opts ...labOption) *lab {
 	requireRoot(t)
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:2])
 	l := &lab{t: t, ns: "cxlab" + id, hostIf: "cx" + id + "h", nsIf: "cx" + id + "n"}
 	pfx := fmt.Sprintf("10.%d.%d.", 200+int(b[2])%50, b[3])
-	l.subnet = pfx + "0/24"
+	l.subnet, l.pfx = pfx+"0/24", pfx
 	l.hostIP, l.zoneIP, l.webIP, l.proxyIP = pfx+"1", pfx+"2", pfx+"3", pfx+"5"
 	t.Cleanup(func() {
 		_ = exec.Command("ip", "netns", "del", l.ns).Run()
@@ -140,7 +149,11 @@ func newLab(t *testing.T) *lab {
 
 	exe, err := os.Executable()
 	require.NoError(t, err)
-	p, _ := json.Marshal(helperParams{ZoneIP: l.zoneIP, WebIP: l.webIP, Secret: hex.EncodeToString(joinSecret)})
+	hp := helperParams{ZoneIP: l.zoneIP, WebIP: l.webIP, Secret: hex.EncodeToString(joinSecret)}
+	for _, o := range opts {
+		o(l, &hp)
+	}
+	p, _ := json.Marshal(hp)
 	l.cmd = exec.Command("ip", "netns", "exec", l.ns, exe, "-test.run=^TestNetnsHelper$", "-test.count=1")
 	l.cmd.Env = append(os.Environ(), helperEnv+"="+string(p))
 	l.cmd.Stderr = os.Stderr
@@ -462,7 +475,7 @@ func TestNetnsZCBlackholed(t *testing.T) {
 		require.Equal(t, connect.PhaseZone, ce.Phase)
 		require.Equal(t, connect.NextStepTunnel, res.NextStep)
 		t.Logf("tunnel step reported after %v", res.ZoneTook)
-		require.InDelta(t, 5.5, res.ZoneTook.Seconds(), 0.3)
+		requireZoneWait(t, res)
 		require.False(t, res.Tunnel.Used)
 		require.NotEmpty(t, res.Tunnel.Err)
 		require.Contains(t, res.Advice, l.info.WebURL+"/j/"+meetingID)
@@ -477,7 +490,7 @@ func TestNetnsZCBlackholed(t *testing.T) {
 		a, b, ra, _ := connectTwo(t, l.config(t, 0, rxA), l.config(t, 1, rxB))
 		require.Equal(t, connect.NextStepTunnel, ra.NextStep)
 		require.True(t, ra.Tunnel.Used, "%+v", ra.Tunnel)
-		require.InDelta(t, 5.5, ra.ZoneTook.Seconds(), 0.3)
+		requireZoneWait(t, ra)
 		requireTransport(t, a, ra, connect.TLS)
 		exchange(t, a, 0, rxB)
 		exchange(t, b, 1, rxA)
@@ -561,4 +574,13 @@ func TestNetnsProxy(t *testing.T) {
 		require.Equal(t, 0, px.connects(t, zoneTLS)-zc0)
 		require.NoError(t, s.Leave(context.Background()))
 	})
+}
+
+// requireZoneWait checks that the zone phase waited the 5.5 s for the ZCs
+// and not much longer (under a CPU hog its end, cancelling the dials and
+// waiting for them, was seen taking 0.43 s more).
+func requireZoneWait(t *testing.T, res connect.Result) {
+	t.Helper()
+	require.GreaterOrEqual(t, res.ZoneTook, connect.DefaultZoneTimeout, "waited for the ZCs")
+	require.Less(t, res.ZoneTook, connect.DefaultZoneTimeout+1500*time.Millisecond, "did not wait much longer")
 }

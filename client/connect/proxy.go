@@ -199,6 +199,15 @@ type dialer struct {
 	// tunnel, when set, carries every connection (the HTTP tunnel path):
 	// the proxy decision was made for the tunnel server instead.
 	tunnel func(ctx context.Context, addr string) (net.Conn, error)
+	local  netip.Addr // Config.LocalAddr: the source of direct connections
+}
+
+func (d *dialer) netDialer() *net.Dialer {
+	nd := &net.Dialer{}
+	if d != nil && d.local.IsValid() {
+		nd.LocalAddr = &net.TCPAddr{IP: d.local.AsSlice(), Zone: d.local.Zone()}
+	}
+	return nd
 }
 
 // DialContext has net.Dialer's signature.
@@ -214,21 +223,19 @@ func (d *dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 		}
 	}
 	if proxy == nil {
-		var nd net.Dialer
-		return nd.DialContext(ctx, network, addr)
+		return d.netDialer().DialContext(ctx, network, addr)
 	}
 	if d.onProxy != nil {
 		d.onProxy(addr, proxy)
 	}
-	return dialConnect(ctx, proxy, addr)
+	return dialConnect(ctx, d.netDialer(), proxy, addr)
 }
 
 // connectTimeout bounds the CONNECT exchange when ctx has no deadline.
 const connectTimeout = 10 * time.Second
 
 // dialConnect opens a tunnel to addr through the HTTP proxy with CONNECT.
-func dialConnect(ctx context.Context, proxy *url.URL, addr string) (net.Conn, error) {
-	var nd net.Dialer
+func dialConnect(ctx context.Context, nd *net.Dialer, proxy *url.URL, addr string) (net.Conn, error) {
 	c, err := nd.DialContext(ctx, "tcp", proxy.Host)
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", proxy.Host, err)
