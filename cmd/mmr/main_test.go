@@ -292,6 +292,13 @@ func TestNonRootFallback(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
+	// Another run of this suite on the machine (CI beside a developer's make
+	// test) would race for the same port: take turns with a file lock.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "openmmr-control-fallback.lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	require.NoError(t, err)
+	defer lock.Close()
+	require.NoError(t, syscall.Flock(int(lock.Fd()), syscall.LOCK_EX))
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 	if ln, err := net.Listen("tcp", controlFallback); err != nil {
 		t.Skipf("%s is taken on this machine (%v): the fallback cannot be observed", controlFallback, err)
 	} else {
