@@ -93,10 +93,28 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 	require.NoError(t, err)
 	require.NoError(t, op.AddKey(DevMeetingKey(z.meeting.ID)))
 	var opMu sync.Mutex
+	stopKA := make(chan struct{})
 	for _, k := range []media.Kind{media.Audio, media.Video} {
 		f, err := udpmedia.Dial(ctxT(t), z.rt.UDPAddrs()[0], k, tok)
 		require.NoError(t, err)
 		n.flows[k] = f
+		// Keepalives every 5 s renew the router's consent to send to this
+		// flow (RFC 7675: without them copies stop after 30 s, and a slow
+		// browser start under load can take longer than that).
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			tick := time.NewTicker(5 * time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stopKA:
+					return
+				case <-tick.C:
+					_ = f.Keepalive()
+				}
+			}
+		}()
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -147,6 +165,7 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 		}()
 	}
 	t.Cleanup(func() {
+		close(stopKA)
 		for _, f := range n.flows {
 			f.Close()
 		}
