@@ -139,9 +139,12 @@ func TestGSOFrames(t *testing.T) {
 				require.Zero(t, st.GSOFallbacks)
 				require.Zero(t, st.Dropped())
 				for _, s := range subs {
-					ps, err := r.ParticipantStats(s.info.ID)
-					require.NoError(t, err)
-					require.Equal(t, uint64(sent), ps.PacketsOut)
+					// A reader adds a batch's copies to the counters after the
+					// send returns, so a subscriber can read its last copy first.
+					require.Eventually(t, func() bool {
+						ps, err := r.ParticipantStats(s.info.ID)
+						return err == nil && ps.PacketsOut == uint64(sent)
+					}, 5*time.Second, time.Millisecond, "copies counted for subscriber %d", s.info.ID)
 					extra := recvAll(s.flows[v], 1, 50*time.Millisecond)
 					require.True(t, len(extra) == 0 || extra[0][0] == wire.TypeBindAck, "no extra packets")
 				}
