@@ -384,6 +384,23 @@ func (s *spoofer) send(src, dst netip.AddrPort, payload []byte) {
 	_ = unix.Sendto(s.fd, b, 0, &unix.SockaddrInet4{Addr: d4})
 }
 
+// pair creates meeting "m" on g with a publisher (participant 1, its
+// video SSRC returned) and a subscriber (participant 2), the legitimate
+// traffic of the UDP scenarios. The caller closes both flows.
+func pair(ctx context.Context, g *rig) (pub, sub *udpmedia.Flow, ssrc uint32, err error) {
+	if err := g.r.CreateMeeting("m"); err != nil {
+		return nil, nil, 0, err
+	}
+	if pub, ssrc, err = member(ctx, g, 1); err != nil {
+		return nil, nil, 0, err
+	}
+	if sub, _, err = member(ctx, g, 2); err != nil {
+		pub.Close()
+		return nil, nil, 0, err
+	}
+	return pub, sub, ssrc, nil
+}
+
 // member is a participant with a bound audio flow publishing one SSRC.
 func member(ctx context.Context, g *rig, n int) (*udpmedia.Flow, uint32, error) {
 	p, err := g.r.AddParticipant("m", router.ParticipantOptions{})
@@ -442,18 +459,11 @@ func spoofed(ctx context.Context, res *result) error {
 		return err
 	}
 	defer g.close()
-	if err := g.r.CreateMeeting("m"); err != nil {
-		return err
-	}
-	pub, ssrc, err := member(ctx, g, 1)
+	pub, sub, ssrc, err := pair(ctx, g)
 	if err != nil {
 		return err
 	}
 	defer pub.Close()
-	sub, _, err := member(ctx, g, 2)
-	if err != nil {
-		return err
-	}
 	defer sub.Close()
 	attacker, err := g.r.AddParticipant("m", router.ParticipantOptions{})
 	if err != nil {
@@ -522,18 +532,11 @@ func garbage(ctx context.Context, res *result) error {
 		return err
 	}
 	defer g.close()
-	if err := g.r.CreateMeeting("m"); err != nil {
-		return err
-	}
-	pub, ssrc, err := member(ctx, g, 1)
+	pub, sub, ssrc, err := pair(ctx, g)
 	if err != nil {
 		return err
 	}
 	defer pub.Close()
-	sub, _, err := member(ctx, g, 2)
-	if err != nil {
-		return err
-	}
 	defer sub.Close()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
