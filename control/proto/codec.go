@@ -87,6 +87,10 @@ func newMessage(typ string) Message {
 		return new(StreamRemoved)
 	case TypeMeetingEnded:
 		return new(MeetingEnded)
+	case TypeMediaKey:
+		return new(MediaKey)
+	case TypeE2EEKey:
+		return new(E2EEKey)
 	}
 	return nil
 }
@@ -99,7 +103,7 @@ func Types() []string {
 		TypePublish, TypeUnpublish, TypeSubscribe, TypeUnsubscribe, TypePing,
 		TypePong, TypeLeave, TypeEndMeeting, TypeOK, TypeError,
 		TypeParticipantJoined, TypeParticipantLeft, TypeStreamAdded,
-		TypeStreamRemoved, TypeMeetingEnded,
+		TypeStreamRemoved, TypeMeetingEnded, TypeMediaKey, TypeE2EEKey,
 	}
 }
 
@@ -134,7 +138,7 @@ func ServerToClient(typ string) bool {
 	switch typ {
 	case TypeWelcome, TypeJoined, TypeResumed, TypeOK,
 		TypeParticipantJoined, TypeParticipantLeft, TypeStreamAdded,
-		TypeStreamRemoved, TypeMeetingEnded:
+		TypeStreamRemoved, TypeMeetingEnded, TypeMediaKey:
 		return true
 	}
 	return false

@@ -19,15 +19,18 @@ const (
 // validMessages holds one valid, fully populated message of every type.
 func validMessages() []Message {
 	entry := RosterEntry{ID: 7, Name: "Ann", Identity: "ann@example.org", Role: RoleHost,
-		Streams: []Stream{{Kind: Kind(media.Audio), SSRCs: []uint32{1, 2}}}}
+		Streams:       []Stream{{Kind: Kind(media.Audio), SSRCs: []uint32{1, 2}}},
+		E2EEPublicKey: hexCred}
 	joined := Joined{Meeting: "m1", Participant: 9, Role: RoleParticipant, MediaToken: hexToken,
 		Resume: hexCred, GraceMS: 10000,
-		Endpoints: []Endpoint{{Kind: Kind(media.Video), Transport: TransportUDP, Addr: netip.MustParseAddrPort("[::1]:8801")}},
-		Roster:    []RosterEntry{entry}}
+		Endpoints:       []Endpoint{{Kind: Kind(media.Video), Transport: TransportUDP, Addr: netip.MustParseAddrPort("[::1]:8801")}},
+		Roster:          []RosterEntry{entry},
+		MediaProtection: ProtectionStandard, RTCPSecret: hexCred,
+		MediaKey: &MediaKey{KeyID: 3, Key: hexCred}, Identity: "bob@example.org"}
 	return []Message{
 		&Hello{Versions: []int{1}, Software: "test", Capabilities: []string{CapResume}},
 		&Welcome{Version: 1, Software: "openmmr", Capabilities: []string{CapResume, CapRTT}, MaxFrame: 65536, IdleTimeoutMS: 30000, PingIntervalMS: 10000, GraceMS: 10000},
-		&Join{Meeting: "m1", Token: "tok", Name: "Ann"},
+		&Join{Meeting: "m1", Token: "tok", Name: "Ann", E2EEPublicKey: hexCred},
 		&joined,
 		&Resume{Participant: 9, Credential: hexCred},
 		&Resumed{Joined: joined},
@@ -46,6 +49,8 @@ func validMessages() []Message {
 		&StreamAdded{Participant: 7, Kind: Kind(media.Audio), SSRCs: []uint32{5}},
 		&StreamRemoved{Participant: 7, Kind: Kind(media.Audio), SSRCs: []uint32{5}},
 		&MeetingEnded{Reason: ReasonEnded, By: 7},
+		&MediaKey{KeyID: 4, Key: hexCred},
+		&E2EEKey{To: 7, Wrap: strings.Repeat("ab", WrapSize)},
 	}
 }
 

@@ -103,6 +103,14 @@ func checkHex(field, s string, size int) error {
 	return nil
 }
 
+// checkOptHex is checkHex for an optional field: "" passes.
+func checkOptHex(field, s string, size int) error {
+	if s == "" {
+		return nil
+	}
+	return checkHex(field, s, size)
+}
+
 // checkSSRCs checks 0 < len <= MaxSSRCs (minLen 0 allows none), no SSRC 0
 // and no duplicates.
 func checkSSRCs(ssrcs []uint32, minLen int) error {
@@ -160,6 +168,9 @@ type RosterEntry struct {
 	Identity string   `json:"identity"`
 	Role     string   `json:"role"`
 	Streams  []Stream `json:"streams,omitempty"`
+	// E2EEPublicKey is the participant's announced X25519 public key (64
+	// hex digits), E2EE meetings only, passed on unchanged by the server.
+	E2EEPublicKey string `json:"e2ee_public_key,omitempty"`
 }
 
 func (r *RosterEntry) validate() error {
@@ -173,6 +184,9 @@ func (r *RosterEntry) validate() error {
 		return err
 	}
 	if err := checkRole(r.Role); err != nil {
+		return err
+	}
+	if err := checkOptHex("e2ee_public_key", r.E2EEPublicKey, PublicKeySize); err != nil {
 		return err
 	}
 	if len(r.Streams) > media.NumKinds {

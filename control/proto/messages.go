@@ -28,6 +28,22 @@ const (
 	TypeStreamAdded       = "stream-added"       // server → client event
 	TypeStreamRemoved     = "stream-removed"     // server → client event
 	TypeMeetingEnded      = "meeting-ended"      // server → client event, then close
+	TypeMediaKey          = "media-key"          // server → client event, Standard mode
+	TypeE2EEKey           = "e2ee-key"           // client → server request (ok), and server → client event, E2EE mode
+)
+
+// Media protection modes, the media_protection field of joined/resumed
+// (docs/PROTOCOL.md, "Media protection").
+const (
+	ProtectionStandard = "standard" // the control server makes the meeting keys (media_key, media-key)
+	ProtectionE2EE     = "e2ee"     // the leader's client makes them; the server relays key wraps
+)
+
+// Sizes of the media-protection fields, in bytes (twice as many hex digits).
+const (
+	SecretSize    = 32  // rtcp_secret, media key secrets
+	PublicKeySize = 32  // e2ee_public_key (X25519, RFC 7748)
+	WrapSize      = 114 // an e2ee-key wrap (docs/PROTOCOL.md, "Key wrap")
 )
 
 // Capabilities a server announces in Welcome.
@@ -115,6 +131,9 @@ type Join struct {
 	Meeting string `json:"meeting"`        // meeting ID, must equal the token's
 	Token   string `json:"token"`          // join token (docs/control-protocol.md, "Join tokens")
 	Name    string `json:"name,omitempty"` // display name; default the token's identity
+	// E2EEPublicKey is the client's X25519 public key for this join, 64 hex
+	// digits; required in an E2EE meeting, ignored otherwise.
+	E2EEPublicKey string `json:"e2ee_public_key,omitempty"`
 }
 
 // Type returns "join".
@@ -128,7 +147,51 @@ func (m *Join) Validate() error {
 	if err := checkString("token", m.Token, 1, MaxToken); err != nil {
 		return err
 	}
-	return checkString("name", m.Name, 0, MaxName)
+	if err := checkString("name", m.Name, 0, MaxName); err != nil {
+		return err
+	}
+	return checkOptHex("e2ee_public_key", m.E2EEPublicKey, PublicKeySize)
+}
+
+// MediaKey is a Standard-mode meeting key: the media_key field of
+// joined/resumed and the body of the media-key event. Key is 64 hex
+// digits; secret, never log it.
+type MediaKey struct {
+	KeyID uint32 `json:"key_id"` // not 0
+	Key   string `json:"key"`
+}
+
+// Type returns "media-key".
+func (*MediaKey) Type() string { return TypeMediaKey }
+
+// Validate checks a non-zero key ID and a 64-hex-digit key.
+func (m *MediaKey) Validate() error {
+	if m.KeyID == 0 {
+		return errors.New(`"key_id" must not be 0`)
+	}
+	return checkHex("key", m.Key, SecretSize)
+}
+
+// E2EEKey carries one key wrap (E2EE mode). As a request (client → server,
+// answered by ok) it names the recipient in To and leaves From 0; the
+// server relays it as an event to To with From set to the sender's
+// participant ID and To 0. Wrap is the 114-byte wrap as 228 hex digits.
+type E2EEKey struct {
+	From uint64 `json:"from,omitempty"`
+	To   uint64 `json:"to,omitempty"`
+	Wrap string `json:"wrap"`
+}
+
+// Type returns "e2ee-key".
+func (*E2EEKey) Type() string { return TypeE2EEKey }
+
+// Validate checks that exactly one of From and To is set and the wrap's
+// size and hex encoding.
+func (m *E2EEKey) Validate() error {
+	if (m.From == 0) == (m.To == 0) {
+		return errors.New(`exactly one of "from" and "to" must be set`)
+	}
+	return checkHex("wrap", m.Wrap, WrapSize)
 }
 
 // Joined answers Join (server → client): who the client is in the meeting,
@@ -143,6 +206,17 @@ type Joined struct {
 	GraceMS     int64         `json:"grace_ms"`    // how long a resume is possible after a drop
 	Endpoints   []Endpoint    `json:"endpoints"`   // in order of preference
 	Roster      []RosterEntry `json:"roster"`      // the other participants
+
+	// MediaProtection is ProtectionStandard or ProtectionE2EE.
+	MediaProtection string `json:"media_protection"`
+	// RTCPSecret is 64 hex digits, the participant's RTCP secret (SRTCP
+	// between client and router), fresh in every joined and resumed. Secret.
+	RTCPSecret string `json:"rtcp_secret"`
+	// MediaKey is the meeting's current key, Standard mode only. Secret.
+	MediaKey *MediaKey `json:"media_key,omitempty"`
+	// Identity is this participant's own identity from its join token
+	// (E2EE: a client needs its own roster entry to compute the roster hash).
+	Identity string `json:"identity,omitempty"`
 }
 
 // Type returns "joined".
@@ -184,7 +258,29 @@ func (m *Joined) Validate() error {
 			return fmt.Errorf("roster: %w", err)
 		}
 	}
-	return nil
+	switch m.MediaProtection {
+	case ProtectionStandard:
+		if m.MediaKey == nil {
+			return errors.New(`"media_key" is required in a standard meeting`)
+		}
+		if err := m.MediaKey.Validate(); err != nil {
+			return fmt.Errorf("media_key: %w", err)
+		}
+	case ProtectionE2EE:
+		if m.MediaKey != nil {
+			return errors.New(`"media_key" must not be sent in an e2ee meeting`)
+		}
+	case "": // WIP(issue 10): servers not yet sending it; made required when the server is wired
+		if m.MediaKey != nil {
+			return errors.New(`"media_key" without "media_protection"`)
+		}
+	default:
+		return errors.New(`"media_protection" must be "standard" or "e2ee"`)
+	}
+	if err := checkOptHex("rtcp_secret", m.RTCPSecret, SecretSize); err != nil {
+		return err
+	}
+	return checkString("identity", m.Identity, 0, MaxName)
 }
 
 // Resume asks to take over a participant whose connection dropped, within
