@@ -32,6 +32,11 @@ const (
 	// DefaultWriteTimeout bounds one write to a client; a client that does
 	// not read for that long is disconnected (and may resume).
 	DefaultWriteTimeout = 10 * time.Second
+	// DefaultSpeakerInterval samples audio levels every 300 ms: with a hold
+	// of two intervals the highlight follows a new speaker within about
+	// 0.6 s, the lag people accept in meeting clients, at a cost of one
+	// registry walk per meeting per interval.
+	DefaultSpeakerInterval = 300 * time.Millisecond
 	// DefaultMaxConnsPerIP bounds connections per source address: 256 lets a
 	// whole office behind one NAT join while stopping one host from
 	// exhausting file descriptors.
@@ -95,6 +100,10 @@ type Config struct {
 	// PingInterval is how often the server pings each joined client to
 	// measure the RTT and keep the connection busy. Default IdleTimeout/3.
 	PingInterval time.Duration
+	// SpeakerInterval is how often the server samples the router's audio
+	// levels to find each meeting's active speaker (speaker.go). Default
+	// DefaultSpeakerInterval; negative disables active-speaker events.
+	SpeakerInterval time.Duration
 	// WriteTimeout bounds each write to a client. Default DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// MaxFrame is the largest frame payload accepted from a client. Default
@@ -152,6 +161,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.PingInterval == 0 {
 		c.PingInterval = c.IdleTimeout / 3
+	}
+	if c.SpeakerInterval == 0 {
+		c.SpeakerInterval = DefaultSpeakerInterval
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout

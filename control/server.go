@@ -50,7 +50,8 @@ type Server struct {
 
 // New validates cfg, loads the certificate, and returns a Server driving rt
 // that is not yet listening (see Start, ListenAndServe, Serve). It starts
-// one goroutine (the pinger); Close ends it.
+// the pinger and, when rt is a VoiceTaker, the active-speaker sampler;
+// Close ends them.
 func New(cfg Config, rt Router) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -90,6 +91,10 @@ func New(cfg Config, rt Router) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go s.pinger()
+	if vt, ok := rt.(VoiceTaker); ok && cfg.SpeakerInterval > 0 {
+		s.wg.Add(1)
+		go s.speakers(vt)
+	}
 	return s, nil
 }
 

@@ -228,6 +228,12 @@ func (rd *reader) handleRTP(pkt []byte, f *session.Flow) {
 		return
 	}
 	f.Participant.Stats.In(len(pkt))
+	if f.Kind == media.Audio && rd.hdr.Extension {
+		// Active-speaker input: one atomic add, read by TakeVoice.
+		if lv := rd.hdr.GetExtension(wire.AudioLevelExtID); len(lv) > 0 {
+			f.Participant.Voice.Add(1<<32 | uint64(127-lv[0]&0x7f))
+		}
+	}
 	if rd.segs == nil {
 		rd.fanout(pkt, f.Kind, f.Route().Dests)
 		return

@@ -399,6 +399,21 @@ func (r *Router) ParticipantStats(id ParticipantID) (stats.Counters, error) {
 	return p.Stats.Snapshot(), nil
 }
 
+// Voice is one participant's audio activity over an interval: how many of
+// its audio packets carried the audio-level header extension (RFC 6464,
+// ID wire.AudioLevelExtID) and their mean loudness, 0 (silence) to 127.
+type Voice = session.Voice
+
+// TakeVoice appends to dst the audio activity of each participant of the
+// meeting since the previous call and starts a new interval; participants
+// that sent no audio level are left out. The packet path only adds to a
+// per-participant atomic counter; this call does the rest. It is meant for
+// one caller (an active-speaker detector, e.g. the control server's)
+// polling every few hundred milliseconds. Safe for concurrent use.
+func (r *Router) TakeVoice(meeting string, dst []Voice) ([]Voice, error) {
+	return r.reg.TakeVoice(meeting, dst)
+}
+
 // MeetingInfo is one hosted meeting's ID and number of participants.
 type MeetingInfo = session.MeetingInfo
 

@@ -154,6 +154,14 @@ func (f *Flow) SSRCs() []uint32 {
 	return nil
 }
 
+// Voice is one participant's audio activity over an interval (see
+// Participant.Voice and Registry.TakeVoice).
+type Voice struct {
+	Participant uint64
+	Packets     uint32 // audio packets that carried an audio level
+	Loudness    uint8  // their mean loudness, 0 (silence) to 127 (0 dBov)
+}
+
 // Participant is a member of a meeting. ID, Name, Token, Meeting and Flows
 // never change after creation; Stats is live. Safe for concurrent use.
 type Participant struct {
@@ -169,6 +177,15 @@ type Participant struct {
 	// BindsQueued is the number of the participant's binds waiting in the
 	// router's bind queue (the router caps it for fairness).
 	BindsQueued atomic.Int32
+	// Voice accumulates the audio levels (RFC 6464) of the participant's
+	// audio packets since the last Registry.TakeVoice: the number of
+	// packets in the high 32 bits, the sum of their loudness (127 minus
+	// the level in -dBov, so 0 is silence and 127 full scale) in the low
+	// 32. Readers add to it with one atomic add per audio packet carrying
+	// the extension; TakeVoice swaps it to 0. The low half overflows into
+	// the high one after 2^32/127 packets (about a week of audio) if
+	// nobody takes it: only regularly taken values mean anything.
+	Voice atomic.Uint64
 
 	// Guarded by Registry.mu.
 	subs    [media.NumKinds]Filter

@@ -413,6 +413,26 @@ func (r *Registry) Counts() (meetings, participants int) {
 	return len(r.meetings), len(r.parts)
 }
 
+// TakeVoice appends to dst the audio activity of every participant of the
+// meeting that sent audio levels since the previous call, resets their
+// accumulators, and returns the extended slice. One caller per registry
+// (the activity is taken, not read): the control layer's speaker detector.
+func (r *Registry) TakeVoice(meeting string, dst []Voice) ([]Voice, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m, ok := r.meetings[meeting]
+	if !ok {
+		return dst, ErrNoMeeting
+	}
+	for _, p := range m.parts {
+		v := p.Voice.Swap(0)
+		if n := uint32(v >> 32); n > 0 {
+			dst = append(dst, Voice{Participant: p.ID, Packets: n, Loudness: uint8(min(uint32(v)/n, 127))})
+		}
+	}
+	return dst, nil
+}
+
 // MeetingStats sums the counters of a meeting's present and past participants.
 func (r *Registry) MeetingStats(id string) (stats.Counters, error) {
 	r.mu.Lock()

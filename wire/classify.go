@@ -15,6 +15,14 @@ const DefaultPort = 8801
 // path MTU). Immutable; safe for concurrent use.
 const MaxPacketSize = 1500
 
+// AudioLevelExtID is the RTP header extension ID (RFC 8285, one-byte
+// form) that carries the audio level of RFC 6464 in audio packets: one
+// byte, the voice-activity flag in the top bit and the level in -dBov
+// (0 loudest, 127 silence) in the low 7. Senders SHOULD put it in every
+// audio packet; the router reads it (it is in the clear SRTP header) to
+// find the active speaker. Fixed by the protocol, not negotiated.
+const AudioLevelExtID = 1
+
 // Class is what a UDP datagram received on the media port is, judged from
 // its first one or two bytes only (see Classify). It is a plain value, safe
 // for concurrent use.

@@ -55,7 +55,7 @@ type Config struct {
 	MaxFrame int
 	// OnEvent receives the meeting's events: *proto.ParticipantJoined,
 	// *proto.ParticipantLeft, *proto.StreamAdded, *proto.StreamRemoved,
-	// *proto.MeetingEnded, and errors not answering a request (a fatal
+	// *proto.ActiveSpeaker, *proto.MeetingEnded, and errors not answering a request (a fatal
 	// *proto.Error such as "replaced" or "timeout"). Called on the reader
 	// goroutine, in order. Default: events are dropped.
 	OnEvent func(proto.Message)

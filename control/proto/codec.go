@@ -91,6 +91,8 @@ func newMessage(typ string) Message {
 		return new(MediaKey)
 	case TypeE2EEKey:
 		return new(E2EEKey)
+	case TypeActiveSpeaker:
+		return new(ActiveSpeaker)
 	}
 	return nil
 }
@@ -104,6 +106,7 @@ func Types() []string {
 		TypePong, TypeLeave, TypeEndMeeting, TypeOK, TypeError,
 		TypeParticipantJoined, TypeParticipantLeft, TypeStreamAdded,
 		TypeStreamRemoved, TypeMeetingEnded, TypeMediaKey, TypeE2EEKey,
+		TypeActiveSpeaker,
 	}
 }
 
@@ -138,7 +141,7 @@ func ServerToClient(typ string) bool {
 	switch typ {
 	case TypeWelcome, TypeJoined, TypeResumed, TypeOK,
 		TypeParticipantJoined, TypeParticipantLeft, TypeStreamAdded,
-		TypeStreamRemoved, TypeMeetingEnded, TypeMediaKey:
+		TypeStreamRemoved, TypeMeetingEnded, TypeMediaKey, TypeActiveSpeaker:
 		return true
 	}
 	return false

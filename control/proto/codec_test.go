@@ -51,6 +51,7 @@ func validMessages() []Message {
 		&MeetingEnded{Reason: ReasonEnded, By: 7},
 		&MediaKey{KeyID: 4, Key: hexCred},
 		&E2EEKey{To: 7, Wrap: strings.Repeat("ab", WrapSize)},
+		&ActiveSpeaker{Participant: 7},
 	}
 }
 

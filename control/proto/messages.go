@@ -30,6 +30,7 @@ const (
 	TypeMeetingEnded      = "meeting-ended"      // server → client event, then close
 	TypeMediaKey          = "media-key"          // server → client event, Standard mode
 	TypeE2EEKey           = "e2ee-key"           // client → server request (ok), and server → client event, E2EE mode
+	TypeActiveSpeaker     = "active-speaker"     // server → client event
 )
 
 // Media protection modes, the media_protection field of joined/resumed
@@ -514,3 +515,21 @@ func (*MeetingEnded) Type() string { return TypeMeetingEnded }
 
 // Validate checks the reason is bounded.
 func (m *MeetingEnded) Validate() error { return checkString("reason", m.Reason, 0, maxCodeLen) }
+
+// ActiveSpeaker tells the meeting who is speaking now (server → client
+// event), sent when the router's audio levels show a new active speaker;
+// the speaker stays active until the next such event.
+type ActiveSpeaker struct {
+	Participant uint64 `json:"participant"`
+}
+
+// Type returns "active-speaker".
+func (*ActiveSpeaker) Type() string { return TypeActiveSpeaker }
+
+// Validate checks a non-zero participant.
+func (m *ActiveSpeaker) Validate() error {
+	if m.Participant == 0 {
+		return errors.New(`"participant" must not be 0`)
+	}
+	return nil
+}
