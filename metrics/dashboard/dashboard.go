@@ -73,7 +73,7 @@ func Names(path string) ([]string, error) {
 				return nil
 			}
 			for _, m := range vs.LabelMatchers {
-				if m.Name != labels.MetricName {
+				if m.Name != model.MetricNameLabel {
 					continue
 				}
 				if (m.Type != labels.MatchRegexp && m.Type != labels.MatchEqual) || !plainAlternatives.MatchString(m.Value) {
