@@ -15,8 +15,6 @@ import (
 
 	"github.com/pion/rtp"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	ctlclient "github.com/openmmr/mmr/client/control"
@@ -26,23 +24,19 @@ import (
 	"github.com/openmmr/mmr/load"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/metrics/dashboard"
+	promscrape "github.com/openmmr/mmr/metrics/scrape"
 	"github.com/openmmr/mmr/stats"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/wire"
 )
 
-// scrape fetches /metrics and parses it with the Prometheus text parser;
-// it returns the families and their samples flattened as load.Scrape
-// does (name{label="value"}, histograms as name_count and name_sum).
+// scrape fetches /metrics and parses it with the Prometheus text parser
+// (metrics/scrape); it returns the families and their samples flattened
+// as load.Scrape does (name{label="value"}, histograms as name_count and
+// name_sum).
 func scrape(t *testing.T, url string) (map[string]*dto.MetricFamily, map[string]float64) {
 	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	require.Contains(t, resp.Header.Get("Content-Type"), "text/plain")
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
+	fams, err := promscrape.Families(url)
 	require.NoError(t, err)
 	return fams, load.Flatten(fams)
 }

@@ -33,11 +33,18 @@ func TestStartServesAndStops(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, bytes.TrimSpace(secret), 64)
 
+	probe(t, dir, s.Addr().String())
+}
+
+// probe dials the ZC at addr, pinning the certificate in its state dir,
+// and has one probe echoed.
+func probe(t *testing.T, dir, addr string) {
+	t.Helper()
 	cert, _, err := tlsutil.LoadOrCreate(dir)
 	require.NoError(t, err)
 	pin, err := tlsutil.PinnedClientConfig(tlsutil.Fingerprint(cert))
 	require.NoError(t, err)
-	c, err := zclient.Dial(context.Background(), s.Addr().String(), pin)
+	c, err := zclient.Dial(context.Background(), addr, pin)
 	require.NoError(t, err)
 	defer c.Close()
 	_, err = c.Probe(context.Background(), zclient.ProbeOptions{Count: 1})
@@ -119,15 +126,7 @@ func TestMetricsAndJSONLogs(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, before, "zc_mmrs")
 
-	cert, _, err := tlsutil.LoadOrCreate(dir)
-	require.NoError(t, err)
-	pin, err := tlsutil.PinnedClientConfig(tlsutil.Fingerprint(cert))
-	require.NoError(t, err)
-	c, err := zclient.Dial(context.Background(), s.Addr().String(), pin)
-	require.NoError(t, err)
-	defer c.Close()
-	_, err = c.Probe(context.Background(), zclient.ProbeOptions{Count: 1})
-	require.NoError(t, err)
+	probe(t, dir, s.Addr().String())
 	var after map[string]float64
 	require.Eventually(t, func() bool {
 		after, err = load.Scrape(url)

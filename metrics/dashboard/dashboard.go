@@ -7,18 +7,17 @@ package dashboard
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
-	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
+
+	"github.com/openmmr/mmr/metrics/scrape"
 )
 
 // Path is the repository's dashboard, relative to a command's package
@@ -177,19 +176,9 @@ func MissingFrom(path, url, owner string) ([]string, error) {
 	if len(OwnedBy(names, owner)) == 0 {
 		return nil, fmt.Errorf("%s queries no %s_ metric", path, owner)
 	}
-	c := &http.Client{Timeout: 20 * time.Second}
-	resp, err := c.Get(url)
+	fams, err := scrape.Families(url)
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", url, err)
 	}
 	return Missing(OwnedBy(names, owner, ""), fams), nil
 }

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/openmmr/mmr/client/connect/connecttest"
@@ -19,6 +17,7 @@ import (
 	"github.com/openmmr/mmr/control/token"
 	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/metrics/prom"
+	promscrape "github.com/openmmr/mmr/metrics/scrape"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/tunnel"
 	"github.com/openmmr/mmr/zone"
@@ -28,12 +27,7 @@ var secret = []byte("prom-test-join-secret-0123456789abcdef")
 
 func scrape(t *testing.T, url string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
+	fams, err := promscrape.Families(url)
 	require.NoError(t, err)
 	out := map[string]float64{}
 	for name, f := range fams {
