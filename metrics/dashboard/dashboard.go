@@ -6,6 +6,7 @@ package dashboard
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -42,14 +43,23 @@ func Names(path string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	names, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return names, nil
+}
+
+// Parse is Names on a dashboard's JSON text.
+func Parse(b []byte) ([]string, error) {
 	var doc any
 	if err := json.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	var exprs []string
 	walk(doc, &exprs)
 	if len(exprs) == 0 {
-		return nil, fmt.Errorf("%s: no expressions", path)
+		return nil, errors.New("no expressions")
 	}
 	p := parser.NewParser(parser.Options{})
 	seen := map[string]bool{}
@@ -59,7 +69,7 @@ func Names(path string) ([]string, error) {
 		}
 		ast, err := p.ParseExpr(e)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %q: %w", path, e, err)
+			return nil, fmt.Errorf("%q: %w", e, err)
 		}
 		var bad error
 		parser.Inspect(ast, func(n parser.Node, _ []parser.Node) error {
@@ -76,7 +86,7 @@ func Names(path string) ([]string, error) {
 					continue
 				}
 				if (m.Type != labels.MatchRegexp && m.Type != labels.MatchEqual) || !plainAlternatives.MatchString(m.Value) {
-					bad = fmt.Errorf("%s: %q: __name__ %s %q is not a list of names", path, e, m.Type, m.Value)
+					bad = fmt.Errorf("%q: __name__ %s %q is not a list of names", e, m.Type, m.Value)
 					continue
 				}
 				for _, name := range strings.Split(m.Value, "|") {
