@@ -78,7 +78,7 @@ func (c *conn) join(id uint32, j *proto.Join) bool {
 	if o := c.s.cfg.Observe; o != nil {
 		o.JoinLatency(time.Since(c.started))
 	}
-	c.s.log.Debug("control: joined", "meeting", j.Meeting, "participant", p.id, "role", claims.Role)
+	c.s.log.Info("control: joined", "meeting", j.Meeting, "participant", p.id, "role", claims.Role, "remote", c.raw.RemoteAddr())
 	c.becomeJoined(p)
 	return true
 }
@@ -94,7 +94,7 @@ func (c *conn) resume(id uint32, r *proto.Resume) bool {
 		return c.joinFailed(id, err)
 	}
 	c.s.stats.resumes.Add(1)
-	c.s.log.Debug("control: resumed", "meeting", p.m.id, "participant", p.id)
+	c.s.log.Info("control: resumed", "meeting", p.m.id, "participant", p.id, "remote", c.raw.RemoteAddr())
 	c.becomeJoined(p)
 	return true
 }

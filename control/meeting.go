@@ -311,6 +311,7 @@ func (s *Server) removeLocked(p *participant, reason string) {
 		}
 	}
 	m.broadcastLocked(s, &proto.ParticipantLeft{Participant: uint64(p.id), Reason: reason}, p)
+	s.log.Info("control: left", "meeting", m.id, "participant", p.id, "reason", reason)
 	if len(m.parts) == 0 {
 		s.endLocked(m)
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/http"
 	"runtime"
 	"sort"
 	"strings"
@@ -12,10 +11,9 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/metrics/scrape"
 	"github.com/openmmr/mmr/stats"
 )
 
@@ -420,17 +418,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 // `name{label="value",...}` (labels sorted) → value; histograms and
 // summaries give name_count and name_sum.
 func Scrape(url string) (map[string]float64, error) {
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", url, resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
+	fams, err := scrape.Families(url)
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +26,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openmmr/mmr/internal/logflag"
+	"github.com/openmmr/mmr/metrics/prom"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/tunnel"
 )
@@ -42,7 +43,8 @@ type options struct {
 	listen, cert, key, state string
 	secretFile, metrics      string
 	shutdownTimeout          time.Duration
-	logLevel                 slog.Level
+	pprof                    bool
+	log                      *logflag.Flags
 	cfg                      tunnel.Config
 }
 
@@ -73,6 +75,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	zones := fs.String("zones", "", "comma-separated host:port destinations streams may reach: the zones' ZCs, MMR TLS and TCP media addresses")
 	zcs := fs.String("zc", "", "comma-separated ZC=FINGERPRINT (host:port=SHA-256 hex): these ZCs are reachable, and a client may also reach the MMR endpoints of its meeting's placement, which ht looks up there")
 	fs.StringVar(&o.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9802 (empty: off; keep it off public networks)")
+	fs.BoolVar(&o.pprof, "pprof", false, "with -metrics: serve net/http/pprof under /debug/pprof/ on the metrics listener")
 	fs.StringVar(&o.cfg.Name, "name", "", "server name in ping answers (default: the host name)")
 	fs.IntVar(&o.cfg.MaxConns, "max-conns", 0, "open TCP connections at most (0: default 10000)")
 	fs.IntVar(&o.cfg.MaxStreams, "max-streams", 0, "tunnelled streams at most (0: default 8000)")
@@ -82,7 +85,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.IntVar(&o.cfg.BytesPerAddr, "bytes-per-addr", 0, "relay bytes/s per source IP (0: default 64 MiB/s)")
 	fs.DurationVar(&o.cfg.IdleTimeout, "idle-timeout", 0, "close a stream idle this long (0: default 60s)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGTERM, cut streams still open after this long")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
+	o.log = logflag.Add(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -125,8 +128,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	if o.cfg.Name == "" {
 		o.cfg.Name, _ = os.Hostname()
 	}
-	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
+	if o.pprof && o.metrics == "" {
+		return nil, errors.New("-pprof needs -metrics (it is served on its listener)")
 	}
 	return o, nil
 }
@@ -161,7 +164,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, term <-chan os.Si
 		fmt.Fprintln(stderr, "ht:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	log := o.log.New(stderr)
 	if o.cfg.Secret, err = readSecret(o.secretFile); err != nil {
 		log.Error("ht: join secret", "err", err)
 		return 1
@@ -196,13 +199,15 @@ func run(ctx context.Context, args []string, stderr io.Writer, term <-chan os.Si
 	go func() { served <- srv.Serve(ln, cert) }()
 	r := running{srv: srv, addr: ln.Addr().String(), fingerprint: tlsutil.Fingerprint(cert)}
 	if o.metrics != "" {
-		m, err := serveMetrics(o.metrics, srv, log)
+		pm := prom.New(prom.Options{Prefix: "ht", Pprof: o.pprof})
+		pm.Register(prom.Sources{Tunnel: srv})
+		m, err := prom.Serve(o.metrics, "-metrics", pm.Handler(), log)
 		if err != nil {
 			log.Error("ht: cannot start", "err", err)
 			return 1
 		}
-		defer m.close()
-		r.metrics = m.ln.Addr().String()
+		defer m.Close()
+		r.metrics = m.Addr().String()
 	}
 	log.Info("ht: running", "addr", r.addr, "fingerprint", r.fingerprint, "zones", strings.Join(o.cfg.Zones, ","))
 	if started != nil {

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/openmmr/mmr/control/token"
 	"github.com/openmmr/mmr/internal/leaktest"
+	"github.com/openmmr/mmr/load"
+	"github.com/openmmr/mmr/metrics/dashboard"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/tunnel"
 )
@@ -123,6 +126,8 @@ func TestFlags(t *testing.T) {
 		{"zc bad pin", []string{"-join-secret-file", sec, "-zc", "127.0.0.1:1=abc"}, "fingerprint must be"},
 		{"cert alone", []string{"-join-secret-file", sec, "-zones", "127.0.0.1:1", "-cert", "x.pem"}, "-cert and -key go together"},
 		{"extra", []string{"-join-secret-file", sec, "-zones", "127.0.0.1:1", "junk"}, "unexpected argument"},
+		{"pprof alone", []string{"-join-secret-file", sec, "-zones", "127.0.0.1:1", "-pprof"}, "-pprof needs -metrics"},
+		{"log format", []string{"-join-secret-file", sec, "-zones", "127.0.0.1:1", "-log-format", "xml"}, "want text or json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
@@ -136,7 +141,8 @@ func TestFlags(t *testing.T) {
 }
 
 // TestRunAndMetrics runs ht in process with a generated certificate and
-// -metrics: a stream flows, and the scrape shows it and a refused ping.
+// -metrics: a stream flows, and the scrape (parsed with the Prometheus
+// text parser) shows it and a refused ping.
 func TestRunAndMetrics(t *testing.T) {
 	leaktest.Check(t)
 	e := startEcho(t)
@@ -170,18 +176,30 @@ func TestRunAndMetrics(t *testing.T) {
 	_, _, err = bad.Ping(pctx)
 	require.ErrorIs(t, err, &tunnel.Error{Code: tunnel.CodeTokenInvalid})
 
-	resp, err := http.Get("http://" + r.metrics + "/metrics")
+	m, err := load.Scrape("http://" + r.metrics + "/metrics")
 	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.NoError(t, resp.Body.Close())
-	for _, want := range []string{
-		"ht_streams 1\n", "ht_streams_opened_total 1\n", "ht_pings_total 1\n",
-		`ht_refused_total{reason="token-invalid"} 1` + "\n", `ht_stream_ends_total{reason="idle"} 0` + "\n",
-		"# TYPE ht_bytes_up_total counter\n",
+	for k, want := range map[string]float64{
+		"ht_connections": 1, "ht_streams": 1, "ht_streams_opened_total": 1, "ht_pings_total": 1,
+		`ht_refused_total{reason="token-invalid"}`: 1, `ht_refused_total{reason="server-full"}`: 0,
+		`ht_stream_ends_total{reason="idle"}`: 0,
 	} {
-		require.Contains(t, string(body), want)
+		require.Contains(t, m, k)
+		require.Equal(t, want, m[k], k)
 	}
+	require.GreaterOrEqual(t, m["ht_bytes_up_total"], float64(len("ping through ht")))
+	require.GreaterOrEqual(t, m["ht_bytes_down_total"], float64(len("ping through ht")))
+	for _, k := range []string{"ht_accepted_total", "ht_conn_timeouts_total", "ht_log_suppressed_total", "ht_placements_total",
+		"ht_place_failed_total", "process_cpu_seconds_total", "go_goroutines"} {
+		require.Contains(t, m, k)
+	}
+	missing, err := dashboard.MissingFrom(dashboard.Path, "http://"+r.metrics+"/metrics", "ht")
+	require.NoError(t, err)
+	require.Empty(t, missing, "queried by docs/grafana/openmmr.json, not exported")
+	resp, err := http.Get("http://" + r.metrics + "/debug/pprof/")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNotFound, resp.StatusCode, "no pprof without -pprof")
+	http.DefaultClient.CloseIdleConnections()
 	require.NoError(t, tc.Close())
 	cancel()
 	require.Equal(t, 0, <-done)
@@ -201,7 +219,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	build.Stderr = os.Stderr
 	require.NoError(t, build.Run())
 	e := startEcho(t)
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-state", t.TempDir(), "-join-secret-file", writeSecret(t), "-zones", e.addr)
+	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-state", t.TempDir(), "-join-secret-file", writeSecret(t), "-zones", e.addr, "-log-format", "json")
 	logs := &lockedBuffer{}
 	cmd.Stderr = logs
 	require.NoError(t, cmd.Start())
@@ -211,14 +229,16 @@ func TestBinarySIGTERM(t *testing.T) {
 		_ = cmd.Process.Kill() // no-op once it exited
 		<-exited
 	})
-	re := regexp.MustCompile(`ht: running" addr=(\S+) fingerprint=([0-9a-f]{64})`)
-	var m []string
-	deadline := time.Now().Add(20 * time.Second)
-	for m = re.FindStringSubmatch(logs.String()); m == nil; m = re.FindStringSubmatch(logs.String()) {
-		require.True(t, time.Now().Before(deadline), "ht did not start: %s", logs.String())
-		time.Sleep(10 * time.Millisecond)
-	}
-	ep := tunnel.Endpoint{URL: "https://" + m[1] + tunnel.PathTunnel, Fingerprint: m[2]}
+	var ep tunnel.Endpoint
+	require.Eventually(t, func() bool {
+		for _, m := range jsonLines(t, logs.String()) {
+			if m["msg"] == "ht: running" {
+				ep = tunnel.Endpoint{URL: "https://" + m["addr"].(string) + tunnel.PathTunnel, Fingerprint: m["fingerprint"].(string)}
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 10*time.Millisecond, "ht did not start: %s", logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	tun, err := (&tunnel.Dialer{Token: mint(t)}).Pick(ctx, []tunnel.Endpoint{ep})
@@ -239,8 +259,27 @@ func TestBinarySIGTERM(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("ht did not exit after SIGTERM")
 	}
-	require.Contains(t, logs.String(), "ht: stopping")
-	require.Contains(t, logs.String(), "ht: stopped")
+	var msgs []string
+	for _, m := range jsonLines(t, logs.String()) {
+		msgs = append(msgs, m["msg"].(string))
+	}
+	require.Contains(t, msgs, "ht: stopping")
+	require.Contains(t, msgs, "ht: stopped")
+}
+
+// jsonLines parses every complete line of a -log-format json log.
+func jsonLines(t *testing.T, logs string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.SplitAfter(logs, "\n") {
+		if !strings.HasSuffix(line, "\n") {
+			break // still being written
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m), "not a JSON line: %q", line)
+		out = append(out, m)
+	}
+	return out
 }
 
 // lockedBuffer is a bytes.Buffer safe for concurrent use.

@@ -15,7 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -27,6 +26,7 @@ import (
 	"github.com/openmmr/mmr/control/zcagent"
 	"github.com/openmmr/mmr/dscp"
 	"github.com/openmmr/mmr/ingress"
+	"github.com/openmmr/mmr/internal/logflag"
 	"github.com/openmmr/mmr/internal/onebox"
 	"github.com/openmmr/mmr/router"
 )
@@ -45,7 +45,7 @@ func main() {
 // options are the parsed flags.
 type options struct {
 	cfg            router.Config
-	logLevel       slog.Level
+	log            *logflag.Flags
 	control        string
 	controlSet     bool // -control given: no fallback to controlFallback
 	state          string
@@ -56,6 +56,8 @@ type options struct {
 	id             string
 	drainTimeout   time.Duration
 	metrics        string
+	perMeeting     bool // -metrics-per-meeting
+	pprof          bool // -pprof
 	web            bool
 	webDB          string
 	webConfig      string
@@ -91,11 +93,13 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	noDSCP := fs.Bool("no-dscp", false, "send every packet unmarked")
 	sockbuf := fs.Int("sockbuf", router.DefaultSocketBuffer, "SO_RCVBUF/SO_SNDBUF bytes per socket")
 	keyframe := fs.Duration("keyframe-interval", router.DefaultKeyframeInterval, "least time between keyframe requests (PLI, FIR) forwarded to the publisher of one stream (negative: no limit)")
-	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9801 (empty: off; keep it off public networks)")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics and listener health at /health, e.g. 127.0.0.1:9801 (empty: off; keep it off public networks)")
+	perMeeting := fs.Bool("metrics-per-meeting", false, "with -metrics: also per-meeting gauges (mmr_meeting_*; one series per meeting, so off by default)")
+	pprofOn := fs.Bool("pprof", false, "with -metrics: serve net/http/pprof under /debug/pprof/ on the metrics listener")
 	webOn := fs.Bool("web", true, "serve the web tier (meetings API, lookup) on the -control TLS port: ALPN h2/http/1.1 and HTTP without ALPN")
 	webDB := fs.String("web-db", "", "web tier store: sqlite:PATH or postgres://... (default sqlite:STATE/web.db)")
 	webConfig := fs.String("web-config", "", "TOML configuration file for the web tier ([web], [[zones]]; config/example.toml); default: one zone, this node's ZC")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
+	lf := logflag.Add(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -103,7 +107,10 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
 	o := &options{control: *control, controlSet: flagSet(fs, "control"), state: *state, joinSecretFile: *joinSecret, zoneSecretFile: *zoneSecret, id: *id, drainTimeout: *drainTimeout, metrics: *metricsAddr,
-		web: *webOn, webDB: *webDB, webConfig: *webConfig}
+		web: *webOn, webDB: *webDB, webConfig: *webConfig, perMeeting: *perMeeting, pprof: *pprofOn, log: lf}
+	if o.metrics == "" && (o.perMeeting || o.pprof) {
+		return nil, errors.New("-metrics-per-meeting and -pprof need -metrics (they are served on its listener)")
+	}
 	var err error
 	if o.cfg.UDP, err = parseAddrs(*udp); err != nil {
 		return nil, fmt.Errorf("-udp: %w", err)
@@ -146,9 +153,6 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	o.cfg.KeyframeInterval = *keyframe
 	o.cfg.DSCP = dscp.Config{Audio: uint8(*audio), Video: uint8(*video), Content: uint8(*content)}
 	o.cfg.DisableDSCP = *noDSCP || o.cfg.DSCP == (dscp.Config{})
-	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
-	}
 	return o, nil
 }
 
@@ -176,7 +180,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, drain <-chan os.S
 		fmt.Fprintln(stderr, "mmr:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	log := o.log.New(stderr)
 	n, err := start(o, log)
 	if err != nil {
 		log.Error("mmr: cannot start", "err", err)

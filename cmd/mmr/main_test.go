@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"net/netip"
 	"os"
@@ -148,7 +149,7 @@ func TestFlags(t *testing.T) {
 	require.Equal(t, 0, run(context.Background(), []string{"-h"}, &out, nil, nil))
 	require.Contains(t, out.String(), "-dscp-audio")
 	require.Contains(t, out.String(), "-control")
-	for _, bad := range [][]string{{"-udp", "nope"}, {"-read-mode", "x"}, {"-dscp-video", "64"}, {"extra"}, {"-public", "x"}, {"-tcp", "y"}} {
+	for _, bad := range [][]string{{"-pprof"}, {"-metrics-per-meeting"}, {"-log-format", "xml"}, {"-log-level", "loud"}, {"-udp", "nope"}, {"-read-mode", "x"}, {"-dscp-video", "64"}, {"extra"}, {"-public", "x"}, {"-tcp", "y"}} {
 		require.Equal(t, 2, run(context.Background(), bad, &out, nil, nil), bad)
 	}
 }
@@ -237,7 +238,8 @@ func captureStdout(t *testing.T, f func()) string {
 	return b.String()
 }
 
-// TestBinarySignal builds the real binary and stops it with SIGTERM.
+// TestBinarySignal builds the real binary, runs it with -log-format json
+// and stops it with SIGTERM: every line it wrote is a JSON object.
 func TestBinarySignal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -246,17 +248,24 @@ func TestBinarySignal(t *testing.T) {
 	build := exec.Command("go", "build", "-o", bin, ".")
 	build.Stderr = os.Stderr
 	require.NoError(t, build.Run())
-	cmd := exec.Command(bin, "-udp", "127.0.0.1:0", "-shards", "1", "-control", "127.0.0.1:0", "-state", t.TempDir())
+	cmd := exec.Command(bin, "-udp", "127.0.0.1:0", "-shards", "1", "-control", "127.0.0.1:0", "-state", t.TempDir(),
+		"-metrics", "127.0.0.1:0", "-log-format", "json")
 	logs := &lockedBuffer{}
 	cmd.Stderr = logs
 	require.NoError(t, cmd.Start())
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "mmr: running") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), `"msg":"mmr: running"`) }, 30*time.Second, 10*time.Millisecond, "logs: %s", logs)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, cmd.Wait())
-	require.Contains(t, logs.String(), "router: closed")
+	var msgs []string
+	for _, line := range strings.Split(strings.TrimSuffix(logs.String(), "\n"), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &m), "not a JSON line: %q", line)
+		require.Contains(t, m, "time")
+		require.Contains(t, m, "level")
+		msgs = append(msgs, m["msg"].(string))
+	}
+	require.Contains(t, msgs, "metrics: serving")
+	require.Contains(t, msgs, "router: closed")
 }
 
 // lockedBuffer is a bytes.Buffer safe for concurrent writers and readers.

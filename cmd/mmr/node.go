@@ -20,6 +20,7 @@ import (
 	"github.com/openmmr/mmr/control/zcagent"
 	"github.com/openmmr/mmr/edge"
 	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/metrics/prom"
 	"github.com/openmmr/mmr/router"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/zone"
@@ -37,9 +38,10 @@ type node struct {
 	agent     *zcagent.Agent
 	log       *slog.Logger
 	fp        string
-	met       *metricsServer // nil unless -metrics
-	stopDrops func()         // the drop-reason log (startDropLog); nil before the router runs
-	web       *webTier       // nil with -web=false
+	prom      *prom.Metrics // nil unless -metrics
+	met       *prom.Server  // nil unless -metrics
+	stopDrops func()        // the drop-reason log (startDropLog); nil before the router runs
+	web       *webTier      // nil with -web=false
 }
 
 // start builds a node from o. On error everything started is closed.
@@ -82,7 +84,12 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 	eps := control.UDPEndpoints(n.r.UDPAddrs())
 	eps = append(eps, endpoints(ctlproto.TransportTCP, n.r.TCPAddrs())...)
 	eps = append(eps, endpoints(ctlproto.TransportTLS, dualStack(tlsAddr))...)
-	n.ctl, err = control.New(control.Config{TLS: tlsutil.ServerConfig(cert), Secret: joinSecret, Endpoints: eps, Logger: log}, n.r)
+	ccfg := control.Config{TLS: tlsutil.ServerConfig(cert), Secret: joinSecret, Endpoints: eps, Logger: log}
+	if o.metrics != "" {
+		n.prom = prom.New(prom.Options{PerMeeting: o.perMeeting, Pprof: o.pprof})
+		ccfg.Observe = n.prom.Observer() // join latency and RTT histograms
+	}
+	n.ctl, err = control.New(ccfg, n.r)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +135,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		return nil, err
 	}
 	if o.metrics != "" {
-		if n.met, err = serveMetrics(o.metrics, n); err != nil {
+		if err := n.serveMetrics(o.metrics); err != nil {
 			return nil, err
 		}
 	}
@@ -154,7 +161,7 @@ func (n *node) close() {
 		n.stopDrops()
 	}
 	if n.met != nil {
-		n.met.close()
+		n.met.Close()
 	}
 	if n.agent != nil {
 		n.agent.Close()

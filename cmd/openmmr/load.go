@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/openmmr/mmr/client/connect"
+	"github.com/openmmr/mmr/internal/logflag"
 	"github.com/openmmr/mmr/load"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/tlsutil"
@@ -50,23 +51,6 @@ type loadOptions struct {
 	maxJoinFailures int
 	progress        string
 	log             *slog.Logger
-}
-
-// newLogger returns the logger of -log-format (text or json) and
-// -log-level on w.
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
-	}
-	o := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, o)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, o)), nil
-	}
-	return nil, fmt.Errorf("-log-format %q: want text or json", format)
 }
 
 func parseLoad(args []string, stderr io.Writer) (*loadOptions, error) {
@@ -106,8 +90,7 @@ func parseLoad(args []string, stderr io.Writer) (*loadOptions, error) {
 	fs.Float64Var(&o.maxLoss, "max-loss", 0.01, "exit 1 when any kind's loss exceeds this fraction")
 	fs.IntVar(&o.maxJoinFailures, "max-join-failures", 0, "exit 1 when more joins than this fail")
 	fs.StringVar(&o.progress, "progress", "auto", "live display: auto (bars on a terminal, lines otherwise), bars, lines or none")
-	format := fs.String("log-format", "text", "log format: text or json")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
+	lf := logflag.Add(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -115,9 +98,7 @@ func parseLoad(args []string, stderr io.Writer) (*loadOptions, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	var err error
-	if o.log, err = newLogger(stderr, *format, *level); err != nil {
-		return nil, err
-	}
+	o.log = lf.New(stderr)
 	c.Logger = o.log
 	if *ids != "" {
 		c.MeetingIDs = strings.Split(*ids, ",")

@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/openmmr/mmr/client/connect"
 	ctlproto "github.com/openmmr/mmr/control/proto"
+	"github.com/openmmr/mmr/internal/logflag"
 	"github.com/openmmr/mmr/internal/onebox"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/tlsutil"
@@ -69,7 +69,7 @@ type joinOptions struct {
 	jsonFile string
 	status   time.Duration
 	files    map[media.Kind]string
-	level    slog.Level
+	log      *logflag.Flags
 }
 
 func parseJoin(args []string, stderr io.Writer) (*joinOptions, error) {
@@ -103,7 +103,7 @@ func parseJoin(args []string, stderr io.Writer) (*joinOptions, error) {
 	}
 	local := fs.Bool("local", false, "join the meeting of the one-box `mmr` on this machine: -web, -pin, -passcode and the meeting ID come from its state directory (STATE/"+onebox.JoinFile+")")
 	state := fs.String("state", onebox.DefaultState(), "the one-box node's state directory, for -local")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
+	o.log = logflag.Add(fs)
 	// Flags may come before and after the meeting ID (the flag package
 	// stops at the first argument that is not a flag: parse again after it).
 	var positional []string
@@ -183,9 +183,6 @@ func parseJoin(args []string, stderr io.Writer) (*joinOptions, error) {
 			return nil, fmt.Errorf("-kinds: %w", err)
 		}
 		o.cfg.Kinds = append(o.cfg.Kinds, k)
-	}
-	if err := o.level.UnmarshalText([]byte(*level)); err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
 	}
 	return o, nil
 }
@@ -274,7 +271,7 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "openmmr join:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.level}))
+	log := o.log.New(stderr)
 	o.cfg.Logger = log
 	states := map[media.Kind]*kindState{}
 	o.cfg.SSRCs = map[media.Kind][]uint32{}

@@ -285,7 +285,17 @@ func TestJoinLocal(t *testing.T) {
 	require.Contains(t, errb.String(), "no one-box node")
 	require.NoError(t, onebox.Write(state, onebox.Join{Web: e.web.URL, Pin: e.web.Fingerprint, Meeting: meetingID, Passcode: "4242"}))
 	out, errb = syncBuf{}, syncBuf{}
-	code := run(context.Background(), []string{"join", "-local", "-state", state, "-duration", "1s", "-status", "0", "-log-level", "error"}, &out, &errb)
+	code := run(context.Background(), []string{"join", "-local", "-state", state, "-duration", "1s", "-status", "0", "-log-format", "json"}, &out, &errb)
 	require.Equal(t, 0, code, errb.String())
 	require.Contains(t, out.String(), "joined meeting "+meetingID)
+	// -log-format json: every log line is a JSON object, the connection
+	// process's phases and per-kind transport lines among them.
+	var msgs []string
+	for _, l := range strings.Split(strings.TrimSpace(errb.String()), "\n") {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), "log line %q", l)
+		msgs = append(msgs, m["msg"].(string))
+	}
+	require.Contains(t, msgs, "connect: joined")
+	require.Contains(t, msgs, "connect: media")
 }

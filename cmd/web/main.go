@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"github.com/openmmr/mmr/config"
+	"github.com/openmmr/mmr/internal/logflag"
+	"github.com/openmmr/mmr/metrics/prom"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/web"
 	"github.com/openmmr/mmr/web/store"
@@ -47,8 +49,10 @@ func main() {
 
 // options are the flags over the configuration file.
 type options struct {
-	site     config.File
-	logLevel slog.Level
+	site    config.File
+	log     *logflag.Flags
+	metrics string // -metrics (serve only)
+	pprof   bool   // -pprof (serve only)
 }
 
 // defaultState is where the web tier keeps its certificate, secret and
@@ -74,14 +78,14 @@ func parse(name string, args []string, out io.Writer, extra func(*flag.FlagSet))
 	cert := fs.String("cert", "", "PEM certificate chain (with -key; default: a self-signed certificate in STATE)")
 	key := fs.String("key", "", "PEM private key of -cert")
 	secret := fs.String("join-secret-file", "", "join-token secret shared with the MMRs (default STATE/join.secret, created if missing)")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
+	lf := logflag.Add(fs)
 	if extra != nil {
 		extra(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
-	o := &options{site: config.Default()}
+	o := &options{site: config.Default(), log: lf}
 	if *cfgFile != "" {
 		f, err := config.Load(*cfgFile)
 		if err != nil {
@@ -110,25 +114,31 @@ func parse(name string, args []string, out io.Writer, extra func(*flag.FlagSet))
 	if err := o.site.Validate(); err != nil {
 		return nil, nil, err
 	}
-	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return nil, nil, fmt.Errorf("-log-level: %w", err)
-	}
 	return o, fs, nil
 }
 
 // running is a started web tier (tests read its address).
 type running struct {
-	addr net.Addr
-	fp   string // certificate fingerprint
-	srv  *web.Server
+	addr    net.Addr
+	fp      string // certificate fingerprint
+	srv     *web.Server
+	metrics string // the -metrics address, "" without
 }
 
 // run serves until ctx ends. started, when not nil, receives the running
 // server (tests).
 func run(ctx context.Context, args []string, stderr io.Writer, started chan<- *running) int {
-	o, fs, err := parse("web", args, stderr, nil)
+	var metrics *string
+	var pprofOn *bool
+	o, fs, err := parse("web", args, stderr, func(fs *flag.FlagSet) {
+		metrics = fs.String("metrics", "", "serve Prometheus metrics (web_*) at http://ADDR/metrics, e.g. 127.0.0.1:9804 (empty: off; keep it off public networks)")
+		pprofOn = fs.Bool("pprof", false, "with -metrics: serve net/http/pprof under /debug/pprof/ on the metrics listener")
+	})
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if err == nil && *pprofOn && *metrics == "" {
+		err = errors.New("-pprof needs -metrics (it is served on its listener)")
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "web:", err)
@@ -138,7 +148,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, started chan<- *r
 		fmt.Fprintf(stderr, "web: unexpected argument %q (see -h)\n", fs.Arg(0))
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	o.metrics, o.pprof = *metrics, *pprofOn
+	log := o.log.New(stderr)
 	if err := serve(ctx, o, log, started); err != nil {
 		log.Error("web: stopped", "err", err)
 		return 1
@@ -180,6 +191,15 @@ func serve(ctx context.Context, o *options, log *slog.Logger, started chan<- *ru
 		return err
 	}
 	defer srv.Close()
+	var met *prom.Server
+	if o.metrics != "" {
+		m := prom.New(prom.Options{Prefix: "web", Pprof: o.pprof})
+		m.Register(prom.Sources{Web: srv})
+		if met, err = prom.Serve(o.metrics, "-metrics", m.Handler(), log); err != nil {
+			return err
+		}
+		defer met.Close()
+	}
 	ln, err := net.Listen("tcp", w.Listen)
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s (%w): port 443 needs root or CAP_NET_BIND_SERVICE; pick another with -listen, e.g. -listen 127.0.0.1:8444", w.Listen, err)
@@ -191,7 +211,11 @@ func serve(ctx context.Context, o *options, log *slog.Logger, started chan<- *ru
 	go func() { errc <- hs.ServeTLS(ln, "", "") }()
 	log.Info("web: serving", "addr", ln.Addr(), "db", redactDSN(w.DB), "zones", len(o.site.Zones), "sha256", fp)
 	if started != nil {
-		started <- &running{addr: ln.Addr(), fp: fp, srv: srv}
+		r := &running{addr: ln.Addr(), fp: fp, srv: srv}
+		if met != nil {
+			r.metrics = met.Addr().String()
+		}
+		started <- r
 	}
 	select {
 	case err := <-errc:

@@ -17,6 +17,8 @@ import (
 
 	"github.com/openmmr/mmr/control/token"
 	"github.com/openmmr/mmr/internal/leaktest"
+	"github.com/openmmr/mmr/load"
+	"github.com/openmmr/mmr/metrics/dashboard"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/web/store/storetest"
 )
@@ -39,7 +41,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // start runs the command in process and stops it when the test ends.
-func start(t *testing.T, args ...string) *running {
+func start(t *testing.T, args ...string) (*running, *lockedBuffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan *running, 1)
@@ -57,7 +59,7 @@ func start(t *testing.T, args ...string) *running {
 		cancel()
 		require.Equal(t, 0, <-done, logs.String())
 	})
-	return r
+	return r, logs
 }
 
 func apikey(t *testing.T, args ...string) string {
@@ -90,7 +92,10 @@ longitude = 4.90
 			}
 			key := apikey(t, args...)
 			require.True(t, strings.HasPrefix(key, "omk_"))
-			r := start(t, args...)
+			r, logs := start(t, append(args, "-metrics", "127.0.0.1:0", "-log-format", "json")...)
+			murl := "http://" + r.metrics + "/metrics"
+			before, err := load.Scrape(murl)
+			require.NoError(t, err)
 			pin, err := tlsutil.PinnedClientConfig(r.fp)
 			require.NoError(t, err)
 			tr := &http.Transport{TLSClientConfig: pin, ForceAttemptHTTP2: true}
@@ -126,6 +131,27 @@ longitude = 4.90
 			require.NoError(t, err)
 			require.Equal(t, "1234567890", claims.Meeting)
 			require.Equal(t, "Ann", claims.Name)
+
+			// -metrics: the lookup and a refusal, parsed with the
+			// Prometheus text parser; the dashboard's web_ names.
+			resp, _ = post("/v1/lookup", "", `{"meeting_id":"1234567890","passcode":"0000","name":"Bob"}`)
+			require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+			after, err := load.Scrape(murl)
+			require.NoError(t, err)
+			require.Equal(t, before["web_lookups_total"]+1, after["web_lookups_total"])
+			require.Equal(t, before[`web_refused_total{code="wrong-passcode"}`]+1, after[`web_refused_total{code="wrong-passcode"}`])
+			missing, err := dashboard.MissingFrom(dashboard.Path, murl, "web")
+			require.NoError(t, err)
+			require.Empty(t, missing, "queried by docs/grafana/openmmr.json, not exported")
+			tr.CloseIdleConnections()
+			http.DefaultClient.CloseIdleConnections()
+			// -log-format json: every line so far is a JSON object.
+			for _, line := range strings.Split(strings.TrimSuffix(logs.String(), "\n"), "\n") {
+				var m map[string]any
+				require.NoError(t, json.Unmarshal([]byte(line), &m), "not a JSON line: %q", line)
+				require.Contains(t, m, "msg")
+			}
+			require.Contains(t, logs.String(), `"msg":"web: serving"`)
 		})
 	}
 }
@@ -137,6 +163,10 @@ func TestFlags(t *testing.T) {
 	require.Contains(t, out.String(), "-db")
 	require.Equal(t, 2, run(context.Background(), []string{"-db", "mysql://x", "-state", t.TempDir()}, &out, nil))
 	require.Equal(t, 2, run(context.Background(), []string{"extra"}, &out, nil))
+	require.Equal(t, 2, run(context.Background(), []string{"-pprof", "-state", t.TempDir()}, &out, nil))
+	require.Contains(t, out.String(), "-pprof needs -metrics")
+	require.Equal(t, 2, run(context.Background(), []string{"-log-format", "xml"}, &out, nil))
+	require.Contains(t, out.String(), "want text or json")
 	bad := filepath.Join(t.TempDir(), "bad.toml")
 	require.NoError(t, os.WriteFile(bad, []byte("[web]\nlisen = 1\n"), 0o600))
 	out = lockedBuffer{}

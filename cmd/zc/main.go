@@ -29,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/openmmr/mmr/internal/logflag"
+	"github.com/openmmr/mmr/metrics/prom"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/zone"
 	"github.com/openmmr/mmr/zone/proto"
@@ -63,8 +65,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return s.Close()
 }
 
+// zc is a running zone controller and its -metrics listener.
+type zc struct {
+	*zone.Server
+	met *prom.Server // nil without -metrics
+}
+
+// Close stops the metrics listener, then the ZC.
+func (z *zc) Close() error {
+	if z.met != nil {
+		z.met.Close()
+	}
+	return z.Server.Close()
+}
+
 // start parses args and starts the ZC; the caller closes it.
-func start(args []string, stderr io.Writer) (*zone.Server, error) {
+func start(args []string, stderr io.Writer) (*zc, error) {
 	fs := flag.NewFlagSet("zc", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -77,7 +93,9 @@ func start(args []string, stderr io.Writer) (*zone.Server, error) {
 		secretFile = fs.String("secret-file", "", "file holding the zone secret (default: "+secretEnv+", else <state>/zone.secret)")
 		secretFlag = fs.String("secret", "", "the zone secret itself (visible in the process list: prefer -secret-file)")
 		interval   = fs.Duration("interval", zone.DefaultReportInterval, "MMR report interval (the same on every ZC and MMR of the zone)")
-		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		metrics    = fs.String("metrics", "", "serve Prometheus metrics (zc_*) at http://ADDR/metrics, e.g. 127.0.0.1:9803 (empty: off; keep it off public networks)")
+		pprofOn    = fs.Bool("pprof", false, "with -metrics: serve net/http/pprof under /debug/pprof/ on the metrics listener")
+		lf         = logflag.Add(fs)
 	)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -85,11 +103,10 @@ func start(args []string, stderr io.Writer) (*zone.Server, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
+	if *pprofOn && *metrics == "" {
+		return nil, errors.New("-pprof needs -metrics (it is served on its listener)")
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := lf.New(stderr)
 
 	addr, err := parseListen(*listen)
 	if err != nil {
@@ -117,7 +134,16 @@ func start(args []string, stderr io.Writer) (*zone.Server, error) {
 		}
 		return nil, err
 	}
-	return s, nil
+	z := &zc{Server: s}
+	if *metrics != "" {
+		m := prom.New(prom.Options{Prefix: "zc", Pprof: *pprofOn})
+		m.Register(prom.Sources{Zone: s})
+		if z.met, err = prom.Serve(*metrics, "-metrics", m.Handler(), log); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return z, nil
 }
 
 // parseListen accepts "IP:port" and ":port" (all addresses, dual stack).

@@ -1,22 +1,33 @@
 // Package prom exposes openmmr's counters to Prometheus with
-// github.com/prometheus/client_golang: custom Collectors that read each
+// github.com/prometheus/client_golang: a custom Collector that reads each
 // component's existing Stats() snapshot at scrape time (the packet path
 // does no extra work and the core packages do not import client_golang),
-// the Go runtime and process collectors, histograms of the control
-// channel's join latency and RTT (fed through control.Config.Observe),
-// optional per-meeting gauges, and net/http/pprof on the same listener
-// behind a flag.
+// the Go runtime, process and build-info collectors, histograms of the
+// control channel's join latency and RTT (fed through
+// control.Config.Observe), optional per-meeting gauges, net/http/pprof on
+// the same listener behind a flag, and the hardened listener every
+// command's -metrics flag serves it on.
 //
-// The metric names are those of the hand-written metrics package it
-// replaces (mmr_packets_in_total, mmr_drops_total{reason}, ...), so
-// dashboards keep working; docs/grafana/openmmr.json charts them.
+// Names: the router's, TLS edge's and control channel's families are
+// PREFIX_name (mmr_packets_in_total, mmr_drops_total{reason}, ...). A
+// component that also runs as its own binary (zone controller "zc", web
+// tier "web", tunnel "ht") is PREFIX_COMPONENT_name inside the MMR
+// (mmr_zone_lookups_total, mmr_web_lookups_total) and BINARY_name in its
+// own binary (zc_lookups_total, web_lookups_total, ht_streams). These are
+// the names of the hand-written text writers this package replaced;
+// docs/PROTOCOL.md ("Load tool and metrics") lists them all and
+// docs/grafana/openmmr.json charts them.
 package prom
 
 import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -72,16 +83,25 @@ type Sources struct {
 
 // Options configures New.
 type Options struct {
-	// PerMeeting adds mmr_meeting_participants and
-	// mmr_meeting_packets_{in,out}_total per meeting ID: one series per
+	// PerMeeting adds PREFIX_meeting_participants and
+	// PREFIX_meeting_packets_{in,out}_total per meeting ID: one series per
 	// meeting, so off by default (cardinality).
 	PerMeeting bool
-	// Pprof serves net/http/pprof under /debug/pprof/ on the same handler.
+	// Pprof serves net/http/pprof under /debug/pprof/ on the same handler;
+	// without it those paths answer 404.
 	Pprof bool
-	// Prefix of the component metrics (default "mmr": the MMR binary; a
-	// standalone ZC uses "zc", the web binary "web", the tunnel "ht").
+	// Prefix of the metric names: the binary, "mmr" (the default), "zc",
+	// "web" or "ht" (see the package comment).
 	Prefix string
 }
+
+// Standalone binaries' prefixes: a component whose binary this is drops
+// its component part from its names.
+const (
+	zonePrefix   = "zc"
+	webPrefix    = "web"
+	tunnelPrefix = "ht"
+)
 
 // Metrics is a registry with openmmr's collectors. Safe for concurrent use.
 type Metrics struct {
@@ -101,15 +121,16 @@ type observer struct{ join, rtt prometheus.Histogram }
 func (o *observer) JoinLatency(d time.Duration) { o.join.Observe(d.Seconds()) }
 func (o *observer) ControlRTT(d time.Duration)  { o.rtt.Observe(d.Seconds()) }
 
-// New returns a registry with the Go runtime and process collectors.
-// Add the components with Register, and pass Observer() to the control
-// server, in either order.
+// New returns a registry with the Go runtime, process and build-info
+// collectors. Add the components with Register, and pass Observer() to the
+// control server, in either order.
 func New(opts Options) *Metrics {
 	if opts.Prefix == "" {
 		opts.Prefix = "mmr"
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector())
 	return &Metrics{Registry: reg, opts: opts}
 }
 
@@ -136,18 +157,70 @@ func (m *Metrics) Observer() control.Observer {
 	return m.obs
 }
 
-// Handler serves GET /metrics and, with Options.Pprof, /debug/pprof/.
-func (m *Metrics) Handler() http.Handler {
+// Handler returns a mux serving GET /metrics and, with Options.Pprof,
+// /debug/pprof/. The caller may add routes (cmd/mmr adds /health).
+func (m *Metrics) Handler() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	if m.opts.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/", pprof.Index) // also the named profiles: heap, goroutine, ...
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
+}
+
+// Server is a -metrics listener: plain HTTP on an operator's address,
+// never the public TLS port. Safe for concurrent use.
+type Server struct {
+	ln   net.Listener
+	srv  *http.Server
+	done chan struct{}
+	once sync.Once
+}
+
+// Serve listens on addr (host:port; port 0 picks one) and serves h until
+// Close; flag names the command-line flag in errors. Its timeouts keep a
+// stalled scraper from holding anything; the write timeout leaves room
+// for a 30 s CPU profile.
+func Serve(addr, flag string, h http.Handler, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	s := &Server{ln: ln, done: make(chan struct{}), srv: &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics: listener stopped", "err", err)
+		}
+	}()
+	log.Info("metrics: serving", "url", "http://"+ln.Addr().String()+"/metrics")
+	return s, nil
+}
+
+// Addr returns the bound address.
+func (s *Server) Addr() netip.AddrPort {
+	ap := s.ln.Addr().(*net.TCPAddr).AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// Close stops the listener and its connections and waits for the serving
+// goroutine. Idempotent.
+func (s *Server) Close() {
+	s.once.Do(func() {
+		_ = s.srv.Close()
+		<-s.done
+	})
 }
 
 // collector reads every source's snapshot on each scrape. Its metrics are
@@ -161,95 +234,110 @@ type collector struct {
 
 func (c *collector) Describe(chan<- *prometheus.Desc) {}
 
+// ns is the name prefix of a component that has a binary of its own.
+func (c *collector) ns(component, binary string) string {
+	if c.p == binary {
+		return c.p
+	}
+	return c.p + "_" + component
+}
+
+// count is a counter family of one sample.
+type count struct {
+	name, help string
+	v          uint64
+}
+
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	e := emitter{ch: ch, p: c.p}
 	if r := c.src.Router; r != nil {
 		rs := r.Stats()
 		e.gauge("meetings", "Meetings hosted by the router.", float64(rs.Meetings))
 		e.gauge("participants", "Participants in the router's meetings.", float64(rs.Participants))
-		e.counter("packets_in_total", "Datagrams and stream frames received.", float64(rs.PacketsIn))
-		e.counter("bytes_in_total", "Bytes received (payload).", float64(rs.BytesIn))
-		e.counter("packets_out_total", "Copies handed to the kernel, one per destination.", float64(rs.PacketsOut))
-		e.counter("bytes_out_total", "Bytes of the copies handed to the kernel.", float64(rs.BytesOut))
+		e.gauge("streams", "Live TCP and TLS media streams.", float64(rs.Streams))
+		e.gauge("streams_max", "Router-wide cap on media streams (descriptors kept in reserve for the control port).", float64(rs.MaxStreams))
+		e.gauge("tcp_accepting", "1 while every TCP media listener takes connections, 0 while Accept fails or after one stopped.", b2f(rs.TCPAccepting))
+		e.counters([]count{
+			{"packets_in_total", "Datagrams and stream frames received.", rs.PacketsIn},
+			{"bytes_in_total", "Bytes received (payload).", rs.BytesIn},
+			{"packets_out_total", "Copies handed to the kernel, one per destination.", rs.PacketsOut},
+			{"bytes_out_total", "Bytes of the copies handed to the kernel.", rs.BytesOut},
+			{"gso_sent_total", "UDP GSO super-packets handed to the kernel (each carries several copies).", rs.GSOSent},
+			{"gso_fallbacks_total", "Runs of copies sent one datagram per message because GSO was refused for the destination.", rs.GSOFallbacks},
+			{"tcp_accept_errors_total", "TCP media listener Accept errors (EMFILE and the like), each retried after a back-off.", rs.TCPAcceptErrors},
+			{"kernel_drops_total", "Datagrams the kernel dropped because a UDP socket's receive buffer was full (SO_RXQ_OVFL / SO_MEMINFO).", rs.KernelDrops},
+			{"bind_challenges_total", "Return-routability challenges sent (BindAck status 1).", rs.BindChallenges},
+		})
 		d := prometheus.NewDesc(c.p+"_drops_total", "Packets or copies dropped, by reason (docs/PROTOCOL.md, Drop reasons).", []string{"reason"}, nil)
 		for i := range stats.NumDropReasons {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(rs.Drops[i]), i.String())
 		}
 	}
 	if c.perMeeting {
-		ms := c.src.Meetings.Meetings()
-		parts := prometheus.NewDesc(c.p+"_meeting_participants", "Participants per meeting (-metrics-per-meeting).", []string{"meeting"}, nil)
-		in := prometheus.NewDesc(c.p+"_meeting_packets_in_total", "Packets received per meeting (-metrics-per-meeting).", []string{"meeting"}, nil)
-		out := prometheus.NewDesc(c.p+"_meeting_packets_out_total", "Copies sent per meeting (-metrics-per-meeting).", []string{"meeting"}, nil)
-		for _, m := range ms {
-			ch <- prometheus.MustNewConstMetric(parts, prometheus.GaugeValue, float64(m.Participants), m.ID)
-			if st, err := c.src.Meetings.MeetingStats(m.ID); err == nil {
-				ch <- prometheus.MustNewConstMetric(in, prometheus.CounterValue, float64(st.PacketsIn), m.ID)
-				ch <- prometheus.MustNewConstMetric(out, prometheus.CounterValue, float64(st.PacketsOut), m.ID)
-			}
-		}
+		c.collectMeetings(ch)
 	}
 	if s := c.src.Edge; s != nil {
 		es := s.Stats()
-		e.counter("tls_accepted_total", "Connections accepted on the shared TLS port.", float64(es.Accepted))
-		e.counter("tls_refused_total", "TLS port connections closed at once: too many handshakes in progress.", float64(es.Refused))
-		e.counter("tls_handshake_failed_total", "TLS handshakes that failed or timed out on the shared port.", float64(es.HandshakeFailed))
-		e.counter("tls_unrouted_total", "TLS connections whose ALPN protocol has no service.", float64(es.Unrouted))
+		e.gauge("tls_accepting", "1 while the shared TLS port takes connections, 0 while Accept fails or after it stopped.", b2f(es.Accepting))
+		e.counters([]count{
+			{"tls_accepted_total", "Connections accepted on the shared TLS port.", es.Accepted},
+			{"tls_accept_errors_total", "TLS port Accept errors (EMFILE and the like), each retried after a back-off.", es.AcceptErrors},
+			{"tls_refused_total", "TLS port connections closed at once: too many handshakes in progress.", es.Refused},
+			{"tls_refused_source_total", "TLS port connections closed at once: their source (IPv4 address, IPv6 /64) had its share of handshakes in progress.", es.RefusedSource},
+			{"tls_handshake_failed_total", "TLS handshakes that failed or timed out on the shared port.", es.HandshakeFailed},
+			{"tls_unrouted_total", "TLS connections whose ALPN protocol has no service.", es.Unrouted},
+		})
 	}
 	if s := c.src.Control; s != nil {
 		cs := s.Stats()
 		e.gauge("control_connections", "Open control connections, joined or not.", float64(cs.Conns))
 		e.gauge("control_meetings", "Meetings with at least one control participant.", float64(cs.Meetings))
 		e.gauge("control_participants", "Control participants, those in their grace period included.", float64(cs.Participants))
-		for _, x := range []struct {
-			name, help string
-			v          uint64
-		}{
-			{"accepted", "Control connections accepted.", cs.Accepted},
-			{"rejected", "Control connections refused by the connection limits.", cs.Rejected},
-			{"handshake_failed", "Control TLS handshakes that failed or timed out.", cs.HandshakeFailed},
-			{"protocol_errors", "Control connections closed for bad frames or messages.", cs.ProtocolErrors},
-			{"auth_failures", "Joins and resumes refused: bad, expired or other-meeting tokens.", cs.AuthFailures},
-			{"joins", "Successful joins.", cs.Joins},
-			{"resumes", "Successful resumes.", cs.Resumes},
-			{"grace_expired", "Participants removed when their grace period ran out.", cs.GraceExpired},
-			{"timeouts", "Control connections closed by the handshake or idle timeout.", cs.Timeouts},
-			{"slow_consumers", "Control connections closed because their send queue was full.", cs.SlowConsumers},
-			{"rate_limited", "Control messages refused by the request rate limit.", cs.RateLimited},
-			{"rate_cut_off", "Control connections closed for sending on while rate limited.", cs.RateCutOff},
-		} {
-			e.counter("control_"+x.name+"_total", x.help, float64(x.v))
-		}
+		e.counters([]count{
+			{"control_accepted_total", "Control connections accepted.", cs.Accepted},
+			{"control_rejected_total", "Control connections refused by the connection limits.", cs.Rejected},
+			{"control_handshake_failed_total", "Control TLS handshakes that failed or timed out.", cs.HandshakeFailed},
+			{"control_protocol_errors_total", "Control connections closed for bad frames or messages.", cs.ProtocolErrors},
+			{"control_auth_failures_total", "Joins and resumes refused: bad, expired or other-meeting tokens.", cs.AuthFailures},
+			{"control_auth_delayed_total", "Refused joins and resumes answered late: their address kept failing.", cs.AuthDelayed},
+			{"control_joins_total", "Successful joins.", cs.Joins},
+			{"control_resumes_total", "Successful resumes.", cs.Resumes},
+			{"control_grace_expired_total", "Participants removed when their grace period ran out.", cs.GraceExpired},
+			{"control_timeouts_total", "Control connections closed by the handshake or idle timeout.", cs.Timeouts},
+			{"control_slow_consumers_total", "Control connections closed because their send queue was full.", cs.SlowConsumers},
+			{"control_rate_limited_total", "Control messages refused by the request rate limit.", cs.RateLimited},
+			{"control_rate_cut_off_total", "Control connections closed for sending on while rate limited.", cs.RateCutOff},
+		})
 	}
 	if s := c.src.Zone; s != nil {
 		zs := s.Stats()
-		e.gauge("zone_mmrs", "Live MMRs known to the zone controller.", float64(zs.MMRs))
-		for _, x := range []struct {
-			name, help string
-			v          uint64
-		}{
-			{"accepted", "Zone controller connections taken into service.", zs.Accepted},
-			{"refused", "Zone controller connections refused by the connection limits.", zs.Refused},
-			{"handshake_failures", "Zone controller TLS handshakes that failed.", zs.HandshakeFailures},
-			{"bad_requests", "Malformed, oversize or unexpected zone frames.", zs.BadRequests},
-			{"auth_failures", "MMR registrations whose zone-secret proof failed.", zs.AuthFailures},
-			{"rate_limited", "Zone connections closed for exceeding a rate.", zs.RateLimited},
-			{"registrations", "MMR registrations.", zs.Registrations},
-			{"reports", "MMR load reports applied.", zs.Reports},
-			{"lookups", "Zone lookups answered.", zs.Lookups},
-			{"probes", "Zone probes echoed.", zs.Probes},
-			{"expired", "MMRs removed for missed reports or a lost connection.", zs.Expired},
-		} {
-			e.counter("zone_"+x.name+"_total", x.help, float64(x.v))
-		}
+		z := emitter{ch: ch, p: c.ns("zone", zonePrefix)}
+		z.gauge("mmrs", "Live MMRs known to the zone controller.", float64(zs.MMRs))
+		z.counters([]count{
+			{"accepted_total", "Zone controller connections taken into service.", zs.Accepted},
+			{"refused_total", "Zone controller connections refused by the connection limits.", zs.Refused},
+			{"handshake_failures_total", "Zone controller TLS handshakes that failed.", zs.HandshakeFailures},
+			{"bad_requests_total", "Malformed, oversize or unexpected zone frames.", zs.BadRequests},
+			{"auth_failures_total", "MMR registrations whose zone-secret proof failed.", zs.AuthFailures},
+			{"rate_limited_total", "Zone connections closed for exceeding a rate.", zs.RateLimited},
+			{"registrations_total", "MMR registrations.", zs.Registrations},
+			{"reports_total", "MMR load reports applied.", zs.Reports},
+			{"lookups_total", "Zone lookups answered.", zs.Lookups},
+			{"probes_total", "Zone probes echoed.", zs.Probes},
+			{"expired_total", "MMRs removed for missed reports or a lost connection.", zs.Expired},
+		})
 	}
+	wp := c.ns("web", webPrefix)
 	if s := c.src.Web; s != nil {
 		ws := s.Stats()
-		e.counter("web_lookups_total", "Meeting lookups answered 200 by the web tier.", float64(ws.Lookups))
-		e.counter("web_zone_checks_total", "Zone health rounds of the web tier.", float64(ws.ZoneChecks))
-		e.counter("web_geo_reloads_total", "Geo-IP database reloads.", float64(ws.GeoReloads))
-		e.counter("web_geo_reload_failures_total", "Geo-IP database reloads that failed.", float64(ws.GeoReloadFailures))
-		d := prometheus.NewDesc(c.p+"_web_refused_total", "Web tier error answers, by code (docs/PROTOCOL.md, Web tier).", []string{"code"}, nil)
+		w := emitter{ch: ch, p: wp}
+		w.counters([]count{
+			{"lookups_total", "Meeting lookups answered 200 by the web tier.", ws.Lookups},
+			{"zone_checks_total", "Zone health rounds of the web tier.", ws.ZoneChecks},
+			{"geo_reloads_total", "Geo-IP database reloads.", ws.GeoReloads},
+			{"geo_reload_failures_total", "Geo-IP database reloads that failed.", ws.GeoReloadFailures},
+		})
+		d := prometheus.NewDesc(wp+"_refused_total", "Web tier error answers, by code (docs/PROTOCOL.md, Web tier).", []string{"code"}, nil)
 		codes := make([]string, 0, len(ws.Refused))
 		for code := range ws.Refused {
 			codes = append(codes, code)
@@ -261,44 +349,74 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s := c.src.Sniff; s != nil {
 		ss := s.Stats()
-		d := prometheus.NewDesc(c.p+"_web_sniffed_total", "TLS connections without ALPN, by what their first byte said.", []string{"as"}, nil)
+		d := prometheus.NewDesc(wp+"_sniffed_total", "TLS connections without ALPN, by what their first byte said.", []string{"as"}, nil)
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(ss.HTTP), "http")
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(ss.Other), "control")
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(ss.Failed), "failed")
 	}
 	if s := c.src.Tunnel; s != nil {
-		ts := s.Stats()
-		e.gauge("tunnel_connections", "Tunnel TCP connections open now.", float64(ts.Conns))
-		e.gauge("tunnel_streams", "Tunnel streams open now.", float64(ts.Streams))
-		e.counter("tunnel_accepted_total", "Tunnel connections accepted.", float64(ts.Accepted))
-		e.counter("tunnel_pings_total", "Tunnel pings answered.", float64(ts.Pings))
-		e.counter("tunnel_opened_total", "Tunnel streams opened.", float64(ts.Opened))
-		e.counter("tunnel_bytes_up_total", "Tunnel bytes client to destination.", float64(ts.BytesUp))
-		e.counter("tunnel_bytes_down_total", "Tunnel bytes destination to client.", float64(ts.BytesDown))
-		e.counter("tunnel_conn_timeouts_total", "Tunnel connections closed before a request.", float64(ts.ConnTimeout))
-		e.counter("tunnel_log_dropped_total", "Tunnel refusal log lines suppressed by the rate limit.", float64(ts.LogDropped))
-		e.counter("tunnel_placements_total", "Tunnel placement lookups at the ZCs.", float64(ts.Placements))
-		e.counter("tunnel_place_failed_total", "Tunnel placement lookups that failed.", float64(ts.PlaceFailed))
-		rd := prometheus.NewDesc(c.p+"_tunnel_refused_total", "Tunnel streams refused, by reason.", []string{"reason"}, nil)
-		for i, v := range ts.Refused {
-			ch <- prometheus.MustNewConstMetric(rd, prometheus.CounterValue, float64(v), snake(tunnel.Refusal(i).String()))
-		}
-		ed := prometheus.NewDesc(c.p+"_tunnel_ended_total", "Tunnel streams ended, by cause.", []string{"cause"}, nil)
-		for i, v := range ts.Ended {
-			ch <- prometheus.MustNewConstMetric(ed, prometheus.CounterValue, float64(v), snake(tunnel.End(i).String()))
+		c.collectTunnel(ch, s.Stats())
+	}
+}
+
+// collectMeetings sends the per-meeting gauges (Options.PerMeeting).
+func (c *collector) collectMeetings(ch chan<- prometheus.Metric) {
+	parts := prometheus.NewDesc(c.p+"_meeting_participants", "Participants per meeting (-metrics-per-meeting).", []string{"meeting"}, nil)
+	in := prometheus.NewDesc(c.p+"_meeting_packets_in_total", "Packets received per meeting (-metrics-per-meeting).", []string{"meeting"}, nil)
+	out := prometheus.NewDesc(c.p+"_meeting_packets_out_total", "Copies sent per meeting (-metrics-per-meeting).", []string{"meeting"}, nil)
+	for _, m := range c.src.Meetings.Meetings() {
+		ch <- prometheus.MustNewConstMetric(parts, prometheus.GaugeValue, float64(m.Participants), m.ID)
+		if st, err := c.src.Meetings.MeetingStats(m.ID); err == nil { // it may have ended since Meetings
+			ch <- prometheus.MustNewConstMetric(in, prometheus.CounterValue, float64(st.PacketsIn), m.ID)
+			ch <- prometheus.MustNewConstMetric(out, prometheus.CounterValue, float64(st.PacketsOut), m.ID)
 		}
 	}
 }
 
-func snake(s string) string { return strings.ReplaceAll(strings.ReplaceAll(s, "-", "_"), " ", "_") }
+// collectTunnel sends the tunnel server's families: ht_* in cmd/ht.
+func (c *collector) collectTunnel(ch chan<- prometheus.Metric, ts tunnel.Stats) {
+	p := c.ns("tunnel", tunnelPrefix)
+	t := emitter{ch: ch, p: p}
+	t.gauge("connections", "Open TCP connections (idle, pinging or tunnelling).", float64(max(ts.Conns, 0)))
+	t.gauge("streams", "Open tunnelled streams.", float64(max(ts.Streams, 0)))
+	t.counters([]count{
+		{"accepted_total", "TCP connections accepted within the connection limit.", ts.Accepted},
+		{"pings_total", "Pings answered.", ts.Pings},
+		{"streams_opened_total", "Streams opened.", ts.Opened},
+		{"bytes_up_total", "Bytes relayed from clients to destinations.", ts.BytesUp},
+		{"bytes_down_total", "Bytes relayed from destinations to clients.", ts.BytesDown},
+		{"conn_timeouts_total", "Connections closed before any request: handshake or header timeout, bad TLS, idle keep-alive.", ts.ConnTimeout},
+		{"log_suppressed_total", "Refusal log lines suppressed by the log rate limit.", ts.LogDropped},
+		{"placements_total", "Placement lookups at the ZCs (-zc).", ts.Placements},
+		{"place_failed_total", "Placement lookups at the ZCs that failed.", ts.PlaceFailed},
+	})
+	rd := prometheus.NewDesc(p+"_refused_total", "Connections, pings and streams refused, by reason (docs/PROTOCOL.md, HTTP tunnel).", []string{"reason"}, nil)
+	for i, v := range ts.Refused {
+		ch <- prometheus.MustNewConstMetric(rd, prometheus.CounterValue, float64(v), tunnel.Refusal(i).String())
+	}
+	ed := prometheus.NewDesc(p+"_stream_ends_total", "Streams ended, by reason.", []string{"reason"}, nil)
+	for i, v := range ts.Ended {
+		ch <- prometheus.MustNewConstMetric(ed, prometheus.CounterValue, float64(v), tunnel.End(i).String())
+	}
+}
 
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// emitter sends unlabelled samples named p_name.
 type emitter struct {
 	ch chan<- prometheus.Metric
 	p  string
 }
 
-func (e emitter) counter(name, help string, v float64) {
-	e.ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(e.p+"_"+name, help, nil, nil), prometheus.CounterValue, v)
+func (e emitter) counters(cs []count) {
+	for _, c := range cs {
+		e.ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(e.p+"_"+c.name, c.help, nil, nil), prometheus.CounterValue, float64(c.v))
+	}
 }
 
 func (e emitter) gauge(name, help string, v float64) {

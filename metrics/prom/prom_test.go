@@ -1,17 +1,15 @@
 package prom_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/openmmr/mmr/client/connect/connecttest"
@@ -19,18 +17,17 @@ import (
 	"github.com/openmmr/mmr/control/token"
 	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/metrics/prom"
+	promscrape "github.com/openmmr/mmr/metrics/scrape"
+	"github.com/openmmr/mmr/tlsutil"
+	"github.com/openmmr/mmr/tunnel"
+	"github.com/openmmr/mmr/zone"
 )
 
 var secret = []byte("prom-test-join-secret-0123456789abcdef")
 
 func scrape(t *testing.T, url string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
+	fams, err := promscrape.Families(url)
 	require.NoError(t, err)
 	out := map[string]float64{}
 	for name, f := range fams {
@@ -112,36 +109,64 @@ func TestCollectors(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
 }
 
-// TestDashboard: every mmr_ metric the Grafana dashboard queries for the
-// router, control channel and zone exists in a scrape (web tier and tunnel
-// families are named in the collector beside their Stats fields).
-func TestDashboard(t *testing.T) {
+// TestStandaloneNames: in its own binary a component's families drop the
+// component part (zc_lookups_total, ht_streams); in the MMR they keep it
+// (mmr_zone_lookups_total, TestCollectors).
+func TestStandaloneNames(t *testing.T) {
 	leaktest.Check(t)
 	defer http.DefaultClient.CloseIdleConnections()
-	z, err := connecttest.StartZone(connecttest.ZoneConfig{JoinSecret: secret})
+	cert, err := tlsutil.SelfSigned("127.0.0.1")
 	require.NoError(t, err)
-	defer z.Close()
-	m := prom.New(prom.Options{PerMeeting: true})
-	m.Register(prom.Sources{Router: z.Router, Control: z.Control, Zone: z.ZC, Meetings: z.Router})
-	m.Observer()
-	srv := httptest.NewServer(m.Handler())
-	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/metrics")
+	zs, err := zone.New(zone.Config{DisableListen: true, Certificate: cert, Secrets: [][]byte{[]byte("prom-test-zone-secret-0123456789abcdef")}})
 	require.NoError(t, err)
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	resp.Body.Close()
+	defer zs.Close()
+	ts, err := tunnel.NewServer(tunnel.Config{Name: "t", Secret: secret, Zones: []string{"127.0.0.1:1"}})
 	require.NoError(t, err)
-	b, err := os.ReadFile("../../docs/grafana/openmmr.json")
-	require.NoError(t, err)
-	names := regexp.MustCompile(`\bmmr_[a-z_]+`).FindAllString(string(b), -1)
-	require.NotEmpty(t, names)
-	for _, n := range names {
-		n = strings.TrimSuffix(n, "_bucket")
-		if strings.HasPrefix(n, "mmr_web_") || strings.HasPrefix(n, "mmr_tunnel_") || strings.HasPrefix(n, "mmr_tls_") ||
-			strings.HasPrefix(n, "mmr_meeting_") || n == "mmr_zone_" || n == "mmr_" {
-			continue
-		}
-		require.Contains(t, fams, n, "the dashboard queries %s", n)
+	defer ts.Close()
+	for _, tc := range []struct {
+		prefix string
+		src    prom.Sources
+		want   []string
+	}{
+		{"zc", prom.Sources{Zone: zs}, []string{"zc_mmrs", "zc_lookups_total", "zc_registrations_total", "zc_expired_total"}},
+		{"ht", prom.Sources{Tunnel: ts}, []string{"ht_connections", "ht_streams", "ht_streams_opened_total", "ht_refused_total|reason=token-invalid",
+			"ht_stream_ends_total|reason=slow-consumer", "ht_log_suppressed_total"}},
+		{"mmr", prom.Sources{Zone: zs, Tunnel: ts}, []string{"mmr_zone_mmrs", "mmr_zone_lookups_total", "mmr_tunnel_streams", "mmr_tunnel_refused_total|reason=leaving"}},
+	} {
+		t.Run(tc.prefix, func(t *testing.T) {
+			m := prom.New(prom.Options{Prefix: tc.prefix})
+			m.Register(tc.src)
+			srv := httptest.NewServer(m.Handler())
+			defer srv.Close()
+			got := scrape(t, srv.URL+"/metrics")
+			for _, w := range tc.want {
+				require.Contains(t, got, w)
+			}
+			for k := range got {
+				require.False(t, strings.HasPrefix(k, tc.prefix+"_zone_") && tc.prefix != "mmr", k)
+				require.False(t, strings.HasPrefix(k, tc.prefix+"_tunnel_") && tc.prefix != "mmr", k)
+			}
+		})
 	}
+}
+
+// TestServe: the -metrics listener serves the handler, names its flag in
+// a bind error, and Close ends it (idempotent).
+func TestServe(t *testing.T) {
+	leaktest.Check(t)
+	defer http.DefaultClient.CloseIdleConnections()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	m := prom.New(prom.Options{Prefix: "zc"})
+	s, err := prom.Serve("127.0.0.1:0", "-metrics", m.Handler(), log)
+	require.NoError(t, err)
+	url := "http://" + s.Addr().String() + "/metrics"
+	require.Contains(t, scrape(t, url), "go_goroutines")
+	require.Contains(t, logs.String(), url)
+	_, err = prom.Serve(s.Addr().String(), "-metrics", m.Handler(), log)
+	require.ErrorContains(t, err, "-metrics: ")
+	s.Close()
+	s.Close()
+	_, err = http.Get(url)
+	require.Error(t, err)
 }
