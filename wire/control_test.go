@@ -254,8 +254,8 @@ func TestControlAllocs(t *testing.T) {
 	kaPkt := keepalive(TypeKeepalive)
 	dst := make([]byte, MaxPacketSize)
 	var (
-		ack  BindAck
-		ka   Keepalive
+		ack BindAck
+		ka  Keepalive
 	)
 	tests := []struct {
 		name string
