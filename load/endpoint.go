@@ -43,10 +43,10 @@ type endpoint struct {
 	challenge, consent atomic.Uint64
 	// token is the media token the socket was last bound with: it signs
 	// the Binds (binds counts them) and the Keepalives' consent echoes.
-	token atomic.Pointer[wire.Token]
-	binds wire.BindCounter
-	verify             chan struct{}
-	transport          string
+	token     atomic.Pointer[wire.Token]
+	binds     wire.BindCounter
+	verify    chan struct{}
+	transport string
 }
 
 func newEndpoint(p *participant, k media.Kind, streamAgg *agg) *endpoint {
