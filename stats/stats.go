@@ -12,7 +12,7 @@ type DropReason uint8
 // Drop reasons.
 const (
 	DropUnbound           DropReason = iota // datagram from an address with no bound flow
-	DropBadToken                            // bind with an unknown token
+	DropBadToken                            // bind naming no participant (unknown handle) or not signed with its token (wrong MAC)
 	DropMalformed                           // unknown first byte, short or invalid header
 	DropOversize                            // datagram larger than MaxPacket
 	DropUnknownSSRC                         // RTP with an SSRC the sender did not publish for the flow's kind
@@ -32,6 +32,8 @@ const (
 	DropBindLimited                         // valid bind refused: its participant or its source address has its share of the bind queue waiting
 	DropNoConsent                           // copy not sent: its UDP destination has not renewed consent (RFC 7675) within ConsentTimeout
 	DropStale                               // RTP/RTCP that waited in the socket buffer longer than MaxPacketAge (a stall): not forwarded
+	DropBindReplayed                        // authentic bind whose counter is not above the last accepted for its participant and kind: a replay
+	DropBindStale                           // authentic bind whose time is more than wire.BindTimeWindow from the router's clock
 	NumDropReasons                          // number of reasons; not a reason
 )
 
@@ -40,6 +42,7 @@ var dropNames = [NumDropReasons]string{
 	"rtcp_malformed", "rtcp_unknown_ssrc", "send_error", "send_busy", "bind_busy",
 	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
 	"keyframe_throttled", "rtcp_not_subscribed", "streams_full", "bind_limited", "no_consent", "stale",
+	"bind_replayed", "bind_stale",
 }
 
 // String returns the reason's stable snake_case name.
