@@ -82,7 +82,16 @@ func (r *Router) ServeStream(c net.Conn) error {
 	}
 	k := bind.Kind
 	sink := newStreamSink(r, c, isTLS, p, k)
+	// The BindAck is queued before the flow is bound: once it is, readers
+	// may queue media copies for this stream at any moment, and the client
+	// expects the BindAck first.
+	ack := wire.BindAck{Kind: k, Status: wire.StatusOK, TxID: bind.TxID, Mapped: peer}
+	var abuf [wire.BindAckSize]byte
+	if n, err := ack.MarshalTo(abuf[:]); err == nil {
+		sink.Enqueue(abuf[:n])
+	}
 	if !r.reg.BindStream(p, k, peer, sink) {
+		sink.drain()
 		r.streamLive.Drop(stats.DropBadToken)
 		return ErrStreamBind
 	}
@@ -97,11 +106,6 @@ func (r *Router) ServeStream(c net.Conn) error {
 		sink.close()
 		<-writerDone
 	}()
-	ack := wire.BindAck{Kind: k, Status: wire.StatusOK, TxID: bind.TxID, Mapped: peer}
-	var abuf [wire.BindAckSize]byte
-	if n, err := ack.MarshalTo(abuf[:]); err == nil {
-		sink.Enqueue(abuf[:n])
-	}
 
 	rd := newStreamReader(r, int(peer.Port()))
 	defer rd.flush() // copies of the last frames (the buffer is unchanged since)

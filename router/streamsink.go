@@ -234,17 +234,7 @@ func (s *streamSink) writeLoop() {
 	if s.tls {
 		stage = make([]byte, 0, 16<<10)
 	}
-	defer func() {
-		for {
-			select {
-			case fr := <-s.q:
-				s.p.Queued.Add(-int64(fr.n))
-				s.rt.frames.put(fr)
-			default:
-				return
-			}
-		}
-	}()
+	defer s.drain()
 	for {
 		select {
 		case fr := <-s.q:
@@ -305,6 +295,21 @@ func (s *streamSink) writeLoop() {
 
 // close stops the sink and closes its connection, which ends the reader.
 // Idempotent.
+// drain discards the queued frames and gives their bytes back to the
+// participant's budget. Called by the writer on its way out, or instead of
+// it when the stream never starts.
+func (s *streamSink) drain() {
+	for {
+		select {
+		case fr := <-s.q:
+			s.p.Queued.Add(-int64(fr.n))
+			s.rt.frames.put(fr)
+		default:
+			return
+		}
+	}
+}
+
 func (s *streamSink) close() {
 	if s.closed.Swap(true) {
 		return
