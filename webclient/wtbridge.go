@@ -1,0 +1,202 @@
+package webclient
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/webtransport-go"
+
+	"github.com/openmmr/mmr/wire"
+)
+
+// wtSession is one WebTransport session bridged to the router's stream
+// path: fromBrowser (the handler's goroutine) turns datagrams into RFC 4571
+// frames on the pipe, toBrowser turns the router's frames into datagrams.
+type wtSession struct {
+	w     *WebTransport
+	sess  *webtransport.Session
+	conn  *quic.Conn
+	bound atomic.Bool            // a Bind was passed to the router
+	ack   atomic.Pointer[[]byte] // the router's BindAck, resent for a repeated Bind
+	last  atomic.Int64           // Unix ns of the last datagram from the browser
+	ended atomic.Bool            // the reason the session ends is counted
+}
+
+// bridge serves sess until it or the router's side ends.
+func (w *WebTransport) bridge(sess *webtransport.Session, c *quic.Conn) {
+	a, b := net.Pipe()
+	pc := &pipeConn{Conn: b, local: c.LocalAddr(), remote: c.RemoteAddr()}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = w.cfg.Media.ServeStream(pc)
+	}()
+	s := &wtSession{w: w, sess: sess, conn: c}
+	s.last.Store(time.Now().UnixNano())
+	idle := s.startIdle(w.cfg.IdleTimeout)
+	down := make(chan struct{})
+	go func() {
+		defer close(down)
+		s.toBrowser(a)
+	}()
+	s.fromBrowser(a)
+	idle.stop()
+	a.Close()
+	<-down
+	<-served
+}
+
+// end closes the connection (its one session) once, counting reason
+// (unless empty).
+func (s *wtSession) end(reason string) {
+	if s.ended.Swap(true) {
+		return
+	}
+	if reason != "" {
+		s.w.count(reason)
+	}
+	_ = s.conn.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), reason)
+}
+
+// idleTimer ends a session that sent nothing for d: it fires after d and
+// re-arms itself for the rest of d while datagrams come (one timer per
+// session, not one reset per datagram).
+type idleTimer struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func (s *wtSession) startIdle(d time.Duration) *idleTimer {
+	it := &idleTimer{}
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	it.t = time.AfterFunc(d, func() {
+		it.mu.Lock()
+		defer it.mu.Unlock()
+		if it.stopped {
+			return
+		}
+		since := time.Duration(time.Now().UnixNano() - s.last.Load())
+		if since >= d {
+			s.end(CutIdle)
+			return
+		}
+		it.t.Reset(d - since)
+	})
+	return it
+}
+
+func (it *idleTimer) stop() {
+	it.mu.Lock()
+	defer it.mu.Unlock()
+	it.stopped = true
+	it.t.Stop()
+}
+
+// fromBrowser reads datagrams until the session ends. Empty and oversized
+// ones are dropped (counted); the first must be a Bind, and repeats of it
+// (the page resends it until a BindAck comes, datagrams may be lost) are
+// answered with the router's BindAck rather than passed on.
+func (s *wtSession) fromBrowser(a net.Conn) {
+	ctx := s.sess.Context()
+	max := s.w.cfg.MaxDatagram
+	buf := make([]byte, wire.FrameHeaderSize+max)
+	var bind []byte
+	for {
+		d, err := s.sess.ReceiveDatagram(ctx)
+		if err != nil {
+			return
+		}
+		s.last.Store(time.Now().UnixNano())
+		switch {
+		case len(d) == 0:
+			s.w.count(CutEmpty)
+			continue
+		case len(d) > max:
+			s.w.count(CutTooLarge)
+			continue
+		}
+		isBind := wire.Classify(d) == wire.ClassBind
+		if bind == nil {
+			if !isBind {
+				s.end(CutNoToken)
+				return
+			}
+			bind = bytes.Clone(d)
+			s.bound.Store(true)
+		} else if isBind && bytes.Equal(d, bind) {
+			if ack := s.ack.Load(); ack != nil && s.sess.SendDatagram(*ack) == nil {
+				s.w.out.Add(1)
+			}
+			continue
+		}
+		binary.BigEndian.PutUint16(buf, uint16(len(d)))
+		n := copy(buf[wire.FrameHeaderSize:], d)
+		if _, err := a.Write(buf[:wire.FrameHeaderSize+n]); err != nil {
+			return
+		}
+		s.w.in.Add(1)
+	}
+}
+
+// toBrowser sends each of the router's frames as one datagram until the
+// router's side ends (then the session is closed: a stream that ended
+// before its BindAck was refused, counted bad_token, or timed out waiting
+// for a Bind, counted idle).
+func (s *wtSession) toBrowser(a net.Conn) {
+	r := bufio.NewReaderSize(a, 16<<10)
+	var hdr [wire.FrameHeaderSize]byte
+	buf := make([]byte, MaxMediaMessage)
+	max := s.w.cfg.MaxDatagram
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) { // the router closed its end
+				switch {
+				case s.ack.Load() != nil:
+					s.end("")
+				case s.bound.Load():
+					s.end(CutBadToken)
+				default:
+					s.end(CutIdle)
+				}
+			}
+			return
+		}
+		n := int(binary.BigEndian.Uint16(hdr[:]))
+		if n > len(buf) {
+			s.end("")
+			return
+		}
+		pkt := buf[:n]
+		if _, err := io.ReadFull(r, pkt); err != nil {
+			return
+		}
+		if s.ack.Load() == nil && wire.Classify(pkt) == wire.ClassBindAck {
+			ack := bytes.Clone(pkt)
+			s.ack.Store(&ack)
+		}
+		if n > max {
+			s.w.count(CutOutLarge)
+			continue
+		}
+		if err := s.sess.SendDatagram(pkt); err != nil {
+			if _, ok := errors.AsType[*quic.DatagramTooLargeError](err); ok {
+				s.w.count(CutOutLarge)
+				continue
+			}
+			s.end(CutSendFail)
+			return
+		}
+		s.w.out.Add(1)
+	}
+}
