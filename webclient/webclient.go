@@ -19,6 +19,7 @@
 package webclient
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"errors"
@@ -91,8 +92,16 @@ type Config struct {
 	// AllowedOrigins are extra origin hosts (host[:port]) accepted besides
 	// the request's own Host (same-origin). Empty: same origin only.
 	AllowedOrigins []string
-	Logger         *slog.Logger // default slog.Default()
+	// WebTransport tells the page that a WebTransport server (type
+	// WebTransport) serves WebTransportPath on UDP at the page's own host
+	// and port number: the page tries it for media before WebSockets.
+	WebTransport bool
+	Logger       *slog.Logger // default slog.Default()
 }
+
+// wtMeta is the page's WebTransport announcement; its content is filled
+// with WebTransportPath when Config.WebTransport is set.
+const wtMeta = `<meta name="openmmr-webtransport" content="">`
 
 // Refusal and cut-off reasons counted in Stats.
 const (
@@ -152,6 +161,12 @@ func New(cfg Config) (*Handler, error) {
 	index, err := fs.ReadFile(sub, "index.html")
 	if err != nil {
 		return nil, err
+	}
+	if !bytes.Contains(index, []byte(wtMeta)) {
+		return nil, errors.New("webclient: index.html lacks the WebTransport meta tag")
+	}
+	if cfg.WebTransport {
+		index = bytes.Replace(index, []byte(wtMeta), []byte(`<meta name="openmmr-webtransport" content="`+WebTransportPath+`">`), 1)
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, perIP: map[netip.Addr]int{}, conns: map[*websocket.Conn]struct{}{},
 		stats: map[string]*atomic.Uint64{}, index: index, static: http.StripPrefix("/static/", http.FileServerFS(sub))}

@@ -75,13 +75,13 @@ type WebTransportConfig struct {
 // CodeOrigin, CodePerSource, CodeTotal, CodeClosed, CutTooLarge and
 // CutEmpty.
 const (
-	CodePath     = "path"      // a request for another path than WebTransportPath
-	CodeNotWT    = "not_wt"    // not a WebTransport CONNECT, or its upgrade failed
-	CutNoToken   = "no_token"  // the session's first datagram is not a Bind
-	CutBadToken  = "bad_token" // the router refused the Bind (unknown token)
-	CutIdle      = "idle"      // no session, no Bind, or no datagram in time
-	CutOutLarge  = "out_large" // a packet to the browser above MaxDatagram or the path's datagram size: dropped
-	CutSendFail  = "send_fail" // a datagram to the browser could not be queued: the session ends
+	CodePath    = "path"      // a request for another path than WebTransportPath
+	CodeNotWT   = "not_wt"    // not a WebTransport CONNECT, or its upgrade failed
+	CutNoToken  = "no_token"  // the session's first datagram is not a Bind
+	CutBadToken = "bad_token" // the router refused the Bind (unknown token)
+	CutIdle     = "idle"      // no session, no Bind, or no datagram in time
+	CutOutLarge = "out_large" // a packet to the browser above MaxDatagram or the path's datagram size: dropped
+	CutSendFail = "send_fail" // a datagram to the browser could not be queued: the session ends
 )
 
 // WebTransport serves the web client's media over HTTP/3 WebTransport
