@@ -21,10 +21,11 @@ import (
 // WebSockets after the WebTransport timeout and say so, and the same
 // checks pass.
 //
-// Chromium trusts the test's self-signed certificate for QUIC as for TLS
-// through --ignore-certificate-errors-spki-list (newBrowser): the one
-// mechanism that works headless for both the page and WebTransport with
-// the server's own certificate (serverCertificateHashes would need a
+// Chromium trusts the test's self-signed certificate by its SPKI hash
+// (--ignore-certificate-errors-spki-list) for the page and for QUIC, and
+// --webtransport-developer-mode lifts WebTransport's extra rule that the
+// certificate be issued by a known root (newBrowser): what works headless
+// with the server's own certificate (serverCertificateHashes would need a
 // second, ECDSA certificate valid under 14 days).
 func TestBrowsersWebTransport(t *testing.T) {
 	leaktest.Check(t)

@@ -57,6 +57,7 @@ type options struct {
 	drainTimeout   time.Duration
 	metrics        string
 	web            bool
+	webTransport   bool
 	webDB          string
 	webConfig      string
 }
@@ -93,6 +94,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	keyframe := fs.Duration("keyframe-interval", router.DefaultKeyframeInterval, "least time between keyframe requests (PLI, FIR) forwarded to the publisher of one stream (negative: no limit)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9801 (empty: off; keep it off public networks)")
 	webOn := fs.Bool("web", true, "serve the web tier (meetings API, lookup) on the -control TLS port: ALPN h2/http/1.1 and HTTP without ALPN")
+	webTransport := fs.Bool("webtransport", true, "with -web: serve the web client's media over WebTransport (HTTP/3) on UDP at the -control port's number; the page falls back to WebSockets when UDP is blocked")
 	webDB := fs.String("web-db", "", "web tier store: sqlite:PATH or postgres://... (default sqlite:STATE/web.db)")
 	webConfig := fs.String("web-config", "", "TOML configuration file for the web tier ([web], [[zones]]; config/example.toml); default: one zone, this node's ZC")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
@@ -103,7 +105,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
 	o := &options{control: *control, controlSet: flagSet(fs, "control"), state: *state, joinSecretFile: *joinSecret, zoneSecretFile: *zoneSecret, id: *id, drainTimeout: *drainTimeout, metrics: *metricsAddr,
-		web: *webOn, webDB: *webDB, webConfig: *webConfig}
+		web: *webOn, webTransport: *webTransport, webDB: *webDB, webConfig: *webConfig}
 	var err error
 	if o.cfg.UDP, err = parseAddrs(*udp); err != nil {
 		return nil, fmt.Errorf("-udp: %w", err)
