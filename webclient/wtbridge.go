@@ -103,43 +103,76 @@ func (it *idleTimer) stop() {
 	it.t.Stop()
 }
 
-// fromBrowser reads datagrams until the session ends. Empty and oversized
-// ones are dropped (counted); the first must be a Bind, and repeats of it
-// (the page resends it until a BindAck comes, datagrams may be lost) are
-// answered with the router's BindAck rather than passed on.
+// wtVerdict is what becomes of one datagram from the browser.
+type wtVerdict uint8
+
+const (
+	wtForward wtVerdict = iota // to the router, as one RFC 4571 frame
+	wtDrop                     // dropped, its reason counted
+	wtRebind                   // a repeat of the session's Bind: answered with the BindAck
+	wtEnd                      // the session ends, its reason counted
+)
+
+// wtGate judges a session's datagrams in arrival order: empty and
+// oversized ones are dropped, the first one must be a Bind, and repeats of
+// that Bind (the page resends it until a BindAck comes: datagrams may be
+// lost) are answered rather than passed on (the router refuses a second
+// Bind on a stream). Not safe for concurrent use.
+type wtGate struct {
+	max  int    // MaxDatagram
+	bind []byte // the session's Bind, once seen
+}
+
+// judge returns what to do with d and, for a drop or an end, the reason.
+// d is not retained.
+func (g *wtGate) judge(d []byte) (wtVerdict, string) {
+	switch {
+	case len(d) == 0:
+		return wtDrop, CutEmpty
+	case len(d) > g.max:
+		return wtDrop, CutTooLarge
+	}
+	isBind := wire.Classify(d) == wire.ClassBind
+	if g.bind == nil {
+		if !isBind {
+			return wtEnd, CutNoToken
+		}
+		g.bind = bytes.Clone(d)
+		return wtForward, ""
+	}
+	if isBind && bytes.Equal(d, g.bind) {
+		return wtRebind, ""
+	}
+	return wtForward, ""
+}
+
+// fromBrowser reads datagrams until the session ends and acts on each as
+// wtGate judges it.
 func (s *wtSession) fromBrowser(a net.Conn) {
 	ctx := s.sess.Context()
-	max := s.w.cfg.MaxDatagram
-	buf := make([]byte, wire.FrameHeaderSize+max)
-	var bind []byte
+	g := wtGate{max: s.w.cfg.MaxDatagram}
+	buf := make([]byte, wire.FrameHeaderSize+g.max)
 	for {
 		d, err := s.sess.ReceiveDatagram(ctx)
 		if err != nil {
 			return
 		}
 		s.last.Store(time.Now().UnixNano())
-		switch {
-		case len(d) == 0:
-			s.w.count(CutEmpty)
+		v, reason := g.judge(d)
+		switch v {
+		case wtDrop:
+			s.w.count(reason)
 			continue
-		case len(d) > max:
-			s.w.count(CutTooLarge)
-			continue
-		}
-		isBind := wire.Classify(d) == wire.ClassBind
-		if bind == nil {
-			if !isBind {
-				s.end(CutNoToken)
-				return
-			}
-			bind = bytes.Clone(d)
-			s.bound.Store(true)
-		} else if isBind && bytes.Equal(d, bind) {
+		case wtEnd:
+			s.end(reason)
+			return
+		case wtRebind:
 			if ack := s.ack.Load(); ack != nil && s.sess.SendDatagram(*ack) == nil {
 				s.w.out.Add(1)
 			}
 			continue
 		}
+		s.bound.Store(true)
 		binary.BigEndian.PutUint16(buf, uint16(len(d)))
 		n := copy(buf[wire.FrameHeaderSize:], d)
 		if _, err := a.Write(buf[:wire.FrameHeaderSize+n]); err != nil {
