@@ -82,6 +82,7 @@ const (
 	CutIdle     = "idle"      // no session, no Bind, or no datagram in time
 	CutOutLarge = "out_large" // a packet to the browser above MaxDatagram or the path's datagram size: dropped
 	CutSendFail = "send_fail" // a datagram to the browser could not be queued: the session ends
+	CutInQueue  = "in_queue"  // a datagram from the browser found the queue to the router full: dropped
 )
 
 // WebTransport serves the web client's media over HTTP/3 WebTransport
@@ -149,7 +150,7 @@ func NewWebTransport(cfg WebTransportConfig) (*WebTransport, error) {
 	}
 	w := &WebTransport{cfg: cfg, log: cfg.Logger, perIP: map[netip.Addr]int{}, conns: map[*quic.Conn]*wtConn{}, stats: map[string]*atomic.Uint64{}}
 	for _, c := range []string{CodeOrigin, CodePath, CodeNotWT, CodePerSource, CodeTotal, CodeClosed,
-		CutTooLarge, CutEmpty, CutNoToken, CutBadToken, CutIdle, CutOutLarge, CutSendFail} {
+		CutTooLarge, CutEmpty, CutNoToken, CutBadToken, CutIdle, CutOutLarge, CutSendFail, CutInQueue} {
 		w.stats[c] = new(atomic.Uint64)
 	}
 	w.ctx, w.stop = context.WithCancel(context.Background())

@@ -48,11 +48,54 @@ func (w *WebTransport) bridge(sess *webtransport.Session, c *quic.Conn) {
 		defer close(down)
 		s.toBrowser(a)
 	}()
-	s.fromBrowser(a)
+	in := make(chan []byte, wtInQueue)
+	go s.receive(in)
+	routerGone := s.fromBrowser(a, in)
 	idle.stop()
-	a.Close()
+	if routerGone { // toBrowser sees the router's end and counts its reason first
+		t := time.NewTimer(wtEndGrace)
+		select {
+		case <-down:
+		case <-t.C: // it is blocked sending to a browser that does not read
+		}
+		t.Stop()
+	}
+	a.Close() // ends the router's side and toBrowser, if still up
 	<-down
+	s.end("")      // ends receive, if the session is still up
+	for range in { // until receive has returned
+	}
 	<-served
+}
+
+// wtEndGrace bounds the wait for toBrowser to tell why the router's side
+// ended before the session is closed anyway.
+const wtEndGrace = time.Second
+
+// wtInQueue is how many datagrams from the browser wait for the router
+// beyond the 32 that quic-go's HTTP/3 layer holds per session (more are
+// dropped there, uncounted): a video keyframe is 20 to 40 packets that
+// arrive within a millisecond or two, while each waits for the router to
+// take the one before.
+const wtInQueue = 256
+
+// receive moves the session's datagrams into in (closed when the session
+// ends), dropping one, counted, when in is full.
+func (s *wtSession) receive(in chan<- []byte) {
+	defer close(in)
+	ctx := s.sess.Context()
+	for {
+		d, err := s.sess.ReceiveDatagram(ctx)
+		if err != nil {
+			return
+		}
+		s.last.Store(time.Now().UnixNano())
+		select {
+		case in <- d:
+		default:
+			s.w.count(CutInQueue)
+		}
+	}
 }
 
 // end closes the connection (its one session) once, counting reason
@@ -146,18 +189,13 @@ func (g *wtGate) judge(d []byte) (wtVerdict, string) {
 	return wtForward, ""
 }
 
-// fromBrowser reads datagrams until the session ends and acts on each as
-// wtGate judges it.
-func (s *wtSession) fromBrowser(a net.Conn) {
-	ctx := s.sess.Context()
+// fromBrowser takes the datagrams from in until the session ends and acts
+// on each as wtGate judges it. It reports whether it stopped because the
+// router's side had ended.
+func (s *wtSession) fromBrowser(a net.Conn, in <-chan []byte) (routerGone bool) {
 	g := wtGate{max: s.w.cfg.MaxDatagram}
 	buf := make([]byte, wire.FrameHeaderSize+g.max)
-	for {
-		d, err := s.sess.ReceiveDatagram(ctx)
-		if err != nil {
-			return
-		}
-		s.last.Store(time.Now().UnixNano())
+	for d := range in {
 		v, reason := g.judge(d)
 		switch v {
 		case wtDrop:
@@ -165,7 +203,7 @@ func (s *wtSession) fromBrowser(a net.Conn) {
 			continue
 		case wtEnd:
 			s.end(reason)
-			return
+			return false
 		case wtRebind:
 			if ack := s.ack.Load(); ack != nil && s.sess.SendDatagram(*ack) == nil {
 				s.w.out.Add(1)
@@ -176,10 +214,11 @@ func (s *wtSession) fromBrowser(a net.Conn) {
 		binary.BigEndian.PutUint16(buf, uint16(len(d)))
 		n := copy(buf[wire.FrameHeaderSize:], d)
 		if _, err := a.Write(buf[:wire.FrameHeaderSize+n]); err != nil {
-			return
+			return true
 		}
 		s.w.in.Add(1)
 	}
+	return false
 }
 
 // toBrowser sends each of the router's frames as one datagram until the
