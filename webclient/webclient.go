@@ -11,6 +11,11 @@
 //     router.ServeStream as RFC 4571 frames, so the router's fan-out,
 //     budgets and drop rules are the TCP/TLS stream code.
 //
+// A WebTransport server (type WebTransport, HTTP/3 on UDP at the TLS
+// port's number) carries the same media links over QUIC datagrams, one
+// packet per datagram, into router.ServeStream the same way; the page tries
+// it first and falls back to the media WebSockets when UDP is blocked.
+//
 // Every limit (message size, message type, origin, WebSockets per source
 // and in total) refuses or cuts off with a counted reason (Stats). The wire
 // format is in docs/PROTOCOL.md, "Web client (WebSocket 443)".
