@@ -127,8 +127,7 @@ type Handler struct {
 	index  []byte
 
 	mu     sync.Mutex
-	perIP  map[netip.Addr]int
-	total  int
+	slots  slots
 	conns  map[*websocket.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
@@ -173,7 +172,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.WebTransport {
 		index = bytes.Replace(index, []byte(wtMeta), []byte(`<meta name="openmmr-webtransport" content="`+WebTransportPath+`">`), 1)
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, perIP: map[netip.Addr]int{}, conns: map[*websocket.Conn]struct{}{},
+	h := &Handler{cfg: cfg, log: cfg.Logger, slots: newSlots(cfg.MaxPerSource, cfg.MaxTotal), conns: map[*websocket.Conn]struct{}{},
 		stats: map[string]*atomic.Uint64{}, index: index, static: http.StripPrefix("/static/", http.FileServerFS(sub))}
 	for _, c := range []string{CodeOrigin, CodeSubprotocol, CodeUpgrade, CodePerSource, CodeTotal, CodeClosed, CutTooLarge, CutWrongType, CutEmpty} {
 		h.stats[c] = new(atomic.Uint64)
@@ -344,26 +343,16 @@ func tcpAddr(s string) *net.TCPAddr {
 func (h *Handler) acquire(ip netip.Addr) (string, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	switch {
-	case h.closed:
-		return CodeClosed, false
-	case h.total >= h.cfg.MaxTotal:
-		return CodeTotal, false
-	case h.perIP[ip] >= h.cfg.MaxPerSource:
-		return CodePerSource, false
+	code, ok := h.slots.take(ip, h.closed)
+	if ok {
+		h.wg.Add(1)
 	}
-	h.total++
-	h.perIP[ip]++
-	h.wg.Add(1)
-	return "", true
+	return code, ok
 }
 
 func (h *Handler) release(ip netip.Addr) {
 	h.mu.Lock()
-	h.total--
-	if h.perIP[ip]--; h.perIP[ip] <= 0 {
-		delete(h.perIP, ip)
-	}
+	h.slots.give(ip)
 	h.mu.Unlock()
 	h.wg.Done()
 }

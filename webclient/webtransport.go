@@ -101,8 +101,7 @@ type WebTransport struct {
 	ctx  context.Context
 
 	mu     sync.Mutex
-	perIP  map[netip.Addr]int
-	total  int
+	slots  slots
 	conns  map[*quic.Conn]*wtConn
 	closed bool
 	wg     sync.WaitGroup
@@ -148,7 +147,7 @@ func NewWebTransport(cfg WebTransportConfig) (*WebTransport, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	w := &WebTransport{cfg: cfg, log: cfg.Logger, perIP: map[netip.Addr]int{}, conns: map[*quic.Conn]*wtConn{}, stats: map[string]*atomic.Uint64{}}
+	w := &WebTransport{cfg: cfg, log: cfg.Logger, slots: newSlots(cfg.MaxPerSource, cfg.MaxTotal), conns: map[*quic.Conn]*wtConn{}, stats: map[string]*atomic.Uint64{}}
 	for _, c := range []string{CodeOrigin, CodePath, CodeNotWT, CodePerSource, CodeTotal, CodeClosed,
 		CutTooLarge, CutEmpty, CutNoToken, CutBadToken, CutIdle, CutOutLarge, CutSendFail, CutInQueue} {
 		w.stats[c] = new(atomic.Uint64)
@@ -249,16 +248,9 @@ func (w *WebTransport) Serve(pc net.PacketConn) error {
 func (w *WebTransport) acquire(ip netip.Addr, c *quic.Conn) (string, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch {
-	case w.closed:
-		return CodeClosed, false
-	case w.total >= w.cfg.MaxTotal:
-		return CodeTotal, false
-	case w.perIP[ip] >= w.cfg.MaxPerSource:
-		return CodePerSource, false
+	if code, ok := w.slots.take(ip, w.closed); !ok {
+		return code, false
 	}
-	w.total++
-	w.perIP[ip]++
 	w.conns[c] = &wtConn{conn: c}
 	w.wg.Add(1)
 	return "", true
@@ -270,10 +262,7 @@ func (w *WebTransport) acquire(ip netip.Addr, c *quic.Conn) (string, bool) {
 func (w *WebTransport) serveConn(c *quic.Conn, ip netip.Addr) {
 	defer func() {
 		w.mu.Lock()
-		w.total--
-		if w.perIP[ip]--; w.perIP[ip] <= 0 {
-			delete(w.perIP, ip)
-		}
+		w.slots.give(ip)
 		delete(w.conns, c)
 		w.mu.Unlock()
 		w.wg.Done()
