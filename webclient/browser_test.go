@@ -106,7 +106,9 @@ func startWebZoneWith(t *testing.T, mod func(*control.Config), withWT bool) *web
 	require.NoError(t, err)
 	require.NoError(t, z.ctl.Start())
 	t.Cleanup(func() { require.NoError(t, z.ctl.Close()) })
-	z.wc, err = New(Config{Control: z.ctl, Media: z.rt, Logger: quietLogger(), WebTransport: withWT})
+	// A generous WebTransport timeout: a handshake that a loaded machine
+	// delays must not look like blocked UDP.
+	z.wc, err = New(Config{Control: z.ctl, Media: z.rt, Logger: quietLogger(), WebTransport: withWT, WebTransportTimeout: 6 * time.Second})
 	require.NoError(t, err)
 
 	ctx := ctxT(t)

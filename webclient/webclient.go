@@ -28,6 +28,7 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -101,8 +102,17 @@ type Config struct {
 	// WebTransport) serves WebTransportPath on UDP at the page's own host
 	// and port number: the page tries it for media before WebSockets.
 	WebTransport bool
-	Logger       *slog.Logger // default slog.Default()
+	// WebTransportTimeout is how long the page waits for a WebTransport
+	// session before it uses WebSockets (a blocked UDP port costs that
+	// much at each join). Default DefaultWebTransportTimeout.
+	WebTransportTimeout time.Duration
+	Logger              *slog.Logger // default slog.Default()
 }
+
+// DefaultWebTransportTimeout: a QUIC handshake takes one round trip; 2 s
+// is many times a long one, and short enough that a page behind a network
+// that drops UDP still joins quickly.
+const DefaultWebTransportTimeout = 2 * time.Second
 
 // wtMeta is the page's WebTransport announcement; its content is filled
 // with WebTransportPath when Config.WebTransport is set.
@@ -169,8 +179,12 @@ func New(cfg Config) (*Handler, error) {
 	if !bytes.Contains(index, []byte(wtMeta)) {
 		return nil, errors.New("webclient: index.html lacks the WebTransport meta tag")
 	}
+	if cfg.WebTransportTimeout <= 0 {
+		cfg.WebTransportTimeout = DefaultWebTransportTimeout
+	}
 	if cfg.WebTransport {
-		index = bytes.Replace(index, []byte(wtMeta), []byte(`<meta name="openmmr-webtransport" content="`+WebTransportPath+`">`), 1)
+		meta := fmt.Sprintf(`<meta name="openmmr-webtransport" content="%s" data-timeout-ms="%d">`, WebTransportPath, cfg.WebTransportTimeout.Milliseconds())
+		index = bytes.Replace(index, []byte(wtMeta), []byte(meta), 1)
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, slots: newSlots(cfg.MaxPerSource, cfg.MaxTotal), conns: map[*websocket.Conn]struct{}{},
 		stats: map[string]*atomic.Uint64{}, index: index, static: http.StripPrefix("/static/", http.FileServerFS(sub))}

@@ -233,7 +233,8 @@ func (w *WebTransport) Serve(pc net.PacketConn) error {
 			}
 			return err
 		}
-		ip := c.RemoteAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+		ap, _ := netip.ParseAddrPort(c.RemoteAddr().String()) // a *net.UDPAddr on a UDP socket
+		ip := ap.Addr().Unmap()
 		if code, ok := w.acquire(ip, c); !ok {
 			w.count(code)
 			_ = c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeExcessiveLoad), code)

@@ -50,7 +50,7 @@ func TestOneBoxWebClient(t *testing.T) {
 	}
 	page, resp := get("/")
 	require.Contains(t, page, `/static/app.js`)
-	require.Contains(t, page, `<meta name="openmmr-webtransport" content="`+webclient.WebTransportPath+`">`, "WebTransport is announced to the page")
+	require.Contains(t, page, `<meta name="openmmr-webtransport" content="`+webclient.WebTransportPath+`" data-timeout-ms="2000">`, "WebTransport is announced to the page")
 	require.Contains(t, resp.Header.Get("Content-Security-Policy"), "default-src 'self'")
 	page, _ = get("/j/" + fm.ID)
 	require.Contains(t, page, `id="join-form"`)

@@ -173,8 +173,9 @@ window.addEventListener('pagehide', () => { if (state.phase === 'joined' || stat
 
 // openLinks opens the media links that are not open: over WebTransport
 // first, when the server offers it and it has not failed on this page; if
-// any WebTransport link fails (UDP blocked: it does not connect within
-// WT_TIMEOUT_MS), every link goes over WebSockets, one transport per page.
+// any WebTransport link fails (UDP blocked: it does not connect within the
+// announced timeout, 2 s), every link goes over WebSockets, one transport
+// per page.
 async function openLinks() {
   const token = hex.dec(joined.media_token);
   const missing = () => ['audio', 'video', 'content'].filter((k) => !state.links[k] || state.links[k].closed);

@@ -7,7 +7,7 @@
 
 import * as rtp from './rtp.js';
 
-export const WT_TIMEOUT_MS = 2000; // a blocked UDP port costs this much before the WebSocket fallback
+const WT_TIMEOUT_MS = 2000; // unless the server says: a blocked UDP port costs this much before the WebSocket fallback
 const BIND_RESEND_MS = 250; // Bind retransmission until the BindAck
 const BIND_TIMEOUT_MS = 5000; // the router's bind timeout
 const KEEPALIVE_MS = 15000; // docs/PROTOCOL.md: at least every 15 s
@@ -23,6 +23,13 @@ export function webTransportURL() {
   return 'https://' + location.host + path;
 }
 
+// webTransportTimeout is the announced connect timeout in ms.
+function webTransportTimeout() {
+  const m = document.querySelector('meta[name="openmmr-webtransport"]');
+  const t = m ? parseInt(m.dataset.timeoutMs, 10) : NaN;
+  return t > 0 ? t : WT_TIMEOUT_MS;
+}
+
 export class WTLink {
   constructor(url, kind, token, onPacket, onClose) {
     this.url = url; this.kind = kind; this.token = token; this.onPacket = onPacket; this.onClose = onClose;
@@ -32,7 +39,7 @@ export class WTLink {
 
   // open connects (within timeoutMs) and binds; it rejects, with nothing
   // left open and onClose not called, when either fails.
-  async open(timeoutMs = WT_TIMEOUT_MS) {
+  async open(timeoutMs = webTransportTimeout()) {
     const wt = new WebTransport(this.url, { requireUnreliable: true });
     this.wt = wt;
     wt.ready.catch(() => {}); // told through the race below
