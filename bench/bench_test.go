@@ -22,9 +22,11 @@ func implSkip(impl string) string {
 }
 
 // fanoutImpls adds to BenchmarkFanout mmr-nodscp, to show what the DSCP
-// control message costs per copy, and the router with stream (TCP, TLS)
-// subscribers.
-func fanoutImpls() []string { return append(benchImpls(), implMMRNoDSCP, implTCP, implTLS, implWS) }
+// control message costs per copy, and the router with stream subscribers
+// (TCP, TLS, the web client's WebSockets and WebTransport sessions).
+func fanoutImpls() []string {
+	return append(benchImpls(), implMMRNoDSCP, implTCP, implTLS, implWS, implWT)
+}
 
 // fanoutSubs returns BenchmarkFanout's subscriber counts for impl: the
 // stream impls run the two middle ones only (a meeting's worth of stream

@@ -61,16 +61,23 @@ const (
 	// WebSockets over TLS (fwd_ws_test.go: webclient.Handler bridging each
 	// WebSocket into Router.ServeStream), as browsers receive media.
 	implWS = "ws"
+	// implWT is the router with the subscribers on the web client's
+	// WebTransport sessions (fwd_wt_test.go: webclient.WebTransport
+	// bridging each session's datagrams into Router.ServeStream), as
+	// browsers receive media when UDP 443 is open.
+	implWT = "wt"
 )
 
 // isStreamImpl reports whether impl's subscribers are stream clients
 // (childSpec.Streams) rather than UDP sockets (childSpec.Subs).
-func isStreamImpl(impl string) bool { return impl == implTCP || impl == implTLS || impl == implWS }
+func isStreamImpl(impl string) bool {
+	return impl == implTCP || impl == implTLS || impl == implWS || impl == implWT
+}
 
 // isRouterImpl reports whether impl runs the router, which answers "drops".
 func isRouterImpl(impl string) bool {
 	switch impl {
-	case implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implTCP, implTLS, implWS:
+	case implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implTCP, implTLS, implWS, implWT:
 		return true
 	}
 	return false
@@ -152,11 +159,11 @@ func newForwarder(spec childSpec, log *slog.Logger) (forwarder, error) {
 		return newFloor(spec.Subs)
 	case implNaive:
 		return newNaive(spec.Subs)
-	case implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implTCP, implTLS, implWS:
+	case implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implTCP, implTLS, implWS, implWT:
 		return newMMR(spec, log)
 	}
-	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s, %s, %s, %s or %s)",
-		spec.Impl, implFloor, implMMR, implMMRPoll, implMMRNoDSCP, implNaive, implTCP, implTLS, implWS)
+	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s, %s, %s, %s, %s or %s)",
+		spec.Impl, implFloor, implMMR, implMMRPoll, implMMRNoDSCP, implNaive, implTCP, implTLS, implWS, implWT)
 }
 
 // streamer is a forwarder with stream subscribers (impls tcp and tls).

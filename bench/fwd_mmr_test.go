@@ -39,6 +39,7 @@ type mmrForwarder struct {
 	tokens []wire.Token   // stream subscribers' media tokens (tcp, tls)
 	tls    *tlsMedia      // the TLS media listener (tls)
 	ws     *wsMedia       // the web client's WebSocket listener (ws)
+	wt     *wtMedia       // the web client's WebTransport server (wt)
 	stream netip.AddrPort // where stream subscribers connect (tcp, tls)
 }
 
@@ -88,6 +89,11 @@ func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
 			return nil, errors.Join(err, r.Close())
 		}
 		f.stream = f.ws.addr
+	case implWT:
+		if f.wt, err = newWTMedia(r, log); err != nil {
+			return nil, errors.Join(err, r.Close())
+		}
+		f.stream = f.wt.addr
 	}
 	if err := f.setup(spec); err != nil {
 		return nil, errors.Join(err, f.Close())
@@ -180,6 +186,9 @@ func (f *mmrForwarder) Streams() streamInfo {
 	if f.ws != nil {
 		si.Fingerprint = f.ws.fingerprint
 	}
+	if f.wt != nil {
+		si.Fingerprint = f.wt.fingerprint
+	}
 	return si
 }
 
@@ -197,12 +206,18 @@ func (f *mmrForwarder) Close() error {
 	if f.ws != nil {
 		err = f.ws.closeListener()
 	}
+	if f.wt != nil {
+		err = f.wt.closeListener()
+	}
 	err = errors.Join(err, f.r.Close())
 	if f.tls != nil {
 		f.tls.wait()
 	}
 	if f.ws != nil {
 		f.ws.wait()
+	}
+	if f.wt != nil {
+		f.wt.wait()
 	}
 	return err
 }

@@ -99,8 +99,11 @@ func newStreamRig(sc scenario) (*rig, error) {
 		return nil, errors.Join(err, r.close())
 	}
 	newSinks := newStreamSinkSet
-	if sc.impl == implWS {
+	switch sc.impl {
+	case implWS:
 		newSinks = newWSSinkSet
+	case implWT:
+		newSinks = newWTSinkSet
 	}
 	if r.sinks, err = newSinks(si, benchSSRC, sc.size, sc.verify); err != nil {
 		return nil, errors.Join(err, r.close())
@@ -199,6 +202,9 @@ func windowForScenario(sc scenario) int {
 	w := windowFor(sc.subs)
 	if isStreamImpl(sc.impl) {
 		w = max(16, min(w, streamWindowBytes/(sc.size+2)))
+	}
+	if sc.impl == implWT {
+		w = min(w, wtWindow)
 	}
 	return w
 }

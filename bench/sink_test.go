@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/coder/websocket"
+	"github.com/quic-go/webtransport-go"
 	"math"
 	"net"
 	"net/netip"
@@ -45,9 +46,10 @@ type sinkSet struct {
 
 // sink is one subscriber socket (or stream flow) and its counters.
 type sink struct {
-	conn  *net.UDPConn      // UDP subscriber, or nil
-	flow  *streammedia.Flow // stream (TCP/TLS) subscriber, or nil
-	ws    *websocket.Conn   // WebSocket subscriber (ws), or nil
+	conn  *net.UDPConn          // UDP subscriber, or nil
+	flow  *streammedia.Flow     // stream (TCP/TLS) subscriber, or nil
+	ws    *websocket.Conn       // WebSocket subscriber (ws), or nil
+	wt    *webtransport.Session // WebTransport subscriber (wt), or nil
 	addr  netip.AddrPort
 	got   atomic.Uint64 // copies of the current round
 	bad   atomic.Uint64 // copies that are not a benchmark packet (or fail verification)
@@ -190,6 +192,8 @@ func (s *sinkSet) close() error {
 		for _, k := range s.sinks {
 			if k.ws != nil {
 				_ = k.ws.CloseNow() // already closed by the router: nothing to report
+			} else if k.wt != nil {
+				_ = k.wt.CloseWithError(0, "") // likewise
 			} else if k.flow != nil {
 				err = errors.Join(err, k.flow.Close())
 			} else {

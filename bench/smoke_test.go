@@ -45,6 +45,8 @@ func TestHarnessSmoke(t *testing.T) {
 		{"tls-200", scenario{impl: implTLS, subs: 2, size: 200}, closedLoop(64)},
 		{"ws", scenario{impl: implWS, subs: 3, size: 1200}, closedLoop(64)},
 		{"ws-200", scenario{impl: implWS, subs: 2, size: 200}, closedLoop(64)},
+		{"wt", scenario{impl: implWT, subs: 3, size: 1200}, closedLoop(wtWindow)},
+		{"wt-200", scenario{impl: implWT, subs: 2, size: 200}, closedLoop(wtWindow)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,6 +103,10 @@ func requireTransport(t *testing.T, sinks *sinkSet, impl string) {
 	for i, k := range sinks.sinks {
 		if impl == implWS {
 			require.NotNil(t, k.ws, "subscriber %d is not a WebSocket", i)
+			continue
+		}
+		if impl == implWT {
+			require.NotNil(t, k.wt, "subscriber %d is not a WebTransport session", i)
 			continue
 		}
 		require.NotNil(t, k.flow, "subscriber %d is not a stream", i)

@@ -18,7 +18,7 @@ import (
 // router's mapped address see the browser.
 type pipeConn struct {
 	net.Conn
-	local, remote *net.TCPAddr
+	local, remote net.Addr
 }
 
 func (c *pipeConn) LocalAddr() net.Addr  { return c.local }

@@ -12,7 +12,6 @@ import (
 	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 
-	"github.com/openmmr/mmr/client/udpmedia"
 	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/router"
@@ -65,32 +64,10 @@ func TestBridgeInterop(t *testing.T) {
 	require.NoError(t, ack.Unmarshal(b))
 	require.Equal(t, media.Video, ack.Kind)
 
-	tok, err := wire.ParseToken(jn.MediaToken)
-	require.NoError(t, err)
-	f, err := udpmedia.Dial(ctxT(t), z.rt.UDPAddrs()[0], media.Video, tok)
-	require.NoError(t, err)
-	defer f.Close()
-
-	send(t, cw, "publish", 3, map[string]any{"kind": "video", "ssrcs": []uint32{1111}})
-	require.Equal(t, "ok", until(t, cw, "ok").Type)
-	send(t, cn, "publish", 3, map[string]any{"kind": "video", "ssrcs": []uint32{2222}})
-	require.Equal(t, "ok", until(t, cn, "ok").Type)
-
+	f := nativeVideo(t, z, cw, cn, jn)
 	// Browser to native: the native flow receives the WebSocket's packets
-	// byte for byte. Retried until the subscription is in place.
-	buf := make([]byte, 1500)
-	var got []byte
-	for i := uint16(0); got == nil && i < 200; i++ {
-		require.NoError(t, mw.Write(ctxT(t), websocket.MessageBinary, rtpPkt(t, 1111, i)))
-		if n, err := f.Recv(buf, time.Now().Add(100*time.Millisecond)); err == nil {
-			got = append([]byte(nil), buf[:n]...)
-		}
-	}
-	require.NotNil(t, got, "the native flow received the browser's RTP")
-	var p rtp.Packet
-	require.NoError(t, p.Unmarshal(got))
-	require.Equal(t, uint32(1111), p.SSRC)
-	require.Equal(t, rtpPkt(t, 1111, p.SequenceNumber), got)
+	// byte for byte.
+	toNative(t, f, func(b []byte) error { return mw.Write(ctxT(t), websocket.MessageBinary, b) })
 
 	// Native to browser: one message per packet, unchanged.
 	want := rtpPkt(t, 2222, 9)

@@ -13,12 +13,16 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/pion/rtp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/openmmr/mmr/client/udpmedia"
 	"github.com/openmmr/mmr/control"
 	"github.com/openmmr/mmr/control/token"
+	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/router"
 	"github.com/openmmr/mmr/tlsutil"
+	"github.com/openmmr/mmr/wire"
 )
 
 // waitLimit bounds every wait for something the test expects; a hang
@@ -167,3 +171,40 @@ func httpStatus(t testing.TB, req *http.Request) int {
 }
 
 func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
+
+// nativeVideo binds the native participant's (jn, control cn) video flow
+// over UDP and publishes video: SSRC 1111 for the web participant (control
+// cw), 2222 for the native one.
+func nativeVideo(t testing.TB, z *zone, cw, cn *websocket.Conn, jn joined) *udpmedia.Flow {
+	t.Helper()
+	tok, err := wire.ParseToken(jn.MediaToken)
+	require.NoError(t, err)
+	f, err := udpmedia.Dial(ctxT(t), z.rt.UDPAddrs()[0], media.Video, tok)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	send(t, cw, "publish", 3, map[string]any{"kind": "video", "ssrcs": []uint32{1111}})
+	require.Equal(t, "ok", until(t, cw, "ok").Type)
+	send(t, cn, "publish", 3, map[string]any{"kind": "video", "ssrcs": []uint32{2222}})
+	require.Equal(t, "ok", until(t, cn, "ok").Type)
+	return f
+}
+
+// toNative sends the web participant's RTP (SSRC 1111) with send until
+// the native flow f receives one (the subscription takes a moment), and
+// checks that it arrived byte for byte.
+func toNative(t testing.TB, f *udpmedia.Flow, send func([]byte) error) {
+	t.Helper()
+	buf := make([]byte, 1500)
+	var got []byte
+	for i := uint16(0); got == nil && i < 200; i++ {
+		require.NoError(t, send(rtpPkt(t, 1111, i)))
+		if n, err := f.Recv(buf, time.Now().Add(100*time.Millisecond)); err == nil {
+			got = append([]byte(nil), buf[:n]...)
+		}
+	}
+	require.NotNil(t, got, "the native flow received the web participant's RTP")
+	var p rtp.Packet
+	require.NoError(t, p.Unmarshal(got))
+	require.Equal(t, uint32(1111), p.SSRC)
+	require.Equal(t, rtpPkt(t, 1111, p.SequenceNumber), got)
+}

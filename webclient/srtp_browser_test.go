@@ -26,7 +26,7 @@ func TestSRTPInBrowser(t *testing.T) {
 	require.NoError(t, err, b.console())
 	require.Empty(t, bad)
 
-	if z.netns != nil {
+	if z.ns != nil {
 		// The browser's network has only its loopback: the test's own
 		// server on the host's loopback is out of its reach, its own is not.
 		require.NoError(t, b.run(30*time.Second, chromedp.Navigate(z.url+"/v1/healthz")))

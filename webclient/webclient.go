@@ -11,6 +11,11 @@
 //     router.ServeStream as RFC 4571 frames, so the router's fan-out,
 //     budgets and drop rules are the TCP/TLS stream code.
 //
+// A WebTransport server (type WebTransport, HTTP/3 on UDP at the TLS
+// port's number) carries the same media links over QUIC datagrams, one
+// packet per datagram, into router.ServeStream the same way; the page tries
+// it first and falls back to the media WebSockets when UDP is blocked.
+//
 // Every limit (message size, message type, origin, WebSockets per source
 // and in total) refuses or cuts off with a counted reason (Stats). The wire
 // format is in docs/PROTOCOL.md, "Web client (WebSocket 443)".
@@ -19,9 +24,11 @@
 package webclient
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -91,8 +98,25 @@ type Config struct {
 	// AllowedOrigins are extra origin hosts (host[:port]) accepted besides
 	// the request's own Host (same-origin). Empty: same origin only.
 	AllowedOrigins []string
-	Logger         *slog.Logger // default slog.Default()
+	// WebTransport tells the page that a WebTransport server (type
+	// WebTransport) serves WebTransportPath on UDP at the page's own host
+	// and port number: the page tries it for media before WebSockets.
+	WebTransport bool
+	// WebTransportTimeout is how long the page waits for a WebTransport
+	// session before it uses WebSockets (a blocked UDP port costs that
+	// much at each join). Default DefaultWebTransportTimeout.
+	WebTransportTimeout time.Duration
+	Logger              *slog.Logger // default slog.Default()
 }
+
+// DefaultWebTransportTimeout: a QUIC handshake takes one round trip; 2 s
+// is many times a long one, and short enough that a page behind a network
+// that drops UDP still joins quickly.
+const DefaultWebTransportTimeout = 2 * time.Second
+
+// wtMeta is the page's WebTransport announcement; its content is filled
+// with WebTransportPath when Config.WebTransport is set.
+const wtMeta = `<meta name="openmmr-webtransport" content="">`
 
 // Refusal and cut-off reasons counted in Stats.
 const (
@@ -113,8 +137,7 @@ type Handler struct {
 	index  []byte
 
 	mu     sync.Mutex
-	perIP  map[netip.Addr]int
-	total  int
+	slots  slots
 	conns  map[*websocket.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
@@ -153,7 +176,17 @@ func New(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, perIP: map[netip.Addr]int{}, conns: map[*websocket.Conn]struct{}{},
+	if !bytes.Contains(index, []byte(wtMeta)) {
+		return nil, errors.New("webclient: index.html lacks the WebTransport meta tag")
+	}
+	if cfg.WebTransportTimeout <= 0 {
+		cfg.WebTransportTimeout = DefaultWebTransportTimeout
+	}
+	if cfg.WebTransport {
+		meta := fmt.Sprintf(`<meta name="openmmr-webtransport" content="%s" data-timeout-ms="%d">`, WebTransportPath, cfg.WebTransportTimeout.Milliseconds())
+		index = bytes.Replace(index, []byte(wtMeta), []byte(meta), 1)
+	}
+	h := &Handler{cfg: cfg, log: cfg.Logger, slots: newSlots(cfg.MaxPerSource, cfg.MaxTotal), conns: map[*websocket.Conn]struct{}{},
 		stats: map[string]*atomic.Uint64{}, index: index, static: http.StripPrefix("/static/", http.FileServerFS(sub))}
 	for _, c := range []string{CodeOrigin, CodeSubprotocol, CodeUpgrade, CodePerSource, CodeTotal, CodeClosed, CutTooLarge, CutWrongType, CutEmpty} {
 		h.stats[c] = new(atomic.Uint64)
@@ -278,7 +311,10 @@ func (h *Handler) serveMedia(w http.ResponseWriter, r *http.Request) {
 // Host or an allowed one. Browsers always send Origin on WebSocket
 // upgrades, so a page of another site cannot ride the user's network
 // position (cross-site WebSocket hijacking).
-func (h *Handler) originOK(r *http.Request) bool {
+func (h *Handler) originOK(r *http.Request) bool { return originOK(r, h.cfg.AllowedOrigins) }
+
+// originOK: no Origin, or one whose host is r's Host or one of allowed.
+func originOK(r *http.Request, allowed []string) bool {
 	o := r.Header.Get("Origin")
 	if o == "" {
 		return true
@@ -290,7 +326,7 @@ func (h *Handler) originOK(r *http.Request) bool {
 	if strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
-	for _, a := range h.cfg.AllowedOrigins {
+	for _, a := range allowed {
 		if strings.EqualFold(u.Host, a) {
 			return true
 		}
@@ -321,26 +357,16 @@ func tcpAddr(s string) *net.TCPAddr {
 func (h *Handler) acquire(ip netip.Addr) (string, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	switch {
-	case h.closed:
-		return CodeClosed, false
-	case h.total >= h.cfg.MaxTotal:
-		return CodeTotal, false
-	case h.perIP[ip] >= h.cfg.MaxPerSource:
-		return CodePerSource, false
+	code, ok := h.slots.take(ip, h.closed)
+	if ok {
+		h.wg.Add(1)
 	}
-	h.total++
-	h.perIP[ip]++
-	h.wg.Add(1)
-	return "", true
+	return code, ok
 }
 
 func (h *Handler) release(ip netip.Addr) {
 	h.mu.Lock()
-	h.total--
-	if h.perIP[ip]--; h.perIP[ip] <= 0 {
-		delete(h.perIP, ip)
-	}
+	h.slots.give(ip)
 	h.mu.Unlock()
 	h.wg.Done()
 }

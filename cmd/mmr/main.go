@@ -59,6 +59,7 @@ type options struct {
 	perMeeting     bool // -metrics-per-meeting
 	pprof          bool // -pprof
 	web            bool
+	webTransport   bool
 	webDB          string
 	webConfig      string
 }
@@ -97,6 +98,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	perMeeting := fs.Bool("metrics-per-meeting", false, "with -metrics: also per-meeting gauges (mmr_meeting_*; one series per meeting, so off by default)")
 	pprofOn := fs.Bool("pprof", false, "with -metrics: serve net/http/pprof under /debug/pprof/ on the metrics listener")
 	webOn := fs.Bool("web", true, "serve the web tier (meetings API, lookup) on the -control TLS port: ALPN h2/http/1.1 and HTTP without ALPN")
+	webTransport := fs.Bool("webtransport", true, "with -web: serve the web client's media over WebTransport (HTTP/3) on UDP at the -control port's number; the page falls back to WebSockets when UDP is blocked")
 	webDB := fs.String("web-db", "", "web tier store: sqlite:PATH or postgres://... (default sqlite:STATE/web.db)")
 	webConfig := fs.String("web-config", "", "TOML configuration file for the web tier ([web], [[zones]]; config/example.toml); default: one zone, this node's ZC")
 	lf := logflag.Add(fs)
@@ -107,7 +109,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q (see -h)", fs.Arg(0))
 	}
 	o := &options{control: *control, controlSet: flagSet(fs, "control"), state: *state, joinSecretFile: *joinSecret, zoneSecretFile: *zoneSecret, id: *id, drainTimeout: *drainTimeout, metrics: *metricsAddr,
-		web: *webOn, webDB: *webDB, webConfig: *webConfig, perMeeting: *perMeeting, pprof: *pprofOn, log: lf}
+		web: *webOn, webTransport: *webTransport, webDB: *webDB, webConfig: *webConfig, perMeeting: *perMeeting, pprof: *pprofOn, log: lf}
 	if o.metrics == "" && (o.perMeeting || o.pprof) {
 		return nil, errors.New("-metrics-per-meeting and -pprof need -metrics (they are served on its listener)")
 	}

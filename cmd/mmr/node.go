@@ -110,7 +110,7 @@ func start(o *options, log *slog.Logger) (_ *node, err error) {
 		zcs = []string{loopbackOf(tlsAddr).String()}
 	}
 	if o.web {
-		if err := n.startWeb(o, joinSecret, tlsAddr); err != nil {
+		if err := n.startWeb(o, joinSecret, tlsAddr, cert); err != nil {
 			return nil, fmt.Errorf("web tier: %w", err)
 		}
 	}

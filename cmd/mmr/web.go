@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/openmmr/mmr/config"
 	"github.com/openmmr/mmr/internal/onebox"
+	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/web"
 	"github.com/openmmr/mmr/web/sniff"
 	"github.com/openmmr/mmr/web/store"
@@ -29,8 +31,9 @@ type webTier struct {
 	st    store.Store
 	http  *http.Server
 	sniff *sniff.Router
-	wc    *webclient.Handler // the web client's page and WebSocket endpoints
-	url   string             // https://HOST[:PORT] as a local client reaches it
+	wc    *webclient.Handler      // the web client's page and WebSocket endpoints
+	wt    *webclient.WebTransport // its media over WebTransport on UDP; nil when off
+	url   string                  // https://HOST[:PORT] as a local client reaches it
 	wg    sync.WaitGroup
 }
 
@@ -53,7 +56,7 @@ type firstMeeting struct {
 // (or -web-db), the zones of -web-config, else one zone named "local" whose
 // ZC is this node's in-process one (its address and fingerprint). It is
 // called before the edge serves.
-func (n *node) startWeb(o *options, secret []byte, tlsAddr netip.AddrPort) (err error) {
+func (n *node) startWeb(o *options, secret []byte, tlsAddr netip.AddrPort, cert tls.Certificate) (err error) {
 	site := config.Default()
 	if o.webConfig != "" {
 		if site, err = config.Load(o.webConfig); err != nil {
@@ -86,7 +89,10 @@ func (n *node) startWeb(o *options, secret []byte, tlsAddr netip.AddrPort) (err 
 	if w.st, err = store.Open(ctx, dsn); err != nil {
 		return err
 	}
-	if w.wc, err = webclient.New(webclient.Config{Control: n.ctl, Media: n.r, Logger: n.log}); err != nil {
+	if o.webTransport {
+		w.startWebTransport(n, tlsAddr, cert)
+	}
+	if w.wc, err = webclient.New(webclient.Config{Control: n.ctl, Media: n.r, Logger: n.log, WebTransport: w.wt != nil}); err != nil {
 		return err
 	}
 	if w.srv, err = web.New(web.Config{Site: site, Store: w.st, Secret: secret, Logger: n.log, Extra: w.wc.Routes()}); err != nil {
@@ -106,6 +112,34 @@ func (n *node) startWeb(o *options, secret []byte, tlsAddr netip.AddrPort) (err 
 		}()
 	}
 	return w.firstStart(ctx, n, o.state)
+}
+
+// startWebTransport serves the web client's WebTransport endpoint on UDP
+// at the TLS port's address and number (443, or 8443 where the TLS port fell
+// back to it), with the TLS port's certificate. A UDP port that cannot be
+// bound is logged and leaves WebTransport off: the page then uses
+// WebSockets only.
+func (w *webTier) startWebTransport(n *node, tlsAddr netip.AddrPort, cert tls.Certificate) {
+	pc, err := net.ListenPacket("udp", tlsAddr.String())
+	if err != nil {
+		n.log.Warn("mmr: WebTransport off: cannot bind UDP on the TLS port's number (the web client uses WebSockets)", "addr", tlsAddr, "err", err)
+		return
+	}
+	wt, err := webclient.NewWebTransport(webclient.WebTransportConfig{Media: n.r, TLS: tlsutil.ServerConfig(cert), Logger: n.log})
+	if err != nil {
+		pc.Close()
+		n.log.Warn("mmr: WebTransport off", "err", err)
+		return
+	}
+	w.wt = wt
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		if err := wt.Serve(pc); err != nil {
+			n.log.Error("mmr: WebTransport stopped", "err", err)
+		}
+	}()
+	n.log.Info("mmr: web client media over WebTransport", "udp", pc.LocalAddr(), "path", webclient.WebTransportPath)
 }
 
 // firstStart creates, once, a meeting with a passcode and an admin API key,
@@ -158,6 +192,9 @@ func (w *webTier) close() {
 	}
 	if w.wc != nil {
 		w.wc.Close() // hijacked WebSockets: http.Server.Close leaves them
+	}
+	if w.wt != nil {
+		w.wt.Close()
 	}
 	w.wg.Wait()
 	if w.srv != nil {

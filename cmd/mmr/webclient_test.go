@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/quic-go/quic-go/http3"
+	"github.com/quic-go/webtransport-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/openmmr/mmr/internal/leaktest"
@@ -48,6 +50,7 @@ func TestOneBoxWebClient(t *testing.T) {
 	}
 	page, resp := get("/")
 	require.Contains(t, page, `/static/app.js`)
+	require.Contains(t, page, `<meta name="openmmr-webtransport" content="`+webclient.WebTransportPath+`" data-timeout-ms="2000">`, "WebTransport is announced to the page")
 	require.Contains(t, resp.Header.Get("Content-Security-Policy"), "default-src 'self'")
 	page, _ = get("/j/" + fm.ID)
 	require.Contains(t, page, `id="join-form"`)
@@ -106,5 +109,43 @@ func TestOneBoxWebClient(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, wire.ClassBindAck, wire.Classify(ack))
 	require.Equal(t, int64(2), n.web.wc.Stats().Open)
+
+	// WebTransport on UDP at the TLS port's number, same certificate: a
+	// session binds the video flow with the same media token.
+	wtTLS := pin.Clone()
+	wtTLS.NextProtos = []string{http3.NextProtoH3}
+	d := &webtransport.Transport{TLSClientConfig: wtTLS}
+	defer d.Close()
+	_, s, err := d.Dial(ctx, "https://"+addr+webclient.WebTransportPath, nil)
+	require.NoError(t, err)
+	defer s.CloseWithError(0, "")
+	_, err = (&wire.Bind{Kind: media.Video, TxID: 6, Token: tok}).MarshalTo(bind)
+	require.NoError(t, err)
+	require.NoError(t, s.SendDatagram(bind))
+	ack, err = s.ReceiveDatagram(ctx)
+	require.NoError(t, err)
+	var ba wire.BindAck
+	require.NoError(t, ba.Unmarshal(ack))
+	require.Equal(t, media.Video, ba.Kind)
+	require.Equal(t, uint32(6), ba.TxID)
+	require.Equal(t, int64(1), n.web.wt.Stats().Open)
 	require.Equal(t, "ok", call(`{"type":"leave","id":3}`)["type"])
+}
+
+// TestOneBoxNoWebTransport: -webtransport=false serves no UDP endpoint and
+// the page is told so (it uses WebSockets at once).
+func TestOneBoxNoWebTransport(t *testing.T) {
+	leaktest.Check(t)
+	n, _, _ := startNode(t, "-webtransport=false")
+	require.Nil(t, n.web.wt)
+	pin, err := tlsutil.PinnedClientConfig(n.fp)
+	require.NoError(t, err)
+	tr := &http.Transport{TLSClientConfig: pin}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://" + addrPort(n.edge.Addr()).String() + "/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	page, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(page), `<meta name="openmmr-webtransport" content="">`)
 }

@@ -1,16 +1,19 @@
 // openmmr web client: join form, lookup at the web tier, control channel
-// and media over WebSockets on this origin (docs/PROTOCOL.md "Web client").
+// over a WebSocket and media over WebTransport or WebSockets on this origin
+// (docs/PROTOCOL.md "Web client").
 // window.openmmr exposes the page state for people debugging and for the
 // browser tests.
 
 import { Control, ControlError } from './control.js';
 import { Link, VideoSender, AudioSender, VideoReceiver, AudioReceiver } from './media.js';
 import { SendStream, DEV_KEY_ID, devMeetingKey, hex } from './srtp.js';
+import { WTLink, webTransportURL } from './wt.js';
 import * as rtp from './rtp.js';
 
 const $ = (id) => document.getElementById(id);
 const wsURL = (path) => (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + path;
 const SESSION_KEY = 'openmmr.session';
+const TRANSPORT_NAMES = { webtransport: 'WebTransport (UDP 443)', websocket: 'WebSocket (TLS 443)', mixed: 'WebTransport and WebSocket' };
 
 const LOOKUP_ERRORS = {
   'wrong-passcode': 'Wrong passcode.',
@@ -141,7 +144,6 @@ async function connect({ meeting, token, name, resume }) {
   control = c; joined = r.body;
   state.participant = joined.participant; state.role = joined.role;
   saveSession();
-  $('transport').textContent = 'WebSocket (TLS 443)'; $('transport').hidden = false; state.transport = 'websocket';
   $('security').hidden = false;
   show('meeting-view');
   state.roster.clear(); state.ssrcOwner.clear();
@@ -169,15 +171,47 @@ function saveSession() {
 }
 window.addEventListener('pagehide', () => { if (state.phase === 'joined' || state.phase === 'reconnecting') saveSession(); });
 
+// openLinks opens the media links that are not open: over WebTransport
+// first, when the server offers it and it has not failed on this page; if
+// any WebTransport link fails (UDP blocked: it does not connect within the
+// announced timeout, 2 s), every link goes over WebSockets, one transport
+// per page.
 async function openLinks() {
   const token = hex.dec(joined.media_token);
-  const kinds = ['audio', 'video', 'content'];
-  await Promise.all(kinds.map(async (k) => {
-    if (state.links[k] && !state.links[k].closed) return;
+  const missing = () => ['audio', 'video', 'content'].filter((k) => !state.links[k] || state.links[k].closed);
+  const wt = state.wtFailed ? '' : webTransportURL();
+  if (wt && missing().length) {
+    const want = missing();
+    const tried = await Promise.allSettled(want.map(async (k) => {
+      const l = new WTLink(wt, k, token, onPacket, onLinkClosed);
+      await l.open();
+      return l;
+    }));
+    const bad = tried.find((r) => r.status === 'rejected');
+    if (!bad) {
+      tried.forEach((r, i) => { state.links[want[i]] = r.value; });
+    } else {
+      state.wtFailed = true; state.wtError = bad.reason.message;
+      console.warn('openmmr: WebTransport failed, media over WebSockets:', state.wtError);
+      for (const r of tried) if (r.status === 'fulfilled') r.value.close();
+      for (const [k, l] of Object.entries(state.links)) if (l.transport === 'webtransport') { l.close(); delete state.links[k]; }
+    }
+  }
+  await Promise.all(missing().map(async (k) => {
     const l = new Link(wsURL('/v1/ws/media'), k, token, onPacket, onLinkClosed);
     await l.open();
     state.links[k] = l;
   }));
+  showTransport();
+}
+
+// showTransport says which transport the media links use (the header's
+// badge; data-transport is webtransport, websocket or mixed).
+function showTransport() {
+  const used = new Set(Object.values(state.links).map((l) => l.transport));
+  state.transport = used.size > 1 ? 'mixed' : [...used][0] || '';
+  const el = $('transport');
+  el.textContent = TRANSPORT_NAMES[state.transport] || ''; el.dataset.transport = state.transport; el.hidden = !state.transport;
 }
 
 async function startSending() {
@@ -446,9 +480,9 @@ window.openmmr = {
     const sent = {};
     for (const [k, s] of Object.entries(state.senders)) sent[k] = { ssrc: s.ssrc, frames: s.frames };
     const links = {};
-    for (const [k, l] of Object.entries(state.links)) links[k] = { sent: l.sent, received: l.received };
+    for (const [k, l] of Object.entries(state.links)) links[k] = { sent: l.sent, received: l.received, transport: l.transport, bindMs: l.bindMs || 0 };
     return { phase: state.phase, error: state.error, errorCode: state.errorCode || '', participant: state.participant, transport: state.transport,
-      reconnects: state.reconnects, joinedAt: state.joinedAt, lastLeft: state.lastLeft || null, tiles, sent, links, unknownSSRC: state.unknownSSRC || 0 };
+      wtError: state.wtError || '', reconnects: state.reconnects, joinedAt: state.joinedAt, lastLeft: state.lastLeft || null, tiles, sent, links, unknownSSRC: state.unknownSSRC || 0 };
   },
   // pixels: mean and standard deviation of the luma of a tile's canvas (a
   // blank or single-colour frame has deviation ~0).

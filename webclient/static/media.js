@@ -13,6 +13,7 @@ const BIND_TIMEOUT_MS = 5000; // the router's bind timeout
 export class Link {
   constructor(url, kind, token, onPacket, onClose) {
     this.url = url; this.kind = kind; this.token = token; this.onPacket = onPacket; this.onClose = onClose;
+    this.transport = 'websocket';
     this.sent = 0; this.received = 0; this.closed = false;
   }
   open() {
