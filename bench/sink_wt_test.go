@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -39,7 +40,10 @@ func newWTSinkSet(si streamInfo, ssrc uint32, size int, verify bool) (*sinkSet, 
 		d := &webtransport.Transport{TLSClientConfig: conf, QUICConfig: &quic.Config{EnableDatagrams: true, EnableStreamResetPartialDelivery: true}}
 		_, sess, err := d.Dial(ctx, "https://"+si.Addr.String()+webclient.WebTransportPath, nil)
 		if err == nil {
-			if _, err = (&wire.Bind{Kind: media.Video, TxID: uint32(i + 1), Token: tok}).MarshalTo(bind); err == nil {
+			b := wire.Bind{Kind: media.Video, TxID: uint32(i + 1)}
+			now := time.Now()
+			b.Sign(tok, uint64(now.UnixMicro()), now)
+			if _, err = b.MarshalTo(bind); err == nil {
 				err = sess.SendDatagram(bind)
 			}
 			var ack []byte

@@ -119,7 +119,10 @@ func TestOneBoxWebClient(t *testing.T) {
 	_, s, err := d.Dial(ctx, "https://"+addr+webclient.WebTransportPath, nil)
 	require.NoError(t, err)
 	defer s.CloseWithError(0, "")
-	_, err = (&wire.Bind{Kind: media.Video, TxID: 6, Token: tok}).MarshalTo(bind)
+	sb = wire.Bind{Kind: media.Video, TxID: 6}
+	now = time.Now()
+	sb.Sign(tok, uint64(now.UnixMicro()), now)
+	_, err = sb.MarshalTo(bind)
 	require.NoError(t, err)
 	require.NoError(t, s.SendDatagram(bind))
 	ack, err = s.ReceiveDatagram(ctx)

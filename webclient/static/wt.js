@@ -62,7 +62,7 @@ export class WTLink {
     let bound;
     const acked = new Promise((resolve) => { bound = resolve; });
     this.readLoop(reader, txid, bound);
-    const bind = rtp.bind(rtp.KIND[this.kind], txid, this.token);
+    const bind = await rtp.bind(rtp.KIND[this.kind], txid, this.token); // signed with WebCrypto (async)
     const resend = setInterval(() => this.write(bind), BIND_RESEND_MS);
     this.write(bind);
     const t0 = performance.now();
