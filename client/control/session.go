@@ -92,7 +92,8 @@ func (s *session) dispatch(id uint32, msg proto.Message) error {
 			return m
 		}
 		return nil
-	case *proto.ParticipantJoined, *proto.ParticipantLeft, *proto.StreamAdded, *proto.StreamRemoved:
+	case *proto.ParticipantJoined, *proto.ParticipantLeft, *proto.StreamAdded, *proto.StreamRemoved,
+		*proto.MediaKey, *proto.E2EEKey:
 		s.c.event(m)
 		return nil
 	case *proto.MeetingEnded:
