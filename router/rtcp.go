@@ -104,7 +104,7 @@ func (rd *reader) sendRTCP(d *session.Flow, rem *session.Remote, plain []byte) {
 		rd.arena = make([]byte, rd.arenaSize)
 	}
 	if len(rd.arena)-rd.arenaUsed < n {
-		rd.flush() // the queued copies leave, and the arena is free again
+		rd.flush()             // the queued copies leave, and the arena is free again
 		if n > len(rd.arena) { // not with MaxPacket-sized datagrams; a guard
 			rd.drop(d, stats.DropOversize)
 			return
