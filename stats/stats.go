@@ -34,6 +34,11 @@ const (
 	DropStale                               // RTP/RTCP that waited in the socket buffer longer than MaxPacketAge (a stall): not forwarded
 	DropBindReplayed                        // authentic bind whose counter is not above the last accepted for its participant and kind: a replay
 	DropBindStale                           // authentic bind whose time is more than wire.BindTimeWindow from the router's clock
+	DropRTCPAuth                            // SRTCP whose tag does not verify with its flow's key (altered, forged, another key, or plain RTCP from a protected flow)
+	DropRTCPReplayed                        // SRTCP whose index its flow already accepted (a replay)
+	DropRTCPTooOld                          // SRTCP whose index is older than its flow's replay window
+	DropRTCPSenders                         // SRTCP from a new sender SSRC beyond its flow's limit (protect.MaxRTCPSenders)
+	DropRTCPSeal                            // an RTCP copy that could not be protected for its destination (SRTCP index exhausted): not sent
 	NumDropReasons                          // number of reasons; not a reason
 )
 
@@ -43,6 +48,7 @@ var dropNames = [NumDropReasons]string{
 	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
 	"keyframe_throttled", "rtcp_not_subscribed", "streams_full", "bind_limited", "no_consent", "stale",
 	"bind_replayed", "bind_stale",
+	"rtcp_auth", "rtcp_replayed", "rtcp_too_old", "rtcp_unknown_sender", "rtcp_seal_error",
 }
 
 // String returns the reason's stable snake_case name.

@@ -93,7 +93,7 @@ func (s *session) dispatch(id uint32, msg proto.Message) error {
 		}
 		return nil
 	case *proto.ParticipantJoined, *proto.ParticipantLeft, *proto.StreamAdded, *proto.StreamRemoved,
-		*proto.ActiveSpeaker:
+		*proto.ActiveSpeaker, *proto.MediaKey, *proto.E2EEKey:
 		s.c.event(m)
 		return nil
 	case *proto.MeetingEnded:

@@ -307,6 +307,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			{"control_slow_consumers_total", "Control connections closed because their send queue was full.", cs.SlowConsumers},
 			{"control_rate_limited_total", "Control messages refused by the request rate limit.", cs.RateLimited},
 			{"control_rate_cut_off_total", "Control connections closed for sending on while rate limited.", cs.RateCutOff},
+			{"control_media_keys_total", "Standard-mode meeting keys made after membership changes (each sent in one media-key event).", cs.MediaKeys},
+			{"control_wraps_relayed_total", "E2EE key wraps relayed to their recipient.", cs.WrapsRelayed},
+			{"control_wraps_refused_total", "E2EE key wraps refused (bad, forged, unknown recipient, over budget).", cs.WrapsRefused},
 		})
 	}
 	if s := c.src.Zone; s != nil {
