@@ -26,6 +26,16 @@ const (
 // reports). A new SSRC beyond it is rejected as UnknownSender.
 const MaxRTCPSenders = 64
 
+// MaxRTCPSendersFromRouter is the same bound for what a client opens (the
+// router's direction): the router forwards the RTCP of every other member
+// of the meeting, so a publisher in a webinar receives the receiver
+// reports of every viewer, each under its own sender SSRC. It covers the
+// largest meeting the control server admits (10,000 viewers plus hosts and
+// participants) with room for SSRC changes; each sender costs its replay
+// window (about 100 bytes with the default window), about 3 MB at the
+// bound, on the client.
+const MaxRTCPSendersFromRouter = 32768
+
 // RTCPFlow protects the RTCP of one client-router flow (participant,
 // media kind) with SRTCP AEAD_AES_256_GCM (RFC 7714 §9), no MKI, keys from
 // DeriveRTCP. One direction's context seals, the other's opens, each under
@@ -37,11 +47,12 @@ type RTCPFlow struct {
 	seal    *srtp.Context
 	sealHdr rtcp.Header
 
-	openMu  sync.Mutex
-	open    *srtp.Context
-	openHdr rtcp.Header
-	rej     uint8
-	senders map[uint32]struct{}
+	openMu     sync.Mutex
+	open       *srtp.Context
+	openHdr    rtcp.Header
+	rej        uint8
+	senders    map[uint32]struct{}
+	maxSenders int // MaxRTCPSenders (router side) or MaxRTCPSendersFromRouter
 
 	c counters
 }
@@ -69,7 +80,10 @@ func NewRTCPFlow(secret []byte, participant uint64, k media.Kind, side Side, win
 	} else if side != ClientSide {
 		return nil, ErrSide
 	}
-	f := &RTCPFlow{senders: map[uint32]struct{}{}}
+	f := &RTCPFlow{senders: map[uint32]struct{}{}, maxSenders: MaxRTCPSenders}
+	if side == ClientSide {
+		f.maxSenders = MaxRTCPSendersFromRouter
+	}
 	key, salt := DeriveRTCP(secret, participant, k, sealDir)
 	var err error
 	if f.seal, err = srtp.CreateContext(key[:], salt[:], Profile); err != nil {
@@ -118,7 +132,7 @@ func (f *RTCPFlow) Open(dst, pkt []byte) ([]byte, error) {
 	f.openMu.Lock()
 	defer f.openMu.Unlock()
 	_, known := f.senders[ssrc]
-	if !known && len(f.senders) >= MaxRTCPSenders {
+	if !known && len(f.senders) >= f.maxSenders {
 		f.c.unknownSender.Add(1)
 		return nil, ErrUnknownSender
 	}

@@ -126,6 +126,14 @@ func TestRTCPRejections(t *testing.T) {
 			require.ErrorIs(t, err, ErrUnknownSender)
 		}
 	}
+	// A client opens the RTCP of a whole meeting's senders from the router
+	// (a webinar publisher: every viewer's receiver reports).
+	for ssrc := uint32(1000); ssrc < 1000+4*MaxRTCPSenders; ssrc++ {
+		p, err := r.Seal(nil, marshalRTCP(t, &rtcp.ReceiverReport{SSRC: ssrc}))
+		require.NoError(t, err)
+		_, err = c.Open(nil, p)
+		require.NoError(t, err, "sender %d", ssrc-1000)
+	}
 	_, err = r.Open(nil, sp[:8+RTCPOverhead-1])
 	require.ErrorIs(t, err, ErrMalformed)
 	_, err = NewRTCPFlow(sec[:16], 3, media.Audio, ClientSide, 0)

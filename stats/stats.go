@@ -37,7 +37,7 @@ const (
 	DropRTCPAuth                            // SRTCP whose tag does not verify with its flow's key (altered, forged, another key, or plain RTCP from a protected flow)
 	DropRTCPReplayed                        // SRTCP whose index its flow already accepted (a replay)
 	DropRTCPTooOld                          // SRTCP whose index is older than its flow's replay window
-	DropRTCPSenders                         // SRTCP from a new sender SSRC beyond its flow's limit (protect.MaxRTCPSenders)
+	DropRTCPSenders                         // SRTCP from a new sender SSRC beyond its flow's limit (protect.MaxRTCPSenders from a client)
 	DropRTCPSeal                            // an RTCP copy that could not be protected for its destination (SRTCP index exhausted): not sent
 	NumDropReasons                          // number of reasons; not a reason
 )
