@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+
+	"github.com/openmmr/mmr/protect"
 )
 
 // pubBurst is the most packets the closed loop sends in one burst (one
@@ -34,6 +36,22 @@ type publisher struct {
 	os    pubOS // OS-specific burst state (publisher_linux_test.go)
 	// lat, when set, records each send time (paced rounds only; see latency).
 	lat *latency
+	// seal, when set (scenario.srtp), protects every packet with SRTP
+	// AEAD_AES_256_GCM as a client does: the packet on the wire is the
+	// benchmark's size, its plaintext 20 bytes shorter, built in plain.
+	seal  *protect.Sealer
+	plain []byte
+}
+
+// benchMeetingKey is the meeting key srtp scenarios seal with: any key
+// does, the forwarder never holds one.
+var benchMeetingKey = protect.MeetingKey{ID: 1, Secret: [protect.SecretSize]byte{1, 2, 3}}
+
+// protect makes the publisher seal every packet (see publisher.seal).
+func (p *publisher) protect() error {
+	p.seal = protect.NewSealer(1, 0)
+	p.plain = make([]byte, fwdBufSize)
+	return p.seal.SetKey(benchMeetingKey)
 }
 
 func newPublisher(size int, ssrc uint32, full bool) (*publisher, error) {
@@ -75,6 +93,16 @@ func (p *publisher) next(i int) int {
 	b := p.bufs[i]
 	if p.video {
 		b = b[:videoLen(p.seq, len(b))]
+	}
+	if p.seal != nil {
+		pt := p.plain[:len(b)-protect.Overhead]
+		makePacket(pt, p.seq, p.epoch, p.ssrc)
+		p.seq++
+		out, err := p.seal.Seal(b[:0], pt)
+		if err != nil || len(out) != len(b) {
+			panic("bench: seal failed") // a fixed key and valid packets: cannot happen
+		}
+		return len(b)
 	}
 	if p.full {
 		makePacket(b, p.seq, p.epoch, p.ssrc)

@@ -47,6 +47,16 @@ func BenchmarkRatio(b *testing.B) {
 			})
 		}
 	}
+	// Media protection changes nothing for the router: SRTP traffic (sealed
+	// by the publisher as clients do) against the same plain traffic, and
+	// the router's per-copy path (no GSO) against the floor forwarding the
+	// same SRTP traffic (the media-plane bar, mmr/floor <= 1.15).
+	for _, size := range []int{200, 1200} {
+		srtp := func(impl string) scenario { sc := fanout(impl, size); sc.srtp = true; return sc }
+		pairs = append(pairs,
+			pair{fmt.Sprintf("fanout/mmr-srtp-vs-mmr/subs=50/size=%d", size), srtp(implMMR), fanout(implMMR, size), closedLoop(windowFor(50)), sliceFor(50)},
+			pair{fmt.Sprintf("fanout/mmr-nogso-srtp-vs-floor-srtp/subs=50/size=%d", size), srtp(implMMRNoGSO), srtp(implFloor), closedLoop(windowFor(50)), sliceFor(50)})
+	}
 	for _, vs := range [][2]string{{implMMR, implCFloor}, {implFloor, implCFloor}, {implMMR, implFloor}, {implMMRPoll, implFloor}} {
 		pairs = append(pairs, pair{
 			fmt.Sprintf("light/%s-vs-%s", vs[0], vs[1]),

@@ -23,6 +23,10 @@ type scenario struct {
 	// latency records each copy's delay through the forwarder (rig.lat;
 	// UDP subscribers only).
 	latency bool
+	// srtp makes the publisher seal every packet with SRTP as clients do
+	// (publisher.protect); the forwarder sees ciphertext of the same size.
+	// UDP subscribers only, not with verify.
+	srtp bool
 }
 
 // rig is a running scenario: the subscriber sockets and the publisher in
@@ -54,6 +58,11 @@ func newRig(sc scenario) (*rig, error) {
 	}
 	r.pub.video = sc.video
 	r.pub.lat = r.lat
+	if sc.srtp {
+		if err := r.pub.protect(); err != nil {
+			return nil, errors.Join(err, r.close())
+		}
+	}
 	r.child, err = startChild(childSpec{
 		Impl:             sc.impl,
 		Pub:              r.pub.addr,
