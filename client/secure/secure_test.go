@@ -148,7 +148,9 @@ func TestJoinedChecks(t *testing.T) {
 		want error
 	}{
 		{"standard", func(*proto.Joined, *secure.Config) {}, nil},
-		{"e2ee", func(j *proto.Joined, c *secure.Config) { j.MediaProtection, j.MediaKey, c.Private = proto.ProtectionE2EE, nil, priv }, nil},
+		{"e2ee", func(j *proto.Joined, c *secure.Config) {
+			j.MediaProtection, j.MediaKey, c.Private = proto.ProtectionE2EE, nil, priv
+		}, nil},
 		{"e2ee required, standard", func(_ *proto.Joined, c *secure.Config) { c.RequireE2EE = true }, secure.ErrDowngrade},
 		{"e2ee required, none", func(j *proto.Joined, c *secure.Config) { j.MediaProtection, c.RequireE2EE = "", true }, secure.ErrDowngrade},
 		{"no protection", func(j *proto.Joined, _ *secure.Config) { j.MediaProtection = "" }, secure.ErrUnprotected},
