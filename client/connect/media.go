@@ -201,6 +201,7 @@ func (s *Session) dialOne(ctx context.Context, k media.Kind, t string, a netip.A
 		if err != nil {
 			return nil, err
 		}
+		f.Protect(s.sec.Flow(k))
 		l.udp = f
 	case TCP:
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.TCPTimeout)
@@ -209,6 +210,7 @@ func (s *Session) dialOne(ctx context.Context, k media.Kind, t string, a netip.A
 		if err != nil {
 			return nil, err
 		}
+		f.Protect(s.sec.Flow(k))
 		l.stream = f
 	case TLS:
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.TLSTimeout)
@@ -217,6 +219,7 @@ func (s *Session) dialOne(ctx context.Context, k media.Kind, t string, a netip.A
 		if err != nil {
 			return nil, err
 		}
+		f.Protect(s.sec.Flow(k))
 		l.stream = f
 	default:
 		return nil, fmt.Errorf("unknown transport %q", t)
