@@ -134,6 +134,11 @@ type Config struct {
 	// connection goroutines, never on the media path: it must be fast and
 	// safe for concurrent use (a Prometheus histogram is).
 	Observe Observer
+
+	// rekeyTimer, when set (tests only), replaces time.NewTimer for the
+	// Standard-mode re-key delay: it returns the channel that fires and a
+	// stop function.
+	rekeyTimer func(d time.Duration) (<-chan time.Time, func() bool)
 }
 
 // withDefaults fills zero fields and validates.
@@ -185,6 +190,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.rekeyTimer == nil {
+		c.rekeyTimer = func(d time.Duration) (<-chan time.Time, func() bool) {
+			t := time.NewTimer(d)
+			return t.C, t.Stop
+		}
 	}
 	return c, c.validate()
 }
@@ -241,7 +252,8 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("control: more than %d endpoints", proto.MaxEndpoints))
 	}
 	for _, e := range c.Endpoints {
-		j := proto.Joined{Meeting: "m", Participant: 1, Role: proto.RoleHost, MediaToken: zeroHex16, Resume: zeroHex32, Endpoints: []proto.Endpoint{e}}
+		j := proto.Joined{Meeting: "m", Participant: 1, Role: proto.RoleHost, MediaToken: zeroHex16, Resume: zeroHex32, Endpoints: []proto.Endpoint{e},
+			MediaProtection: proto.ProtectionE2EE, RTCPSecret: zeroHex32}
 		if err := j.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("control: endpoint %+v: %w", e, err))
 		}

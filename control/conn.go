@@ -130,7 +130,13 @@ func (c *conn) serve() {
 			}
 			return
 		}
-		switch c.limit.take(time.Now()) {
+		verdict := allow
+		if _, wrap := msg.(*proto.E2EEKey); !wrap || c.state != stateJoined {
+			// A joined client's e2ee-key requests have a budget of their
+			// own (protection.go): a re-key is one per member.
+			verdict = c.limit.take(time.Now())
+		}
+		switch verdict {
 		case refuse:
 			c.s.stats.rateLimited.Add(1)
 			c.sendError(id, proto.CodeRateLimited, "over the request rate limit: not executed", false)

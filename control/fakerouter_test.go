@@ -21,6 +21,7 @@ type fakeRouter struct {
 
 type fakePart struct {
 	meeting string
+	rtcp    *[32]byte // RTCP secret given by AddParticipant or SetRTCPSecret
 	pub     [media.NumKinds][]uint32
 	sub     [media.NumKinds]router.Filter
 }
@@ -56,7 +57,7 @@ func (f *fakeRouter) EndMeeting(id string) error {
 	return nil
 }
 
-func (f *fakeRouter) AddParticipant(meeting string, _ router.ParticipantOptions) (router.ParticipantInfo, error) {
+func (f *fakeRouter) AddParticipant(meeting string, o router.ParticipantOptions) (router.ParticipantInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	m := f.meetings[meeting]
@@ -69,7 +70,7 @@ func (f *fakeRouter) AddParticipant(meeting string, _ router.ParticipantOptions)
 		return router.ParticipantInfo{}, err
 	}
 	m[f.next] = true
-	p := &fakePart{meeting: meeting}
+	p := &fakePart{meeting: meeting, rtcp: o.RTCPSecret}
 	for i := range p.sub {
 		p.sub[i] = router.All()
 	}
@@ -86,6 +87,17 @@ func (f *fakeRouter) RemoveParticipant(id router.ParticipantID) error {
 	}
 	delete(f.meetings[p.meeting], id)
 	delete(f.parts, id)
+	return nil
+}
+
+func (f *fakeRouter) SetRTCPSecret(id router.ParticipantID, secret *[32]byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.parts[id]
+	if p == nil {
+		return router.ErrNoParticipant
+	}
+	p.rtcp = secret
 	return nil
 }
 

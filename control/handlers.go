@@ -70,7 +70,7 @@ func (c *conn) join(id uint32, j *proto.Join) bool {
 	case claims.Meeting != j.Meeting:
 		return c.refuse(id, proto.CodeWrongMeeting, "join token is for another meeting")
 	}
-	p, err := c.s.join(c, id, claims, j.Name)
+	p, err := c.s.join(c, id, claims, j.Name, j.E2EEPublicKey)
 	if err != nil {
 		return c.joinFailed(id, err)
 	}
@@ -156,6 +156,18 @@ func (c *conn) handleJoined(id uint32, msg proto.Message) bool {
 		return true
 	case *proto.Unsubscribe:
 		c.reply(id, c.s.subscribe(c.p, m.Kind.Media(), nil, true))
+		return true
+	case *proto.E2EEKey:
+		err := c.s.relayWrap(c.p, m)
+		if err != nil && c.limit.take(time.Now()) == cutOff {
+			// Refused wraps count against the request rate (accepted
+			// ones have their own budget, protection.go).
+			c.s.stats.rateLimited.Add(1)
+			c.s.stats.rateCutOff.Add(1)
+			c.fatal(id, proto.CodeRateLimited, "kept sending refused key wraps")
+			return false
+		}
+		c.reply(id, err)
 		return true
 	case *proto.Leave:
 		c.s.leave(c.p)

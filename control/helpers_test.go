@@ -221,7 +221,9 @@ func (r *rawConn) send(id uint32, m proto.Message) {
 	r.writeRaw(b)
 }
 
-// next reads the next message, skipping server pings.
+// next reads the next message, skipping server pings and the media-key
+// events of Standard meetings (re-keys after the joins and leaves of the
+// other test clients).
 func (r *rawConn) next() (uint32, proto.Message) {
 	r.t.Helper()
 	for {
@@ -229,9 +231,11 @@ func (r *rawConn) next() (uint32, proto.Message) {
 		require.NoError(r.t, err)
 		id, m, err := proto.Decode(p)
 		require.NoError(r.t, err)
-		if _, ping := m.(*proto.Ping); !ping {
-			return id, m
+		switch m.(type) {
+		case *proto.Ping, *proto.MediaKey:
+			continue
 		}
+		return id, m
 	}
 }
 

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"github.com/openmmr/mmr/control/proto"
 	"github.com/openmmr/mmr/control/token"
 	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/protect/keys"
 	"github.com/openmmr/mmr/router"
 	"github.com/openmmr/mmr/wire"
 )
@@ -25,16 +27,48 @@ import (
 // (hosts, participants), never the other viewers, so a viewer's join or
 // leave costs O(non-viewers), not O(meeting): 10,000 attendees join in
 // linear time, not quadratic.
+//
+// Media protection (docs/PROTOCOL.md "Media protection"): the mode is fixed
+// by the join that creates the meeting. A Standard meeting owns its key
+// schedule (std): the current key goes into every joined and resumed, and
+// every join and leave starts (or joins) a re-key wait of
+// keys.DefaultCoalesce, after which the new key goes to everyone present
+// in a media-key event (rekey.go). An E2EE meeting holds no media key: it
+// only relays key wraps.
 type meeting struct {
 	id     string
+	e2ee   bool               // immutable: the first join's token said E2EE
+	ctx    context.Context    // immutable: done when the meeting ends or the server closes
+	cancel context.CancelFunc // immutable
 	mu     sync.Mutex
 	parts  map[router.ParticipantID]*participant
 	others map[router.ParticipantID]*participant // the hosts and participants: parts without the viewers
+
+	std      *keys.Standard // Standard mode's key schedule; nil in an E2EE meeting
+	rekeying bool           // a re-key wait (goroutine) is running
 }
 
-// newMeeting returns an empty meeting.
-func newMeeting(id string) *meeting {
-	return &meeting{id: id, parts: map[router.ParticipantID]*participant{}, others: map[router.ParticipantID]*participant{}}
+// newMeeting returns an empty meeting in the given mode, whose context is
+// a child of base. A Standard meeting gets its first key (ID 1).
+func newMeeting(base context.Context, id string, e2ee bool) (*meeting, error) {
+	m := &meeting{id: id, e2ee: e2ee, parts: map[router.ParticipantID]*participant{}, others: map[router.ParticipantID]*participant{}}
+	if !e2ee {
+		std, err := keys.NewStandard(nil, keys.DefaultCoalesce)
+		if err != nil {
+			return nil, err
+		}
+		m.std = std
+	}
+	m.ctx, m.cancel = context.WithCancel(base)
+	return m, nil
+}
+
+// mode returns the meeting's media_protection value.
+func (m *meeting) mode() string {
+	if m.e2ee {
+		return proto.ProtectionE2EE
+	}
+	return proto.ProtectionStandard
 }
 
 // addLocked and delLocked keep parts and others in step.
@@ -61,8 +95,12 @@ type participant struct {
 	name     string               // immutable
 	role     token.Role           // immutable
 	media    wire.Token           // immutable
+	pub      string               // immutable: E2EE public key, 64 lowercase hex digits ("" in Standard meetings)
 
-	cred     [32]byte // current resume credential
+	cred     [32]byte   // current resume credential
+	rtcp     [32]byte   // current RTCP secret (of the latest joined or resumed)
+	wraps    wrapBudget // e2ee-key requests it may still send, per recipient
+	held     [][]byte   // e2ee-key events that arrived during its grace period, sent after resumed
 	streams  [media.NumKinds][]uint32
 	conn     *conn       // nil during the grace period
 	grace    *time.Timer // pending grace timer, or nil
@@ -71,7 +109,7 @@ type participant struct {
 }
 
 func (p *participant) entry() proto.RosterEntry {
-	e := proto.RosterEntry{ID: uint64(p.id), Name: p.name, Identity: p.identity, Role: p.role.String()}
+	e := proto.RosterEntry{ID: uint64(p.id), Name: p.name, Identity: p.identity, Role: p.role.String(), E2EEPublicKey: p.pub}
 	for i, ssrcs := range p.streams {
 		if len(ssrcs) > 0 {
 			e.Streams = append(e.Streams, proto.Stream{Kind: proto.Kind(media.Kinds[i]), SSRCs: slices.Clone(ssrcs)})
@@ -127,23 +165,34 @@ type joinError struct{ code, msg string }
 func (e *joinError) Error() string { return e.code + ": " + e.msg }
 
 // join adds a participant for verified claims to its meeting and queues the
-// joined answer (message ID id) on c. It holds s.mu and the meeting's mu.
-func (s *Server) join(c *conn, id uint32, claims token.Claims, name string) (*participant, error) {
+// joined answer (message ID id) on c; pub is the join's e2ee_public_key. It
+// holds s.mu and the meeting's mu.
+func (s *Server) join(c *conn, id uint32, claims token.Claims, name, pub string) (*participant, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
 		return nil, &joinError{proto.CodeShuttingDown, "server closing"}
 	}
 	m := s.meetings[claims.Meeting]
+	if m != nil && m.e2ee != claims.E2EE {
+		return nil, &joinError{proto.CodeWrongMode, "the join token says " + modeName(claims.E2EE) + " but the meeting is " + m.mode()}
+	}
+	pub, err := checkE2EEJoin(claims, pub)
+	if err != nil {
+		return nil, err
+	}
 	created := false
 	if m == nil {
 		if len(s.meetings) >= s.cfg.MaxMeetings {
 			return nil, &joinError{proto.CodeServerFull, "no room for another meeting on this MMR"}
 		}
-		if err := s.rt.CreateMeeting(claims.Meeting); err != nil && !errors.Is(err, router.ErrMeetingExists) {
+		if m, err = newMeeting(s.ctx, claims.Meeting, claims.E2EE); err != nil {
 			return nil, err
 		}
-		m = newMeeting(claims.Meeting)
+		if err := s.rt.CreateMeeting(claims.Meeting); err != nil && !errors.Is(err, router.ErrMeetingExists) {
+			m.cancel()
+			return nil, err
+		}
 		s.meetings[m.id] = m
 		created = true
 	}
@@ -161,16 +210,24 @@ func (s *Server) join(c *conn, id uint32, claims token.Claims, name string) (*pa
 	case name == "":
 		name = claims.Identity
 	}
-	info, err := s.rt.AddParticipant(m.id, router.ParticipantOptions{Name: name})
-	if err == nil {
-		var p *participant
-		if p, err = s.admitLocked(c, id, m, info, claims, name); err == nil {
-			return p, nil
+	var rtcp [32]byte
+	if _, err = rand.Read(rtcp[:]); err == nil {
+		var info router.ParticipantInfo
+		info, err = s.rt.AddParticipant(m.id, router.ParticipantOptions{Name: name, RTCPSecret: &rtcp})
+		if err == nil {
+			var p *participant
+			if p, err = s.admitLocked(c, id, m, info, claims, name, pub, rtcp); err == nil {
+				if !created {
+					s.membershipChangedLocked(m)
+				}
+				return p, nil
+			}
+			_ = s.rt.RemoveParticipant(info.ID)
 		}
-		_ = s.rt.RemoveParticipant(info.ID)
 	}
 	if created {
 		delete(s.meetings, m.id)
+		m.cancel()
 		_ = s.rt.EndMeeting(m.id)
 	}
 	return nil, err
@@ -178,8 +235,8 @@ func (s *Server) join(c *conn, id uint32, claims token.Claims, name string) (*pa
 
 // admitLocked registers the new participant, announces it, and queues
 // joined. Holds s.mu and m.mu.
-func (s *Server) admitLocked(c *conn, id uint32, m *meeting, info router.ParticipantInfo, claims token.Claims, name string) (*participant, error) {
-	p := &participant{id: info.ID, m: m, identity: claims.Identity, name: name, role: claims.Role, media: info.Token}
+func (s *Server) admitLocked(c *conn, id uint32, m *meeting, info router.ParticipantInfo, claims token.Claims, name, pub string, rtcp [32]byte) (*participant, error) {
+	p := &participant{id: info.ID, m: m, identity: claims.Identity, name: name, role: claims.Role, media: info.Token, pub: pub, rtcp: rtcp}
 	if _, err := rand.Read(p.cred[:]); err != nil {
 		return nil, err
 	}
@@ -191,18 +248,28 @@ func (s *Server) admitLocked(c *conn, id uint32, m *meeting, info router.Partici
 	return p, nil
 }
 
-// joinedLocked builds the joined body for p as seen from c.
+// joinedLocked builds the joined body for p as seen from c: with the
+// meeting's mode, p's current RTCP secret, its identity and, in a Standard
+// meeting, the current meeting key.
 func (s *Server) joinedLocked(c *conn, p *participant) *proto.Joined {
-	return &proto.Joined{
-		Meeting:     p.m.id,
-		Participant: uint64(p.id),
-		Role:        p.role.String(),
-		MediaToken:  p.media.String(),
-		Resume:      hex.EncodeToString(p.cred[:]),
-		GraceMS:     max(s.cfg.Grace, 0).Milliseconds(),
-		Endpoints:   endpointsFor(s.cfg.Endpoints, c.local),
-		Roster:      p.m.rosterLocked(p),
+	j := &proto.Joined{
+		Meeting:         p.m.id,
+		Participant:     uint64(p.id),
+		Role:            p.role.String(),
+		MediaToken:      p.media.String(),
+		Resume:          hex.EncodeToString(p.cred[:]),
+		GraceMS:         max(s.cfg.Grace, 0).Milliseconds(),
+		Endpoints:       endpointsFor(s.cfg.Endpoints, c.local),
+		Roster:          p.m.rosterLocked(p),
+		MediaProtection: p.m.mode(),
+		RTCPSecret:      hex.EncodeToString(p.rtcp[:]),
+		Identity:        p.identity,
 	}
+	if std := p.m.std; std != nil {
+		k := keys.NewMediaKey(std.Current())
+		j.MediaKey = &proto.MediaKey{KeyID: k.KeyID, Key: k.Key}
+	}
+	return j
 }
 
 // resume moves participant pid to c if cred is its credential, with a fresh
@@ -225,11 +292,19 @@ func (s *Server) resume(c *conn, id uint32, pid router.ParticipantID, cred []byt
 	if p.gone || subtle.ConstantTimeCompare(cred, p.cred[:]) != 1 {
 		return nil, failed
 	}
-	var fresh [32]byte
+	var fresh, rtcp [32]byte
 	if _, err := rand.Read(fresh[:]); err != nil {
 		return nil, err
 	}
-	p.cred = fresh
+	if _, err := rand.Read(rtcp[:]); err != nil {
+		return nil, err
+	}
+	// The router switches to the new RTCP secret now; RTCP the client
+	// still seals under the old one is dropped until it reads resumed.
+	if err := s.rt.SetRTCPSecret(p.id, &rtcp); err != nil {
+		return nil, routerError(err)
+	}
+	p.cred, p.rtcp = fresh, rtcp
 	s.stopGrace(p)
 	if old := p.conn; old != nil {
 		frame, err := proto.Encode(0, &proto.Error{Code: proto.CodeReplaced, Message: "resumed on another connection", Fatal: true})
@@ -241,6 +316,10 @@ func (s *Server) resume(c *conn, id uint32, pid router.ParticipantID, cred []byt
 	}
 	p.conn = c
 	c.sendMsg(id, &proto.Resumed{Joined: *s.joinedLocked(c, p)})
+	for _, f := range p.held { // key wraps of the gap, after resumed
+		c.send(f)
+	}
+	p.held = nil
 	return p, nil
 }
 
@@ -313,7 +392,9 @@ func (s *Server) removeLocked(p *participant, reason string) {
 	m.broadcastLocked(s, &proto.ParticipantLeft{Participant: uint64(p.id), Reason: reason}, p)
 	if len(m.parts) == 0 {
 		s.endLocked(m)
+		return
 	}
+	s.membershipChangedLocked(m)
 }
 
 // endMeeting answers request id of host (on connection c) with ok, removes
@@ -354,6 +435,7 @@ func (s *Server) endLocked(m *meeting) {
 	if s.meetings[m.id] != m {
 		return // already ended; the ID may name a new meeting now
 	}
+	m.cancel() // its re-key wait, if any, ends
 	delete(s.meetings, m.id)
 	if err := s.rt.EndMeeting(m.id); err != nil && !errors.Is(err, router.ErrNoMeeting) {
 		s.log.Warn("control: end meeting", "meeting", m.id, "err", err)

@@ -14,10 +14,13 @@ type Meetings interface {
 	EndMeeting(id string) error
 }
 
-// Participants adds and removes router participants.
+// Participants adds and removes router participants, and replaces a
+// participant's RTCP secret (ParticipantOptions.RTCPSecret) when a resume
+// hands its client a fresh one.
 type Participants interface {
 	AddParticipant(meeting string, o router.ParticipantOptions) (router.ParticipantInfo, error)
 	RemoveParticipant(id router.ParticipantID) error
+	SetRTCPSecret(id router.ParticipantID, secret *[32]byte) error
 }
 
 // Streams changes what a participant publishes and receives.

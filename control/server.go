@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -32,7 +33,9 @@ type Server struct {
 	tls      *tls.Config
 	verifier *token.Verifier
 	log      *slog.Logger
-	done     chan struct{} // closed by Close
+	done     chan struct{}      // closed by Close
+	ctx      context.Context    // canceled by Close; the parent of every meeting's context
+	cancel   context.CancelFunc // cancels ctx
 	wg       sync.WaitGroup
 	closed   atomic.Bool
 	stats    counters
@@ -88,6 +91,7 @@ func New(cfg Config, rt Router) (*Server, error) {
 		meetings:  map[string]*meeting{},
 		parts:     map[router.ParticipantID]*participant{},
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.pinger()
 	return s, nil
@@ -250,6 +254,7 @@ func (s *Server) Close() error {
 		return nil
 	}
 	close(s.done)
+	s.cancel() // ends the meetings' re-key waits
 	for ln := range s.listeners {
 		ln.Close()
 	}

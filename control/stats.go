@@ -22,6 +22,9 @@ type Stats struct {
 	SlowConsumers   uint64 // connections closed because their send queue was full
 	RateLimited     uint64 // messages refused by the request rate limit
 	RateCutOff      uint64 // connections closed for sending on while rate limited
+	MediaKeys       uint64 // Standard-mode meeting keys made after a membership change (each sent in one media-key event to the meeting)
+	WrapsRelayed    uint64 // e2ee-key requests relayed to their recipient (or kept for it during its grace period)
+	WrapsRefused    uint64 // e2ee-key requests refused: bad wrap, forged from, unknown recipient, Standard meeting, over the per-recipient rate
 }
 
 // counters are the live counters behind Stats.
@@ -30,6 +33,7 @@ type counters struct {
 	authDelayed                                                       atomic.Uint64
 	joins, resumes, graceExpired, timeouts, slowConsumers             atomic.Uint64
 	rateLimited, rateCutOff                                           atomic.Uint64
+	mediaKeys, wrapsRelayed, wrapsRefused                             atomic.Uint64
 }
 
 // Stats returns a snapshot. Safe for concurrent use.
@@ -43,5 +47,6 @@ func (s *Server) Stats() Stats {
 	st.Joins, st.Resumes, st.GraceExpired = c.joins.Load(), c.resumes.Load(), c.graceExpired.Load()
 	st.Timeouts, st.SlowConsumers = c.timeouts.Load(), c.slowConsumers.Load()
 	st.RateLimited, st.RateCutOff = c.rateLimited.Load(), c.rateCutOff.Load()
+	st.MediaKeys, st.WrapsRelayed, st.WrapsRefused = c.mediaKeys.Load(), c.wrapsRelayed.Load(), c.wrapsRefused.Load()
 	return st
 }

@@ -36,6 +36,15 @@ type ParticipantOptions struct {
 	// gateways, recorders and tests. Zero entries are bound later by the
 	// client's bind packet carrying the media token.
 	Fixed [media.NumKinds]netip.AddrPort
+	// RTCPSecret is the participant's 32-byte RTCP secret (docs/PROTOCOL.md
+	// "SRTCP transform"), the one its client received in joined: the
+	// router opens the participant's RTCP with each flow's direction-1
+	// key and protects what it sends the participant with the direction-2
+	// key. The router copies it. nil means the participant's RTCP is plain,
+	// in both directions: for fixed-address gateways and recorders added
+	// through this API that speak no SRTCP. The control server always sets
+	// it. Replace it with Router.SetRTCPSecret (after a resume).
+	RTCPSecret *[32]byte
 }
 
 // ParticipantInfo is what AddParticipant returns.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/openmmr/mmr/egress"
 	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/protect"
 	"github.com/openmmr/mmr/session"
 	"github.com/openmmr/mmr/stats"
 	"github.com/openmmr/mmr/wire"
@@ -31,7 +32,7 @@ type binder struct {
 	rt   *Router
 	out  []*egress.Batch
 	buf  [wire.BindAckSize]byte
-	pli  [12]byte
+	pli  [12 + protect.RTCPOverhead]byte // a PLI, sealed in place for a protected flow
 	ack  wire.BindAck
 	pr   *prover
 	live stats.Live
@@ -122,10 +123,15 @@ func (b *binder) requestKeyframe(req keyframeReq) {
 	if rem == nil {
 		return
 	}
-	pli := b.pli[:]
+	pli := b.pli[:12]
 	pli[0], pli[1], pli[2], pli[3] = 0x81, 206, 0, 2
 	binary.BigEndian.PutUint32(pli[4:], 0)
 	binary.BigEndian.PutUint32(pli[8:], req.ssrc)
+	pli, ok = sealInPlace(f, pli)
+	if !ok {
+		b.live.Drop(stats.DropRTCPSeal)
+		return
+	}
 	if rem.Sink != nil {
 		rem.Sink.Enqueue(pli)
 		return

@@ -38,6 +38,12 @@ type reader struct {
 	ka    wire.Keepalive
 	sent  [wire.MaxRTCPTargets]*session.Flow // RTCP destinations already used
 
+	// RTCP copies sealed per destination (rtcp.go): arena[:arenaUsed] holds
+	// those queued since the last flush. Allocated on first use.
+	arena     []byte
+	arenaUsed int
+	arenaSize int
+
 	// UDP GSO (nil segs: off, or a stream reader): consecutive RTP packets
 	// of one route and kind, of one size but for a shorter last one, are
 	// queued as a run and sent as one super-packet per UDP destination
@@ -57,7 +63,7 @@ type pendingRun struct {
 }
 
 func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
-	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch), live: new(stats.Live), pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch())}
+	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch), live: new(stats.Live), pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch()), arenaSize: rtcpArenaUDP}
 	for gi, grp := range r.groups {
 		fd := r.sendFD(gi, idx)
 		if gi == g {
@@ -81,7 +87,7 @@ func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
 // socket to read, UDP batches to reach UDP subscribers, and the router's
 // stream totals as its counters.
 func newStreamReader(r *Router, idx int) *reader {
-	rd := &reader{rt: r, group: -1, live: &r.streamLive, pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch())}
+	rd := &reader{rt: r, group: -1, live: &r.streamLive, pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch()), arenaSize: rtcpArenaStream}
 	for gi, grp := range r.groups {
 		rd.out = append(rd.out, egress.NewBatchSize(r.sendFD(gi, idx), grp.v6, r.cfg.DSCP, rd.live, streamBatch))
 	}
@@ -156,14 +162,15 @@ func (rd *reader) stamp(now int64) {
 	}
 }
 
-// flush sends the queued UDP copies; the packets they point at may be
-// reused afterwards.
+// flush sends the queued UDP copies; the packets they point at (and the
+// RTCP arena) may be reused afterwards.
 func (rd *reader) flush() {
 	for _, o := range rd.out {
 		if o.Pending() > 0 {
 			o.Flush()
 		}
 	}
+	rd.arenaUsed = 0
 }
 
 func (rd *reader) handle(i int) {
@@ -320,9 +327,16 @@ func (rd *reader) sendTo(rem *session.Remote, pkt []byte, k media.Kind, owner *s
 
 // handleRTCP sends sender reports and BYE to the flow's subscribers and
 // feedback (reports, NACK, PLI, FIR, REMB) to the publishers of the SSRCs it
-// names, each destination once, the compound packet unchanged.
+// names, each destination once, the compound packet's content unchanged:
+// SRTCP from a protected flow is opened first and each copy sealed for its
+// destination (rtcp.go).
 func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 	rd.endRun() // copies leave in arrival order
+	size := len(pkt)
+	pkt, ok := rd.openRTCP(pkt, f)
+	if !ok {
+		return
+	}
 	if err := rd.rtcp.Parse(pkt); err != nil {
 		rd.drop(f, stats.DropRTCPMalformed)
 		return
@@ -330,7 +344,7 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 	p := f.Participant
 	routed := false
 	if rd.rtcp.ToSubscribers && f.Publishes(rd.rtcp.Sender) {
-		rd.fanout(pkt, f.Kind, f.Route().Dests)
+		rd.fanoutRTCP(pkt, f.Route().Dests)
 		routed = true
 	}
 	ns := 0
@@ -376,7 +390,7 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 				rd.drop(owner, stats.DropNoConsent)
 				continue
 			}
-			rd.sendTo(rem, pkt, owner.Kind, &owner.Participant.Stats)
+			rd.sendRTCP(owner, rem, pkt)
 		}
 	}
 	clear(rd.sent[:ns])
@@ -384,7 +398,7 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 		rd.drop(f, stats.DropRTCPUnknownSSRC)
 		return
 	}
-	p.Stats.In(len(pkt))
+	p.Stats.In(size)
 }
 
 // handleKeepalive answers in place: the ack is the same packet with the

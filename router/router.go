@@ -21,6 +21,7 @@ import (
 
 	"github.com/openmmr/mmr/ingress"
 	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/protect"
 	"github.com/openmmr/mmr/session"
 	"github.com/openmmr/mmr/stats"
 )
@@ -307,11 +308,64 @@ func (r *Router) AddParticipant(meeting string, o ParticipantOptions) (Participa
 	if r.closed.Load() {
 		return ParticipantInfo{}, ErrClosed
 	}
-	p, err := r.reg.Add(meeting, o.Name, o.Fixed, r.groupFor)
+	fixed := o.Fixed
+	if o.RTCPSecret != nil {
+		// The flows get their RTCP protection before any address can
+		// reach them: fixed addresses are bound after it.
+		fixed = [media.NumKinds]netip.AddrPort{}
+	}
+	p, err := r.reg.Add(meeting, o.Name, fixed, r.groupFor)
 	if err != nil {
 		return ParticipantInfo{}, err
 	}
+	if o.RTCPSecret != nil {
+		err := setRTCP(p, o.RTCPSecret)
+		if err == nil && fixed != o.Fixed {
+			err = r.reg.BindFixed(p, o.Fixed, r.groupFor)
+		}
+		if err != nil {
+			_ = r.reg.Remove(p.ID)
+			return ParticipantInfo{}, err
+		}
+	}
 	return ParticipantInfo{ID: ParticipantID(p.ID), Token: p.Token}, nil
+}
+
+// SetRTCPSecret replaces a participant's RTCP secret (see
+// ParticipantOptions.RTCPSecret; nil: plain RTCP from now on), e.g. with the
+// fresh one a resume hands its client. Every flow of the participant
+// switches at once, with new SRTCP contexts (indexes and replay windows
+// start over): RTCP in flight under the old secret is dropped as rtcp_auth.
+// Errors: ErrNoParticipant, ErrClosed.
+func (r *Router) SetRTCPSecret(id ParticipantID, secret *[32]byte) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	p, ok := r.reg.Get(uint64(id))
+	if !ok {
+		return ErrNoParticipant
+	}
+	return setRTCP(p, secret)
+}
+
+// setRTCP installs the router side of p's SRTCP contexts, one per flow,
+// derived from secret (nil: none, plain RTCP), with the default replay
+// window (protect.DefaultReplayWindow).
+func setRTCP(p *session.Participant, secret *[32]byte) error {
+	var ctx [media.NumKinds]*protect.RTCPFlow
+	if secret != nil {
+		for i, k := range media.Kinds {
+			c, err := protect.NewRTCPFlow(secret[:], p.ID, k, protect.RouterSide, 0)
+			if err != nil {
+				return fmt.Errorf("router: RTCP keys: %w", err)
+			}
+			ctx[i] = c
+		}
+	}
+	for i, f := range p.Flows {
+		f.SetRTCP(ctx[i])
+	}
+	return nil
 }
 
 // RemoveParticipant takes a participant out of its meeting; its flows stop

@@ -14,6 +14,7 @@ import (
 
 	"github.com/openmmr/mmr/egress"
 	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/protect"
 	"github.com/openmmr/mmr/stats"
 	"github.com/openmmr/mmr/wire"
 )
@@ -82,7 +83,20 @@ type Flow struct {
 	// keyframe[i] is when a keyframe request for the i-th published SSRC
 	// was last let through (Unix nanoseconds), for AllowKeyframe.
 	keyframe [MaxSSRCs]atomic.Int64
+	// rtcp is the flow's SRTCP protection (router side), nil when the
+	// participant's RTCP is plain (see RTCP).
+	rtcp atomic.Pointer[protect.RTCPFlow]
 }
+
+// RTCP returns the flow's SRTCP protection, router side: it opens what the
+// client sends (direction 1) and seals what the router sends it (direction
+// 2). nil means the participant's RTCP is plain (no RTCP secret: gateways
+// and recorders added through the embedding API). Lock-free.
+func (f *Flow) RTCP() *protect.RTCPFlow { return f.rtcp.Load() }
+
+// SetRTCP installs (or with nil removes) the flow's SRTCP protection; the
+// next RTCP datagram from or to the flow uses it.
+func (f *Flow) SetRTCP(c *protect.RTCPFlow) { f.rtcp.Store(c) }
 
 // AllowKeyframe decides whether a keyframe request (PLI, FIR) for ssrc,
 // published on this flow, may reach the publisher at now (Unix

@@ -484,3 +484,38 @@ func (r *Registry) Meetings() []MeetingInfo {
 	}
 	return out
 }
+
+// BindFixed binds p's flows to the fixed addresses (zero entries are left
+// alone), as Add does for its fixed argument: addresses given by the
+// embedding API, which never expire. It is for a caller that must prepare
+// the flows (their RTCP protection) before any packet can reach them. It
+// fails with ErrAddrInUse, binding nothing, if an address is another
+// flow's, and with ErrNoParticipant if p has left.
+func (r *Registry) BindFixed(p *Participant, fixed [media.NumKinds]netip.AddrPort, group GroupFunc) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p.removed {
+		return ErrNoParticipant
+	}
+	for i, ap := range fixed {
+		if ap.IsValid() {
+			if other, taken := r.Flows.Get(KeyOf(ap)); taken && other != p.Flows[i] {
+				return ErrAddrInUse
+			}
+		}
+	}
+	for i, ap := range fixed {
+		if !ap.IsValid() {
+			continue
+		}
+		f := p.Flows[i]
+		if old := f.remote.Load(); old != nil {
+			r.unlinkLocked(old)
+		}
+		rem := remoteOf(ap, group(ap))
+		rem.Fixed = true
+		f.remote.Store(rem)
+		r.Flows.Put(rem.Key, f)
+	}
+	return nil
+}

@@ -32,6 +32,11 @@ const (
 	DropBindLimited                         // valid bind refused: its participant or its source address has its share of the bind queue waiting
 	DropNoConsent                           // copy not sent: its UDP destination has not renewed consent (RFC 7675) within ConsentTimeout
 	DropStale                               // RTP/RTCP that waited in the socket buffer longer than MaxPacketAge (a stall): not forwarded
+	DropRTCPAuth                            // SRTCP whose tag does not verify with its flow's key (altered, forged, another key, or plain RTCP from a protected flow)
+	DropRTCPReplayed                        // SRTCP whose index its flow already accepted (a replay)
+	DropRTCPTooOld                          // SRTCP whose index is older than its flow's replay window
+	DropRTCPSenders                         // SRTCP from a new sender SSRC beyond its flow's limit (protect.MaxRTCPSenders)
+	DropRTCPSeal                            // an RTCP copy that could not be protected for its destination (SRTCP index exhausted): not sent
 	NumDropReasons                          // number of reasons; not a reason
 )
 
@@ -40,6 +45,7 @@ var dropNames = [NumDropReasons]string{
 	"rtcp_malformed", "rtcp_unknown_ssrc", "send_error", "send_busy", "bind_busy",
 	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
 	"keyframe_throttled", "rtcp_not_subscribed", "streams_full", "bind_limited", "no_consent", "stale",
+	"rtcp_auth", "rtcp_replayed", "rtcp_too_old", "rtcp_unknown_sender", "rtcp_seal_error",
 }
 
 // String returns the reason's stable snake_case name.

@@ -202,7 +202,17 @@ func TestTokenSubcommand(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "m1", c.Meeting)
 	require.Equal(t, token.Host, c.Role)
+	require.False(t, c.E2EE)
 	require.NotEqual(t, 0, tokenMain([]string{"-state", t.TempDir(), "-meeting", "m1"}), "no secret")
+
+	// -e2ee mints a version 3 token with the E2EE flag.
+	stdout = captureStdout(t, func() {
+		require.Equal(t, 0, tokenMain([]string{"-secret-file", secretFile, "-meeting", "m1", "-identity", "ann", "-e2ee"}))
+	})
+	c, err = v.Verify(strings.TrimSpace(stdout), time.Now())
+	require.NoError(t, err)
+	require.True(t, c.E2EE)
+	require.Equal(t, token.Version3, c.Version)
 }
 
 // mmr token signs by default with the secret mmr created in its state

@@ -19,7 +19,7 @@ import (
 func tokenMain(args []string) int {
 	fs := flag.NewFlagSet("mmr token", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: mmr token [-secret-file FILE] -meeting ID -identity WHO [-role R] [-ttl D]\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: mmr token [-secret-file FILE] -meeting ID -identity WHO [-role R] [-ttl D] [-e2ee]\n\n"+
 			"Prints a join token for the control channel, signed with the server's join secret\n"+
 			"(by default the one `mmr` created in its state directory). Flags:\n")
 		fs.PrintDefaults()
@@ -31,6 +31,7 @@ func tokenMain(args []string) int {
 	identity := fs.String("identity", "", "participant identity, e.g. a user ID or e-mail (required)")
 	role := fs.String("role", "participant", "host, participant or viewer (webinar attendee: receives only)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token stays valid")
+	e2ee := fs.Bool("e2ee", false, "the meeting is end-to-end encrypted (a version 3 token; every token of the meeting must agree, the first join fixes the mode)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -73,7 +74,7 @@ func tokenMain(args []string) int {
 	if *ttl <= 0 {
 		return fail(2, "-ttl must be positive")
 	}
-	tok, err := token.Mint(key, token.Claims{Meeting: *meeting, Identity: *identity, Role: r, Expiry: time.Now().Add(*ttl)})
+	tok, err := token.Mint(key, token.Claims{Meeting: *meeting, Identity: *identity, Role: r, Expiry: time.Now().Add(*ttl), E2EE: *e2ee})
 	if err != nil {
 		return fail(1, "%v", err)
 	}

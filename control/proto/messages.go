@@ -270,14 +270,10 @@ func (m *Joined) Validate() error {
 		if m.MediaKey != nil {
 			return errors.New(`"media_key" must not be sent in an e2ee meeting`)
 		}
-	case "": // WIP(issue 10): servers not yet sending it; made required when the server is wired
-		if m.MediaKey != nil {
-			return errors.New(`"media_key" without "media_protection"`)
-		}
 	default:
 		return errors.New(`"media_protection" must be "standard" or "e2ee"`)
 	}
-	if err := checkOptHex("rtcp_secret", m.RTCPSecret, SecretSize); err != nil {
+	if err := checkHex("rtcp_secret", m.RTCPSecret, SecretSize); err != nil {
 		return err
 	}
 	return checkString("identity", m.Identity, 0, MaxName)

@@ -1,7 +1,9 @@
 // Package token mints and verifies openmmr join tokens: an HMAC-SHA256
 // (RFC 2104, FIPS 180-4) signature over a meeting ID, a participant
 // identity, a role and an expiry (version 1), plus a unique token ID and
-// the participant's display name (version 2, what the web tier mints), keyed with a secret shared by the MMR and
+// the participant's display name (version 2), plus a flags byte saying
+// whether the meeting is end-to-end encrypted (version 3, what the web tier
+// mints), keyed with a secret shared by the MMR and
 // whoever admits participants (a meeting service, or an operator running
 // `mmr token`). The exact byte layout is in docs/control-protocol.md, "Join
 // tokens", so that tokens can be minted in any language.
@@ -75,7 +77,16 @@ const (
 	// token ID and the display name. Mint writes it for claims with an ID
 	// or a Name.
 	Version2 = 2
-	// IDSize is the size of a version 2 token ID.
+	// Version3 is byte 0 of a version 3 token: version 2 plus a flags
+	// byte before the MAC (FlagE2EE). Mint writes it for claims with E2EE
+	// set, or when Claims.Version asks for it.
+	Version3 = 3
+	// FlagE2EE is bit 0 of a version 3 token's flags byte: the meeting is
+	// end-to-end encrypted (docs/PROTOCOL.md "Media protection"). The
+	// other bits are reserved and must be 0: a token with one set is
+	// malformed, so that a later flag can never be silently ignored.
+	FlagE2EE = 1 << 0
+	// IDSize is the size of a version 2 and 3 token ID.
 	IDSize = 16
 	// Context is prepended to the signed bytes so that a MAC made with the
 	// same secret for any other purpose can never pass as a join token.
@@ -91,8 +102,8 @@ const (
 	// minSize: version, role, expiry (8), two length bytes, two 1-byte
 	// fields, and the tag.
 	minSize = 1 + 1 + 8 + 1 + 1 + 1 + 1 + macSize
-	// maxSize: version 2 with every field at MaxField.
-	maxSize = 1 + 1 + 8 + IDSize + 3 + 3*MaxField + macSize
+	// maxSize: version 3 with every field at MaxField.
+	maxSize = 1 + 1 + 8 + IDSize + 3 + 3*MaxField + 1 + macSize
 )
 
 // Errors returned by Verify and Mint, unwrapped.
@@ -114,16 +125,37 @@ type Claims struct {
 	Identity string    // participant identity (user ID, e-mail), 1..MaxField bytes of UTF-8
 	Role     Role      // what the participant may do
 	Expiry   time.Time // the token is refused after this instant (second resolution)
-	// Version 2 only (both zero in a version 1 token):
+	// Version 2 and 3 only (both zero in a version 1 token):
 	ID   [IDSize]byte // unique token ID (random), e.g. for audit logs and replay lists
 	Name string       // display name, 0..MaxField bytes of UTF-8 ("" : none)
-	// Version is the version the token was minted with (set by Verify;
-	// ignored by Mint, which picks 2 when ID or Name is set).
+	// E2EE (version 3 only, false in older tokens) says the meeting is
+	// end-to-end encrypted: the MMR gives it no media key and relays the
+	// participants' key wraps. A meeting's mode is fixed by its first join.
+	E2EE bool
+	// Version is the version the token was minted with (set by Verify).
+	// For Mint, 0 picks the lowest version that carries the claims (3 for
+	// E2EE, 2 for an ID or Name, else 1); 1, 2 or 3 asks for exactly that
+	// version, an error if it cannot carry the claims.
 	Version int
 }
 
-// v2 reports whether c needs a version 2 token.
-func (c *Claims) v2() bool { return c.ID != [IDSize]byte{} || c.Name != "" }
+// version returns the version Mint writes for c, or an error.
+func (c *Claims) version() (int, error) {
+	need := Version
+	switch {
+	case c.E2EE:
+		need = Version3
+	case c.ID != [IDSize]byte{} || c.Name != "":
+		need = Version2
+	}
+	switch {
+	case c.Version == 0:
+		return need, nil
+	case c.Version < need || c.Version > Version3:
+		return 0, fmt.Errorf("token: version %d cannot carry these claims (needs %d..%d)", c.Version, need, Version3)
+	}
+	return c.Version, nil
+}
 
 func (c *Claims) validate() error {
 	if !c.Role.Valid() {
@@ -143,8 +175,9 @@ func (c *Claims) validate() error {
 	return nil
 }
 
-// Mint returns a token for c signed with secret: version 2 when c has an
-// ID or a Name, else version 1. It fails for a secret shorter than
+// Mint returns a token for c signed with secret, of the version
+// Claims.Version says (0: the lowest that carries c: 3 when c is E2EE, 2
+// when it has an ID or a Name, else 1). It fails for a secret shorter than
 // MinSecret and for claims outside the limits above.
 func Mint(secret []byte, c Claims) (string, error) {
 	if len(secret) < MinSecret {
@@ -153,22 +186,30 @@ func Mint(secret []byte, c Claims) (string, error) {
 	if err := c.validate(); err != nil {
 		return "", err
 	}
+	ver, err := c.version()
+	if err != nil {
+		return "", err
+	}
 	b := make([]byte, 0, maxSize)
-	if c.v2() {
-		b = append(b, Version2, byte(c.Role))
-		b = binary.BigEndian.AppendUint64(b, uint64(c.Expiry.Unix()))
+	b = append(b, byte(ver), byte(c.Role))
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Expiry.Unix()))
+	if ver >= Version2 {
 		b = append(b, c.ID[:]...)
-	} else {
-		b = append(b, Version, byte(c.Role))
-		b = binary.BigEndian.AppendUint64(b, uint64(c.Expiry.Unix()))
 	}
 	b = append(b, byte(len(c.Meeting)))
 	b = append(b, c.Meeting...)
 	b = append(b, byte(len(c.Identity)))
 	b = append(b, c.Identity...)
-	if c.v2() {
+	if ver >= Version2 {
 		b = append(b, byte(len(c.Name)))
 		b = append(b, c.Name...)
+	}
+	if ver >= Version3 {
+		var flags byte
+		if c.E2EE {
+			flags |= FlagE2EE
+		}
+		b = append(b, flags)
 	}
 	b = append(b, sign(secret, b)...)
 	return base64.RawURLEncoding.EncodeToString(b), nil
@@ -239,7 +280,7 @@ func parse(tok string) (c Claims, body, mac []byte, err error) {
 		}
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(tok) // strict: one encoding per token
-	if err != nil || len(b) < minSize || (b[0] != Version && b[0] != Version2) {
+	if err != nil || len(b) < minSize || b[0] < Version || b[0] > Version3 {
 		return Claims{}, nil, nil, ErrMalformed
 	}
 	c.Version = int(b[0])
@@ -247,7 +288,7 @@ func parse(tok string) (c Claims, body, mac []byte, err error) {
 	c.Role = Role(b[1])
 	exp := binary.BigEndian.Uint64(b[2:10])
 	rest := body[10:]
-	if c.Version == Version2 {
+	if c.Version >= Version2 {
 		if len(rest) < IDSize {
 			return Claims{}, nil, nil, ErrMalformed
 		}
@@ -261,10 +302,17 @@ func parse(tok string) (c Claims, body, mac []byte, err error) {
 	if c.Identity, rest, ok = field(rest); !ok {
 		return Claims{}, nil, nil, ErrMalformed
 	}
-	if c.Version == Version2 {
+	if c.Version >= Version2 {
 		if c.Name, rest, ok = field(rest); !ok {
 			return Claims{}, nil, nil, ErrMalformed
 		}
+	}
+	if c.Version >= Version3 {
+		if len(rest) < 1 || rest[0]&^FlagE2EE != 0 { // reserved flags must be 0
+			return Claims{}, nil, nil, ErrMalformed
+		}
+		c.E2EE = rest[0]&FlagE2EE != 0
+		rest = rest[1:]
 	}
 	if len(rest) != 0 {
 		return Claims{}, nil, nil, ErrMalformed

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -213,6 +214,12 @@ func FuzzVerify(f *testing.F) {
 	tok, err := Mint(secretA, c)
 	require.NoError(f, err)
 	f.Add(tok)
+	for _, e2ee := range []bool{false, true} { // version 3, both modes
+		c.E2EE, c.Version = e2ee, Version3
+		tok, err := Mint(secretA, c)
+		require.NoError(f, err)
+		f.Add(tok)
+	}
 	f.Add("")
 	f.Add("AQ")
 	f.Add(strings.Repeat("_", 400))
@@ -228,4 +235,114 @@ func FuzzVerify(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, tok, again)
 	})
+}
+
+// v3Vector is the version 3 test vector of docs/control-protocol.md ("Join
+// tokens", "Version 3"), checked against that file by TestLayoutV3.
+var v3Vector = struct{ body, mac, token string }{
+	body:  "03 01 0000000065920080 000102030405060708090a0b0c0d0e0f 0a 31323334353637383930 06 702d30303031 03 416e6e 01",
+	mac:   "47ff228fef939e018c291a9162373e957c48efc8f21d47233e24fd2391aca9a5",
+	token: "AwEAAAAAZZIAgAABAgMEBQYHCAkKCwwNDg8KMTIzNDU2Nzg5MAZwLTAwMDEDQW5uAUf_Io_vk54BjCkakWI3PpV8SO_I8h1HIz4k_SORrKml",
+}
+
+// TestLayoutV3 pins the version 3 layout (version 2 plus a flags byte
+// before the MAC) by building the documented vector by hand, and checks
+// that docs/control-protocol.md shows exactly this vector.
+func TestLayoutV3(t *testing.T) {
+	leaktest.Check(t)
+	secret := []byte("correct horse battery staple")
+	exp := time.Unix(0x65920080, 0)
+	body, err := hex.DecodeString(strings.ReplaceAll(v3Vector.body, " ", ""))
+	require.NoError(t, err)
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte("openmmr-join-token\x00"))
+	mac.Write(body)
+	require.Equal(t, v3Vector.mac, hex.EncodeToString(mac.Sum(nil)))
+	require.Equal(t, v3Vector.token, base64.RawURLEncoding.EncodeToString(mac.Sum(body)))
+
+	id := [IDSize]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}
+	want := Claims{Meeting: "1234567890", Identity: "p-0001", Name: "Ann", ID: id, Role: Host, Expiry: exp, E2EE: true}
+	minted, err := Mint(secret, want)
+	require.NoError(t, err)
+	require.Equal(t, v3Vector.token, minted)
+
+	v, err := NewVerifier(secret)
+	require.NoError(t, err)
+	got, err := v.Verify(minted, exp.Add(-time.Second))
+	require.NoError(t, err)
+	want.Version = Version3
+	require.Equal(t, want, got)
+
+	doc, err := os.ReadFile("../../docs/control-protocol.md")
+	require.NoError(t, err)
+	for _, line := range []string{"body   " + v3Vector.body, "MAC    " + v3Vector.mac, "token  " + v3Vector.token} {
+		require.True(t, strings.Contains(string(doc), line), "docs/control-protocol.md must show the version 3 test vector line %q", line)
+	}
+}
+
+// TestVersion3 covers the flags byte and version choice: a Standard v3
+// token (flags 0), reserved flags refused, a v3 body relabelled v2 refused,
+// and Mint refusing a version too low for the claims.
+func TestVersion3(t *testing.T) {
+	v, err := NewVerifier(secretA)
+	require.NoError(t, err)
+	c := claims()
+	c.Version = Version3
+	std, err := Mint(secretA, c)
+	require.NoError(t, err)
+	got, err := v.Verify(std, now)
+	require.NoError(t, err)
+	require.Equal(t, Version3, got.Version)
+	require.False(t, got.E2EE)
+
+	c = claims()
+	c.E2EE = true
+	e2ee, err := Mint(secretA, c)
+	require.NoError(t, err)
+	got, err = v.Verify(e2ee, now)
+	require.NoError(t, err)
+	require.Equal(t, Version3, got.Version)
+	require.True(t, got.E2EE)
+
+	// Re-sign altered bodies, so only the layout can refuse them.
+	resign := func(mod func(body []byte) []byte) string {
+		raw, err := base64.RawURLEncoding.DecodeString(e2ee)
+		require.NoError(t, err)
+		body := mod(append([]byte(nil), raw[:len(raw)-macSize]...))
+		return base64.RawURLEncoding.EncodeToString(append(body, sign(secretA, body)...))
+	}
+	for name, tok := range map[string]string{
+		"reserved flag bit":        resign(func(b []byte) []byte { b[len(b)-1] |= 0x02; return b }),
+		"v3 relabelled v2":         resign(func(b []byte) []byte { b[0] = Version2; return b }),
+		"version 4":                resign(func(b []byte) []byte { b[0] = 4; return b }),
+		"flags byte missing":       resign(func(b []byte) []byte { return b[:len(b)-1] }),
+		"two flags bytes":          resign(func(b []byte) []byte { return append(b, 0) }),
+		"flag on a version 1 body": func() string { c := claims(); tok, _ := Mint(secretA, c); return tok + "AQ" }(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := v.Verify(tok, now)
+			require.ErrorIs(t, err, ErrMalformed)
+		})
+	}
+	// The tampered flag without re-signing is a forgery.
+	raw, _ := base64.RawURLEncoding.DecodeString(e2ee)
+	raw[len(raw)-macSize-1] = 0
+	_, err = v.Verify(base64.RawURLEncoding.EncodeToString(raw), now)
+	require.ErrorIs(t, err, ErrSignature)
+
+	for _, tc := range []struct {
+		version int
+		mod     func(*Claims)
+	}{
+		{Version, func(c *Claims) { c.Name = "Ann" }},
+		{Version2, func(c *Claims) { c.E2EE = true }},
+		{Version, func(c *Claims) { c.E2EE = true }},
+		{4, func(*Claims) {}},
+	} {
+		c := claims()
+		tc.mod(&c)
+		c.Version = tc.version
+		_, err := Mint(secretA, c)
+		require.Error(t, err, "version %d for %+v", tc.version, c)
+	}
 }
