@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -31,7 +32,10 @@ func newWSSinkSet(si streamInfo, ssrc uint32, size int, verify bool) (*sinkSet, 
 		c, _, err := websocket.Dial(ctx, "wss://"+si.Addr.String()+"/v1/ws/media", &websocket.DialOptions{HTTPClient: hc, Subprotocols: []string{webclient.MediaProtocol}})
 		if err == nil {
 			c.SetReadLimit(webclient.MaxMediaMessage)
-			if _, err = (&wire.Bind{Kind: media.Video, TxID: uint32(i + 1), Token: tok}).MarshalTo(bind); err == nil {
+			b := wire.Bind{Kind: media.Video, TxID: uint32(i + 1)}
+			now := time.Now()
+			b.Sign(tok, uint64(now.UnixMicro()), now)
+			if _, err = b.MarshalTo(bind); err == nil {
 				err = c.Write(ctx, websocket.MessageBinary, bind)
 			}
 			var ack []byte

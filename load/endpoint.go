@@ -41,8 +41,12 @@ type endpoint struct {
 	// last OK BindAck or KeepaliveAck, echoed by every Keepalive (RFC 7675
 	// consent freshness, docs/PROTOCOL.md "Binding a flow", "Keepalives").
 	challenge, consent atomic.Uint64
-	verify             chan struct{}
-	transport          string
+	// token is the media token the socket was last bound with: it signs
+	// the Binds (binds counts them) and the Keepalives' consent echoes.
+	token     atomic.Pointer[wire.Token]
+	binds     wire.BindCounter
+	verify    chan struct{}
+	transport string
 }
 
 func newEndpoint(p *participant, k media.Kind, streamAgg *agg) *endpoint {

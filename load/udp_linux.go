@@ -180,9 +180,13 @@ func sockaddr(ap netip.AddrPort, fam int) unix.Sockaddr {
 func (e *udpEngine) bind(ctx context.Context, ep *endpoint, tok wire.Token) error {
 	var req [wire.BindSize]byte
 	wait := 100 * time.Millisecond
+	ep.token.Store(&tok)
 	send := func(txID uint32) error {
-		// Nonce: 0 at first, then the router's challenge (return routability).
-		b := wire.Bind{Kind: ep.kind, TxID: txID, Token: tok, Nonce: ep.challenge.Load()}
+		// Nonce: 0 at first, then the router's challenge (return
+		// routability); signed with the token, a new counter each time.
+		b := wire.Bind{Kind: ep.kind, TxID: txID, Nonce: ep.challenge.Load()}
+		now := time.Now()
+		b.Sign(tok, ep.binds.Next(now), now)
 		if _, err := b.MarshalTo(req[:]); err != nil {
 			return err
 		}
@@ -220,7 +224,11 @@ func (e *udpEngine) bind(ctx context.Context, ep *endpoint, tok wire.Token) erro
 // keepalive sends one keepalive on ep's socket.
 func (e *udpEngine) keepalive(ep *endpoint) {
 	var b [wire.KeepaliveSize]byte
-	k := wire.Keepalive{Kind: ep.kind, TxID: 1, Nonce: ep.consent.Load()} // echo the consent nonce
+	tok := ep.token.Load()
+	if tok == nil {
+		return
+	}
+	k := wire.Keepalive{Kind: ep.kind, TxID: 1, Nonce: wire.ConsentEcho(*tok, ep.kind, ep.consent.Load())} // echo the consent nonce
 	if _, err := k.MarshalTo(b[:]); err == nil {
 		_, _ = unix.Write(ep.fd, b[:])
 	}

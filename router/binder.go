@@ -12,7 +12,7 @@ import (
 	"github.com/openmmr/mmr/wire"
 )
 
-// bindReq is a bind with a valid token, passed from a reader to the binder.
+// bindReq is an authentic bind (authBind), passed from a reader to the binder.
 type bindReq struct {
 	p     *session.Participant
 	kind  media.Kind
@@ -27,7 +27,7 @@ type bindReq struct {
 // binder is the one goroutine that binds flows to addresses: it checks
 // return routability, applies each verified bind to the registry and
 // answers it with a BindAck carrying the address it saw. Binding is off
-// the packet path; readers only check the token.
+// the packet path; readers only authenticate the Bind (authBind).
 type binder struct {
 	rt   *Router
 	out  []*egress.Batch

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/openmmr/mmr/session"
+	"github.com/openmmr/mmr/wire"
 )
 
 // Nonce purposes: a return-routability challenge (BindAck StatusVerify,
@@ -66,6 +67,24 @@ func (p *prover) nonce(purpose byte, f *session.Flow, key *session.AddrKey, e in
 // current returns the nonce of purpose for f at key at now (Unix nanoseconds).
 func (p *prover) current(purpose byte, f *session.Flow, key *session.AddrKey, now int64) uint64 {
 	return p.nonce(purpose, f, key, now/p.epoch)
+}
+
+// checkConsent reports whether got is a Keepalive's echo of a consent
+// nonce for f at key: wire.ConsentEcho, under f's participant's token, of
+// the nonce of the epoch of now (Unix nanoseconds) or of one of the
+// consentEpochsBack epochs before it. A client echoes its latest nonce,
+// so the current epoch usually matches first.
+func (p *prover) checkConsent(f *session.Flow, key *session.AddrKey, now int64, got uint64) bool {
+	if got == 0 {
+		return false
+	}
+	e := now / p.epoch
+	for i := range int64(consentEpochsBack + 1) {
+		if wire.ConsentEcho(f.Participant.Token, f.Kind, p.nonce(purposeConsent, f, key, e-i)) == got {
+			return true
+		}
+	}
+	return false
 }
 
 // check reports whether got is the nonce of purpose for f at key in the

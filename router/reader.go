@@ -404,9 +404,13 @@ func (rd *reader) handleRTCP(pkt []byte, f *session.Flow) {
 // handleKeepalive answers in place: the ack is the same packet with the
 // type byte changed and the router's current consent nonce, sent back to
 // the flow's address from the socket it arrived on. A Keepalive that
-// echoes a recent consent nonce renews the flow's consent (RFC 7675):
-// only a client that receives at the address can echo one, so spoofed
-// Keepalives keep nothing flowing.
+// echoes a recent consent nonce (wire.ConsentEcho under the participant's
+// token) renews the flow's consent (RFC 7675): only a client that
+// receives at the address learns the nonce, and only one that holds the
+// token can echo it, so spoofed Keepalives, and Keepalives from an
+// observer who sees the nonces, keep nothing flowing. A Keepalive never
+// binds or moves a flow: it is served only when it arrives from the
+// address the flow is bound to.
 func (rd *reader) handleKeepalive(pkt []byte, f *session.Flow) {
 	rd.endRun()
 	if err := rd.ka.Unmarshal(pkt); err != nil || rd.ka.Ack || rd.ka.Kind != f.Kind {
@@ -420,7 +424,7 @@ func (rd *reader) handleKeepalive(pkt []byte, f *session.Flow) {
 	echo := rd.ka.Nonce
 	rd.ka.Ack, rd.ka.Nonce = true, 0
 	if rem.Sink == nil && !rem.Fixed {
-		if rd.pr.check(purposeConsent, f, &rem.Key, rd.now, echo, consentEpochsBack) {
+		if rd.pr.checkConsent(f, &rem.Key, rd.now, echo) {
 			f.Consent(rd.now)
 		}
 		rd.ka.Nonce = rd.pr.current(purposeConsent, f, &rem.Key, rd.now)
@@ -431,16 +435,17 @@ func (rd *reader) handleKeepalive(pkt []byte, f *session.Flow) {
 	rd.sendTo(rem, pkt, f.Kind, nil)
 }
 
-// handleBind checks the token lock-free and hands a valid bind to the
-// binder goroutine, which owns flow binding; a full queue drops it.
+// handleBind checks the bind lock-free (its participant by handle, MAC,
+// time, counter: authBind) and hands an authentic one to the binder
+// goroutine, which owns flow binding; a full queue drops it.
 func (rd *reader) handleBind(i int, pkt []byte, key session.AddrKey) {
 	if err := rd.bind.Unmarshal(pkt); err != nil {
-		rd.live.Drop(stats.DropMalformed)
+		rd.live.Drop(stats.DropMalformed) // a version-1 Bind too
 		return
 	}
-	p, ok := rd.rt.reg.Tokens.Get(rd.bind.Token)
+	p, why, ok := rd.rt.authBind(&rd.bind, time.Unix(0, rd.now))
 	if !ok {
-		rd.live.Drop(stats.DropBadToken)
+		rd.live.Drop(why)
 		return
 	}
 	var src egress.Src

@@ -151,7 +151,7 @@ func TestDropsByReason(t *testing.T) {
 	defer stranger.Close()
 	dst := r.UDPAddrs()[0]
 	badBind := make([]byte, wire.BindSize)
-	badBind[0], badBind[1], badBind[2] = 4, 1, 1 // valid bind with an all-zero token
+	badBind[0], badBind[1], badBind[2] = 4, 2, 1 // well-formed bind naming the all-zero handle
 	unknown := a.rtpPacket(t, media.Audio, 100)
 	unknown[8] ^= 0xff // SSRC a never published
 	cases := []struct {

@@ -76,7 +76,12 @@ func TestSpoofedBindGetsNoMedia(t *testing.T) {
 	var ka [wire.KeepaliveSize]byte
 	for i := range 20 {
 		// First binds, blind guesses at the challenge, keepalives.
-		_, _ = (&wire.Bind{Kind: media.Audio, TxID: uint32(i), Token: attacker.Token, Nonce: uint64(i)}).MarshalTo(bind[:])
+		// Signed with the attacker's own token: authentic, from a forged
+		// source, with a guessed challenge.
+		b := wire.Bind{Kind: media.Audio, TxID: uint32(i), Nonce: uint64(i)}
+		now := time.Now()
+		b.Sign(attacker.Token, uint64(now.UnixMicro())+uint64(i), now)
+		_, _ = b.MarshalTo(bind[:])
 		forge(bind[:])
 		_, _ = (&wire.Keepalive{Kind: media.Audio, TxID: uint32(i), Nonce: uint64(i)}).MarshalTo(ka[:])
 		forge(ka[:])

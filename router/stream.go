@@ -33,8 +33,8 @@ type keyframeReq struct {
 
 // ServeStream runs the media stream protocol (docs/PROTOCOL.md, "Media
 // over TCP 8801 and TLS 443") on c until it ends: RFC 4571 framed packets,
-// the first of which must be a Bind with a valid media token within
-// BindTimeout; then RTP, RTCP and keepalives both ways, routed like UDP
+// the first of which must be an authentic Bind (signed with a current
+// participant's media token, fresh, not replayed) within BindTimeout; then RTP, RTCP and keepalives both ways, routed like UDP
 // ones. It closes c and returns when the stream ends, when the flow is
 // bound elsewhere, or when the Router closes. Safe for concurrent use; the
 // TCP listener calls it, and so does the control channel's TLS listener
@@ -72,9 +72,12 @@ func (r *Router) ServeStream(c net.Conn) error {
 		}
 		return ErrStreamBind
 	}
-	p, ok := r.reg.Tokens.Get(bind.Token)
+	// The same checks as a UDP Bind's (handle, MAC, time, counter), so a
+	// Bind copied off another stream or off UDP binds nothing. There is no
+	// challenge: the TCP handshake proved the peer receives at its address.
+	p, why, ok := r.authBind(&bind, time.Now())
 	if !ok {
-		r.streamLive.Drop(stats.DropBadToken)
+		r.streamLive.Drop(why)
 		return ErrStreamBind
 	}
 	k := bind.Kind

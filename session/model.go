@@ -80,6 +80,9 @@ type Flow struct {
 	// bound UDP address (Unix nanoseconds): a verified bind, or a Keepalive
 	// echoing a recent consent nonce (RFC 7675 consent freshness).
 	consent atomic.Int64
+	// bindCounter is the Counter of the last Bind accepted for this flow
+	// (docs/PROTOCOL.md, "Binding a flow"): a Bind must carry a higher one.
+	bindCounter atomic.Uint64
 	// keyframe[i] is when a keyframe request for the i-th published SSRC
 	// was last let through (Unix nanoseconds), for AllowKeyframe.
 	keyframe [MaxSSRCs]atomic.Int64
@@ -121,6 +124,26 @@ func (f *Flow) AllowKeyframe(ssrc uint32, now, interval int64) bool {
 		return last.CompareAndSwap(prev, now)
 	}
 	return true // unpublished meanwhile: nothing to protect
+}
+
+// BindCounter returns the Counter of the last Bind accepted for the flow
+// (0 before the first). Lock-free.
+func (f *Flow) BindCounter() uint64 { return f.bindCounter.Load() }
+
+// AcceptBindCounter records c as the last accepted Bind counter if it is
+// above the current one, and reports whether it was: of concurrent callers
+// with the same c, exactly one wins, so a Bind replayed to two readers at
+// once is accepted at most once. Lock-free, no allocation.
+func (f *Flow) AcceptBindCounter(c uint64) bool {
+	for {
+		last := f.bindCounter.Load()
+		if c <= last {
+			return false
+		}
+		if f.bindCounter.CompareAndSwap(last, c) {
+			return true
+		}
+	}
 }
 
 // Seen records that the flow sent a packet at now (Unix nanoseconds).
@@ -168,12 +191,15 @@ func (f *Flow) SSRCs() []uint32 {
 	return nil
 }
 
-// Participant is a member of a meeting. ID, Name, Token, Meeting and Flows
-// never change after creation; Stats is live. Safe for concurrent use.
+// Participant is a member of a meeting. ID, Name, Token, Handle, Meeting
+// and Flows never change after creation; Stats is live. Safe for
+// concurrent use.
 type Participant struct {
-	ID      uint64
-	Name    string
-	Token   wire.Token
+	ID    uint64
+	Name  string
+	Token wire.Token
+	// Handle is Token.Handle(), the participant's name in its Binds.
+	Handle  wire.BindHandle
 	Meeting *Meeting
 	Flows   [media.NumKinds]*Flow
 	Stats   stats.Live

@@ -36,8 +36,11 @@ type GroupFunc func(netip.AddrPort) int
 type Registry struct {
 	// Flows maps a bound remote address to its flow. Read lock-free.
 	Flows *Table[AddrKey, *Flow]
-	// Tokens maps a media token to its participant. Read lock-free.
-	Tokens *Table[wire.Token, *Participant]
+	// Handles maps a media token's public BindHandle (wire.Token.Handle)
+	// to its participant: how a Bind, which carries the handle and not
+	// the token, finds the token that verifies it. Read lock-free. No two
+	// participants share a handle (Add draws another token on a clash).
+	Handles *Table[wire.BindHandle, *Participant]
 
 	mu       sync.Mutex
 	meetings map[string]*Meeting
@@ -49,7 +52,7 @@ type Registry struct {
 func NewRegistry() *Registry {
 	return &Registry{
 		Flows:    NewTable[AddrKey, *Flow](hashKey),
-		Tokens:   NewTable[wire.Token, *Participant](func(t wire.Token) uint64 { return uint64(t[0]) | uint64(t[1])<<8 }),
+		Handles:  NewTable[wire.BindHandle, *Participant](func(h wire.BindHandle) uint64 { return uint64(h[0]) | uint64(h[1])<<8 }),
 		meetings: make(map[string]*Meeting),
 		parts:    make(map[uint64]*Participant),
 	}
@@ -85,7 +88,7 @@ func (r *Registry) EndMeeting(id string) error {
 	for _, p := range m.parts {
 		p.removed = true
 		delete(r.parts, p.ID)
-		r.Tokens.Delete(p.Token)
+		r.Handles.Delete(p.Handle)
 		for _, f := range p.Flows {
 			if rem := f.remote.Swap(nil); rem != nil {
 				r.unlinkLocked(rem)
@@ -102,16 +105,37 @@ func (r *Registry) EndMeeting(id string) error {
 	return nil
 }
 
+// maxTokenDraws bounds the tokens Add draws for one participant: a
+// second is needed only when the first one's 64-bit handle is taken
+// (about n/2^64 for n participants), so 4 clashes in a row mean the random
+// source is broken.
+const maxTokenDraws = 4
+
+// ErrTokenDraw means Add drew maxTokenDraws media tokens whose handles
+// were all taken: the random source is not random.
+var ErrTokenDraw = errors.New("session: no media token with a free handle")
+
 // Add creates a participant in meeting id that receives everything by
 // default. fixed[k] binds that kind's flow at once (zero: bind by token
 // later); group picks the listener for a fixed address.
 func (r *Registry) Add(meeting, name string, fixed [media.NumKinds]netip.AddrPort, group GroupFunc) (*Participant, error) {
-	tok, err := wire.NewToken()
-	if err != nil {
-		return nil, err
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var tok wire.Token
+	var h wire.BindHandle
+	for i := 0; ; i++ {
+		if i == maxTokenDraws {
+			return nil, ErrTokenDraw
+		}
+		var err error
+		if tok, err = wire.NewToken(); err != nil {
+			return nil, err
+		}
+		h = tok.Handle()
+		if _, taken := r.Handles.Get(h); !taken {
+			break
+		}
+	}
 	m, ok := r.meetings[meeting]
 	if !ok {
 		return nil, ErrNoMeeting
@@ -124,7 +148,7 @@ func (r *Registry) Add(meeting, name string, fixed [media.NumKinds]netip.AddrPor
 		}
 	}
 	r.nextID++
-	p := &Participant{ID: r.nextID, Name: name, Token: tok, Meeting: m}
+	p := &Participant{ID: r.nextID, Name: name, Token: tok, Handle: h, Meeting: m}
 	for i, k := range media.Kinds {
 		f := &Flow{Kind: k, Participant: p}
 		f.route.Store(&Route{})
@@ -138,7 +162,7 @@ func (r *Registry) Add(meeting, name string, fixed [media.NumKinds]netip.AddrPor
 		}
 	}
 	r.parts[p.ID] = p
-	r.Tokens.Put(tok, p)
+	r.Handles.Put(h, p)
 	m.parts = append(m.parts, p)
 	// The newcomer receives every publisher (All): it joins their routes.
 	for i := range media.NumKinds {
@@ -166,7 +190,7 @@ func (r *Registry) removeLocked(p *Participant) {
 	m := p.Meeting
 	p.removed = true
 	delete(r.parts, p.ID)
-	r.Tokens.Delete(p.Token)
+	r.Handles.Delete(p.Handle)
 	for _, f := range p.Flows {
 		if rem := f.remote.Swap(nil); rem != nil {
 			r.unlinkLocked(rem)

@@ -162,7 +162,7 @@ func TestLargeMeetingChangesAreLocal(t *testing.T) {
 	require.NoError(t, r.EndMeeting("m"))
 	for _, p := range ps {
 		require.Empty(t, p.Flow(media.Audio).Route().Dests)
-		_, ok := r.Tokens.Get(p.Token)
+		_, ok := r.Handles.Get(p.Handle)
 		require.False(t, ok)
 	}
 	meetings, parts := r.Counts()

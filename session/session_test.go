@@ -109,7 +109,7 @@ func TestRegistryRoutes(t *testing.T) {
 	require.NoError(t, r.Remove(ps[3].ID))
 	require.Equal(t, []uint64{2, 3}, dests(ps[0], media.Audio))
 	require.Empty(t, dests(ps[3], media.Audio), "a removed participant's flows go nowhere")
-	_, ok := r.Tokens.Get(ps[3].Token)
+	_, ok := r.Handles.Get(ps[3].Handle)
 	require.False(t, ok, "its token no longer binds")
 	require.Equal(t, []MeetingInfo{{ID: "m", Participants: 3}}, r.Meetings())
 	require.NoError(t, r.EndMeeting("m"))
@@ -177,4 +177,51 @@ func TestRegistryBindMovesAndSteals(t *testing.T) {
 	require.Nil(t, a.Flow(media.Audio).Remote())
 	require.NoError(t, r.Remove(b.ID))
 	require.False(t, r.Bind(b, media.Audio, x, 0, egress.Src{}), "a removed participant cannot bind")
+}
+
+func TestRegistryHandles(t *testing.T) {
+	r := NewRegistry()
+	require.NoError(t, r.CreateMeeting("m"))
+	seen := map[[16]byte]bool{}
+	for i := range 50 {
+		p, err := r.Add("m", fmt.Sprint(i), [media.NumKinds]netip.AddrPort{}, noGroup)
+		require.NoError(t, err)
+		require.Equal(t, p.Token.Handle(), p.Handle, "the handle is the token's")
+		got, ok := r.Handles.Get(p.Handle)
+		require.True(t, ok)
+		require.Same(t, p, got)
+		require.False(t, seen[p.Token])
+		seen[p.Token] = true
+	}
+	require.Equal(t, 50, r.Handles.Len())
+}
+
+// TestAcceptBindCounter: the counter only rises, and of concurrent
+// callers offering the same counter exactly one wins.
+func TestAcceptBindCounter(t *testing.T) {
+	f := &Flow{Kind: media.Audio}
+	require.Zero(t, f.BindCounter())
+	require.False(t, f.AcceptBindCounter(0), "0 is never above the start")
+	require.True(t, f.AcceptBindCounter(5))
+	require.False(t, f.AcceptBindCounter(5), "replayed")
+	require.False(t, f.AcceptBindCounter(4), "older")
+	require.True(t, f.AcceptBindCounter(1<<60))
+	require.Equal(t, uint64(1<<60), f.BindCounter())
+
+	for c := uint64(1<<60 + 1); c < 1<<60+200; c++ {
+		var wins sync.WaitGroup
+		var mu sync.Mutex
+		won := 0
+		for range 4 {
+			wins.Go(func() {
+				if f.AcceptBindCounter(c) {
+					mu.Lock()
+					won++
+					mu.Unlock()
+				}
+			})
+		}
+		wins.Wait()
+		require.Equal(t, 1, won, "counter %d", c)
+	}
 }

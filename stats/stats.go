@@ -12,7 +12,7 @@ type DropReason uint8
 // Drop reasons.
 const (
 	DropUnbound           DropReason = iota // datagram from an address with no bound flow
-	DropBadToken                            // bind with an unknown token
+	DropBadToken                            // bind naming no participant (unknown handle) or not signed with its token (wrong MAC)
 	DropMalformed                           // unknown first byte, short or invalid header
 	DropOversize                            // datagram larger than MaxPacket
 	DropUnknownSSRC                         // RTP with an SSRC the sender did not publish for the flow's kind
@@ -37,6 +37,8 @@ const (
 	DropRTCPTooOld                          // SRTCP whose index is older than its flow's replay window
 	DropRTCPSenders                         // SRTCP from a new sender SSRC beyond its flow's limit (protect.MaxRTCPSenders)
 	DropRTCPSeal                            // an RTCP copy that could not be protected for its destination (SRTCP index exhausted): not sent
+	DropBindReplayed                        // authentic bind whose counter is not above the last accepted for its participant and kind: a replay
+	DropBindStale                           // authentic bind whose time is more than wire.BindTimeWindow from the router's clock
 	NumDropReasons                          // number of reasons; not a reason
 )
 
@@ -46,6 +48,7 @@ var dropNames = [NumDropReasons]string{
 	"stream_frame", "stream_bind", "stream_limit", "queue_full", "slow_subscriber",
 	"keyframe_throttled", "rtcp_not_subscribed", "streams_full", "bind_limited", "no_consent", "stale",
 	"rtcp_auth", "rtcp_replayed", "rtcp_too_old", "rtcp_unknown_sender", "rtcp_seal_error",
+	"bind_replayed", "bind_stale",
 }
 
 // String returns the reason's stable snake_case name.

@@ -23,7 +23,9 @@ import (
 func bindPacket(t testing.TB, k media.Kind, tokHex string) []byte {
 	tok, err := wire.ParseToken(tokHex)
 	require.NoError(t, err)
-	b := wire.Bind{Kind: k, TxID: 7, Token: tok}
+	b := wire.Bind{Kind: k, TxID: 7}
+	now := time.Now()
+	b.Sign(tok, uint64(now.UnixMicro()), now)
 	buf := make([]byte, wire.BindSize)
 	n, err := b.MarshalTo(buf)
 	require.NoError(t, err)

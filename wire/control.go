@@ -23,10 +23,10 @@ const (
 	TypeKeepaliveAck = 7 // router → client: answer to a keepalive
 )
 
-// Version is the control-packet protocol version carried in byte 1 of every
-// control packet. Packets with any other version are rejected with
-// ErrVersion (and get no answer from the router). Immutable; safe for
-// concurrent use.
+// Version is the protocol version carried in byte 1 of the BindAck,
+// Keepalive and KeepaliveAck control packets; a Bind carries BindVersion.
+// Packets with any other version are rejected with ErrVersion (and get no
+// answer from the router). Immutable; safe for concurrent use.
 const Version = 1
 
 // Control packet sizes in bytes. Immutable; safe for concurrent use.
@@ -34,11 +34,11 @@ const (
 	// headerSize is the common header: type, version, kind, status or
 	// reserved (4 bytes), then TxID (4 bytes).
 	headerSize = 8
-	// BindSize is the size of a Bind: header (8), Token (16), Nonce (8),
-	// zero padding (8). The padding makes a Bind larger than the BindAck it
-	// triggers (BindAckSize), so the router never amplifies: a spoofed
-	// source can get back at most what it sent.
-	BindSize = headerSize + TokenSize + 8 + 8
+	// BindSize is the size of a Bind (version 2): header (8), Handle (8),
+	// Counter (8), Time (8), Nonce (8), MAC (16). It is larger than the
+	// BindAck it triggers (BindAckSize), so the router never amplifies: a
+	// spoofed source can get back at most what it sent.
+	BindSize = headerSize + BindHandleSize + 8 + 8 + 8 + BindMACSize
 	// BindAckSize is the size of a BindAck: header (8), port (2), address
 	// family (1), reserved (1), mapped address (16), Nonce (8).
 	BindAckSize = headerSize + 2 + 1 + 1 + 16 + 8
@@ -127,11 +127,14 @@ var (
 const TokenSize = 16
 
 // Token is a participant's secret media token: 128 random bits, handed to
-// the client over the control channel (or by the embedding API) and sent in
-// every Bind. Whoever knows it can bind (and so redirect) that participant's
-// media flows, so treat it like a password; in particular String reveals
-// it, so do not log a Token or any struct that contains one. Token is a
-// plain comparable value (usable as a map key); safe for concurrent use.
+// the client over the control channel (or by the embedding API). It never
+// travels on the media port: a Bind proves it with an HMAC (Bind.Sign) and
+// names the participant by its public BindHandle, and Keepalives prove it
+// with ConsentEcho. Whoever knows it can bind (and so redirect) that
+// participant's media flows, so treat it like a password; in particular
+// String reveals it, so do not log a Token or any struct that contains
+// one. Token is a plain comparable value (usable as a map key); safe for
+// concurrent use.
 type Token [TokenSize]byte
 
 // NewToken returns a new random Token drawn from crypto/rand. The error is
@@ -166,13 +169,14 @@ func ParseToken(s string) (Token, error) {
 }
 
 // parseHeader checks the common control header of b, whose first byte the
-// caller has already checked, and that b holds at least size bytes. It
-// returns the kind, byte 3 (status or reserved) and the TxID.
-func parseHeader(b []byte, size int) (media.Kind, uint8, uint32, error) {
+// caller has already checked, that b holds at least size bytes and that
+// byte 1 is version. It returns the kind, byte 3 (status or reserved) and
+// the TxID.
+func parseHeader(b []byte, size int, version byte) (media.Kind, uint8, uint32, error) {
 	if len(b) < size {
 		return 0, 0, 0, ErrShort
 	}
-	if b[1] != Version {
+	if b[1] != version {
 		return 0, 0, 0, ErrVersion
 	}
 	k := media.Kind(b[2])
@@ -182,85 +186,14 @@ func parseHeader(b []byte, size int) (media.Kind, uint8, uint32, error) {
 	return k, b[3], binary.BigEndian.Uint32(b[4:8]), nil
 }
 
-// putHeader writes the common control header into dst, which the caller
-// has checked holds at least headerSize bytes.
+// putHeader writes the common control header, version 1, into dst, which
+// the caller has checked holds at least headerSize bytes.
 func putHeader(dst []byte, typ byte, k media.Kind, status uint8, txID uint32) {
 	dst[0] = typ
 	dst[1] = Version
 	dst[2] = byte(k)
 	dst[3] = status
 	binary.BigEndian.PutUint32(dst[4:8], txID)
-}
-
-// Bind asks the router to bind the flow it arrives on (its source address
-// and port) to the participant owning Token, for media kind Kind. It is
-// sent by the client, BindSize bytes:
-//
-//	byte 0      TypeBind (4)
-//	byte 1      Version (1)
-//	byte 2      media kind (1 audio, 2 video, 3 content)
-//	byte 3      reserved, 0
-//	bytes 4-7   TxID, big-endian
-//	bytes 8-23  Token
-//	bytes 24-31 Nonce, big-endian: 0, or the echo of a StatusVerify BindAck's
-//	bytes 32-39 padding, sent as 0, ignored on receipt
-//
-// A Bind is a plain value; see the package doc for concurrency.
-type Bind struct {
-	Kind  media.Kind // media kind of the flow being bound
-	TxID  uint32     // chosen by the client, echoed in the BindAck
-	Token Token      // the participant's secret media token
-	// Nonce is 0 in a first Bind, and the Nonce of the router's
-	// StatusVerify BindAck in the Bind that answers it (return
-	// routability: proof that the source receives what is sent to it).
-	Nonce uint64
-}
-
-// Unmarshal parses the Bind packet b into m. b must be at least BindSize
-// bytes; bytes beyond BindSize are ignored (room for later extensions
-// under the same version; a longer Bind only makes the answer relatively
-// smaller), and so is the content of the padding. Errors: ErrShort, ErrType,
-// ErrVersion, ErrKind, ErrReserved (byte 3 not 0). On error m is left
-// unchanged. b stays the caller's and is not retained; no allocation; never
-// panics. Not safe for concurrent use on the same m.
-func (m *Bind) Unmarshal(b []byte) error {
-	if len(b) == 0 {
-		return ErrShort
-	}
-	if b[0] != TypeBind {
-		return ErrType
-	}
-	k, reserved, txID, err := parseHeader(b, BindSize)
-	if err != nil {
-		return err
-	}
-	if reserved != 0 {
-		return ErrReserved
-	}
-	m.Kind = k
-	m.TxID = txID
-	copy(m.Token[:], b[headerSize:headerSize+TokenSize])
-	m.Nonce = binary.BigEndian.Uint64(b[headerSize+TokenSize:])
-	return nil
-}
-
-// MarshalTo writes m as a BindSize-byte Bind packet (padding zeroed) into
-// dst and returns BindSize. Errors: ErrShortBuffer if len(dst) < BindSize,
-// ErrKind if m.Kind is invalid; on error dst is not modified. dst is the
-// caller's and is not retained; no allocation; never panics. Safe for
-// concurrent use as long as m is not being written.
-func (m *Bind) MarshalTo(dst []byte) (int, error) {
-	if len(dst) < BindSize {
-		return 0, ErrShortBuffer
-	}
-	if !m.Kind.Valid() {
-		return 0, ErrKind
-	}
-	putHeader(dst, TypeBind, m.Kind, 0, m.TxID)
-	copy(dst[headerSize:], m.Token[:])
-	binary.BigEndian.PutUint64(dst[headerSize+TokenSize:], m.Nonce)
-	clear(dst[headerSize+TokenSize+8 : BindSize])
-	return BindSize, nil
 }
 
 // BindAck is the router's answer to a valid Bind, sent from the router's
@@ -313,7 +246,7 @@ func (m *BindAck) Unmarshal(b []byte) error {
 	if b[0] != TypeBindAck {
 		return ErrType
 	}
-	k, status, txID, err := parseHeader(b, BindAckSize)
+	k, status, txID, err := parseHeader(b, BindAckSize, Version)
 	if err != nil {
 		return err
 	}
@@ -409,7 +342,7 @@ func (m *Keepalive) Unmarshal(b []byte) error {
 	if b[0] != TypeKeepalive && b[0] != TypeKeepaliveAck {
 		return ErrType
 	}
-	k, reserved, txID, err := parseHeader(b, KeepaliveSize)
+	k, reserved, txID, err := parseHeader(b, KeepaliveSize, Version)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package wire
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/openmmr/mmr/media"
 	"github.com/pion/rtcp"
@@ -29,13 +30,21 @@ func FuzzClassify(f *testing.F) {
 }
 
 func FuzzBind(f *testing.F) {
-	f.Add(validBind())
-	f.Add(append(validBind(), 1, 2, 3))
-	f.Add(with(validBind(), set(31, 0xff)))
-	f.Add(with(validBind(), set(1, 2)))
-	f.Add(with(validBind(), set(2, 0)))
-	f.Add(with(validBind(), set(3, 1)))
-	f.Add(validBind()[:BindSize-1])
+	valid := func() []byte {
+		var dst [BindSize]byte
+		b := signedBind()
+		_, _ = b.MarshalTo(dst[:])
+		return dst[:]
+	}
+	f.Add(valid())
+	f.Add(append(valid(), 1, 2, 3))
+	f.Add(with(valid(), set(31, 0xff)))
+	f.Add(with(valid(), set(1, 1)))
+	f.Add(with(valid(), set(2, 0)))
+	f.Add(with(valid(), set(3, 1)))
+	f.Add(with(valid(), set(55, 0)))
+	f.Add(valid()[:BindSize-1])
+	f.Add(valid()[:40])
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m Bind
@@ -47,10 +56,47 @@ func FuzzBind(f *testing.F) {
 		n, err := m.MarshalTo(dst[:])
 		require.NoError(t, err)
 		require.Equal(t, BindSize, n)
-		require.Equal(t, b[:headerSize+TokenSize], dst[:headerSize+TokenSize])
+		require.Equal(t, b[:BindSize], dst[:n], "every byte of a Bind is a field")
 		var back Bind
 		require.NoError(t, back.Unmarshal(dst[:n]))
 		require.Equal(t, m, back)
+		switch err := m.Check(testToken, vectorTime, 0); err {
+		case nil:
+			// Only the signer's own packet verifies.
+			want := m
+			want.Sign(testToken, m.Counter, time.UnixMilli(int64(m.Time)))
+			require.Equal(t, want, m)
+		case ErrBindMAC, ErrBindStale, ErrBindReplayed:
+		default:
+			t.Fatalf("unexpected error %v", err)
+		}
+	})
+}
+
+// FuzzBindTamper signs a Bind of arbitrary fields, changes one byte of
+// its packet and checks that the receiver refuses it.
+func FuzzBindTamper(f *testing.F) {
+	f.Add(uint8(1), uint32(7), uint64(1), uint64(vectorTime.UnixMilli()), uint64(0), uint8(0), uint8(1))
+	f.Add(uint8(3), uint32(0), uint64(1<<63), uint64(0), uint64(0xa1b2c3d4e5f60718), uint8(55), uint8(0x80))
+	f.Fuzz(func(t *testing.T, kind uint8, txID uint32, counter, ms, nonce uint64, pos, mask uint8) {
+		k := media.Kind(kind%3 + 1)
+		b := Bind{Kind: k, TxID: txID, Nonce: nonce}
+		now := time.UnixMilli(int64(ms >> 1))
+		b.Sign(testToken, counter, now)
+		var p [BindSize]byte
+		_, err := b.MarshalTo(p[:])
+		require.NoError(t, err)
+		var got Bind
+		require.NoError(t, got.Unmarshal(p[:]))
+		require.True(t, got.Verify(testToken))
+		if mask == 0 {
+			mask = 1
+		}
+		p[int(pos)%BindSize] ^= mask
+		if got.Unmarshal(p[:]) != nil {
+			return
+		}
+		require.False(t, got.Verify(testToken), "tampered byte %d accepted", int(pos)%BindSize)
 	})
 }
 

@@ -1,7 +1,7 @@
 // Package streammedia is a client for the router's stream media transport
 // (docs/PROTOCOL.md, "Media over TCP 8801 and TLS 443"): one TCP or TLS
-// connection per media kind carrying RFC 4571 framed packets, bound with
-// the participant's media token.
+// connection per media kind carrying RFC 4571 framed packets, bound with a
+// Bind signed with the participant's media token.
 package streammedia
 
 import (
@@ -127,7 +127,12 @@ func Bind(ctx context.Context, c net.Conn, k media.Kind, token wire.Token) (*Flo
 
 func (f *Flow) bind(ctx context.Context, token wire.Token) error {
 	var b [wire.BindSize]byte
-	bind := wire.Bind{Kind: f.kind, TxID: 1, Token: token}
+	// Signed with the token, which never goes on the wire (not even over
+	// plain TCP); one Bind per stream, its counter from the clock.
+	var ctr wire.BindCounter
+	bind := wire.Bind{Kind: f.kind, TxID: 1}
+	now := time.Now()
+	bind.Sign(token, ctr.Next(now), now)
 	if _, err := bind.MarshalTo(b[:]); err != nil {
 		return err
 	}

@@ -1,7 +1,8 @@
 // Package udpmedia is a client for the router's UDP media transport
 // (docs/PROTOCOL.md, "Media over UDP 8801"): it binds one flow of one media
-// kind with the participant's media token, then sends and receives RTP and
-// RTCP on it and keeps its NAT binding open.
+// kind with Binds signed with the participant's media token (the token
+// itself never goes on the wire), then sends and receives RTP and RTCP on
+// it and keeps its NAT binding open.
 package udpmedia
 
 import (
@@ -45,6 +46,7 @@ type Flow struct {
 	kind    media.Kind
 	token   wire.Token
 	txID    atomic.Uint32
+	binds   wire.BindCounter // counters of the flow's Binds
 	mapped  netip.AddrPort
 	consent atomic.Uint64 // latest consent nonce from the router
 
@@ -139,7 +141,11 @@ func (f *Flow) bind(ctx context.Context) error {
 	send := func() (uint32, error) {
 		// A new TxID per transmission (docs/PROTOCOL.md); an answer to any
 		// of them counts.
-		b := wire.Bind{Kind: f.kind, TxID: f.txID.Add(1), Token: f.token, Nonce: nonce}
+		// Signed with the token, which never goes on the wire; a new
+		// counter per transmission, so that none is taken for a replay.
+		b := wire.Bind{Kind: f.kind, TxID: f.txID.Add(1), Nonce: nonce}
+		now := time.Now()
+		b.Sign(f.token, f.binds.Next(now), now)
 		if _, err := b.MarshalTo(req[:]); err != nil {
 			return 0, err
 		}
@@ -228,12 +234,13 @@ func isMedia(pkt []byte) bool {
 	return c == wire.ClassRTP || c == wire.ClassRTCP
 }
 
-// Keepalive sends a keepalive echoing the latest consent nonce; the
+// Keepalive sends a keepalive echoing the latest consent nonce
+// (wire.ConsentEcho under the token); the
 // router's KeepaliveAck arrives through Recv, which keeps its new nonce
 // for the next Keepalive.
 func (f *Flow) Keepalive() error {
 	var b [wire.KeepaliveSize]byte
-	k := wire.Keepalive{Kind: f.kind, TxID: f.txID.Add(1), Nonce: f.consent.Load()}
+	k := wire.Keepalive{Kind: f.kind, TxID: f.txID.Add(1), Nonce: wire.ConsentEcho(f.token, f.kind, f.consent.Load())}
 	if _, err := k.MarshalTo(b[:]); err != nil {
 		return err
 	}

@@ -317,8 +317,10 @@ func bindFlood(ctx context.Context, res *result) error {
 		return err
 	}
 	dst := g.r.UDPAddrs()[0]
-	var b [wire.BindSize]byte
-	n, _ := (&wire.Bind{Kind: media.Video, TxID: 1, Token: fl.Token}).MarshalTo(b[:])
+	// The flooder holds its token, so each of its Binds is authentic: a
+	// new counter each (a copy of one Bind is refused before the queue,
+	// bind_replayed, and would not test the queue's fair shares).
+	var ctr wire.BindCounter
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for g0 := range 4 {
@@ -338,12 +340,17 @@ func bindFlood(ctx context.Context, res *result) error {
 				}
 				socks = append(socks, c)
 			}
+			var b [wire.BindSize]byte
 			for i := g0; ; i++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
+				bind := wire.Bind{Kind: media.Video, TxID: uint32(i)}
+				now := time.Now()
+				bind.Sign(fl.Token, ctr.Next(now), now)
+				n, _ := bind.MarshalTo(b[:])
 				_, _ = socks[i%len(socks)].Write(b[:n])
 			}
 		}()
@@ -363,7 +370,8 @@ func bindFlood(ctx context.Context, res *result) error {
 	wg.Wait()
 	d := g.r.Stats().Drops
 	res.refused = d[stats.DropBindLimited] + d[stats.DropBindBusy]
-	res.note = fmt.Sprintf("bind_limited %d, bind_busy %d", d[stats.DropBindLimited], d[stats.DropBindBusy])
+	res.note = fmt.Sprintf("bind_limited %d, bind_busy %d, bind_replayed %d (the flooder's own, overtaken)",
+		d[stats.DropBindLimited], d[stats.DropBindBusy], d[stats.DropBindReplayed])
 	return nil
 }
 
@@ -495,13 +503,19 @@ func spoofed(ctx context.Context, res *result) error {
 		defer close(fdone)
 		var b [wire.BindSize]byte
 		var ka [wire.KeepaliveSize]byte
+		var ctr wire.BindCounter
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			_, _ = (&wire.Bind{Kind: media.Audio, TxID: uint32(i), Token: attacker.Token, Nonce: uint64(i)}).MarshalTo(b[:])
+			// Signed with the attacker's own token: authentic, but from a
+			// forged source, so only ever challenged.
+			bind := wire.Bind{Kind: media.Audio, TxID: uint32(i), Nonce: uint64(i)}
+			now := time.Now()
+			bind.Sign(attacker.Token, ctr.Next(now), now)
+			_, _ = bind.MarshalTo(b[:])
 			sp.send(vaddr, g.r.UDPAddrs()[0], b[:])
 			_, _ = (&wire.Keepalive{Kind: media.Audio, TxID: uint32(i), Nonce: uint64(i)}).MarshalTo(ka[:])
 			sp.send(vaddr, g.r.UDPAddrs()[0], ka[:])

@@ -96,7 +96,10 @@ func TestOneBoxWebClient(t *testing.T) {
 	mw := dial("/v1/ws/media", webclient.MediaProtocol)
 	defer mw.CloseNow()
 	bind := make([]byte, wire.BindSize)
-	_, err = (&wire.Bind{Kind: media.Audio, TxID: 5, Token: tok}).MarshalTo(bind)
+	sb := wire.Bind{Kind: media.Audio, TxID: 5}
+	now := time.Now()
+	sb.Sign(tok, uint64(now.UnixMicro()), now)
+	_, err = sb.MarshalTo(bind)
 	require.NoError(t, err)
 	require.NoError(t, mw.Write(ctx, websocket.MessageBinary, bind))
 	_, ack, err := mw.Read(ctx)
