@@ -1,6 +1,7 @@
 package connect_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/openmmr/mmr/client/connect/connecttest"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/tlsutil"
+	"github.com/openmmr/mmr/wire"
 )
 
 const meetingID = "1234567890"
@@ -231,4 +233,31 @@ func (p *tinyproxy) connects(t testing.TB, addr string) int {
 	b, err := os.ReadFile(p.log)
 	require.NoError(t, err)
 	return strings.Count(string(b), "CONNECT "+addr+" ")
+}
+
+// marker is the 16 bytes the protection tests write into every payload.
+var marker = []byte("openmmr-MARKER-!")
+
+// markerRx counts, per SSRC, the opened RTP packets whose payload holds
+// the marker.
+type markerRx struct {
+	mu sync.Mutex
+	n  map[uint32]int
+}
+
+func newMarkerRx() *markerRx { return &markerRx{n: map[uint32]int{}} }
+
+func (r *markerRx) onMedia(_ media.Kind, pkt []byte) {
+	if len(pkt) < 12+16 || wire.Classify(pkt) != wire.ClassRTP || !bytes.Contains(pkt[12:], marker) {
+		return
+	}
+	r.mu.Lock()
+	r.n[binary.BigEndian.Uint32(pkt[8:])]++
+	r.mu.Unlock()
+}
+
+func (r *markerRx) count(ssrc uint32) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[ssrc]
 }
