@@ -167,6 +167,10 @@ type Config struct {
 	KeyframeInterval time.Duration
 	// Logger receives lifecycle logs (never per-packet). Default slog.Default().
 	Logger *slog.Logger
+
+	// rtcpArena, when positive (tests only), replaces the size of every
+	// reader's RTCP arena (rtcpArenaUDP, rtcpArenaStream).
+	rtcpArena int
 }
 
 // withDefaults returns c with every zero field set to its default and

@@ -63,7 +63,7 @@ type pendingRun struct {
 }
 
 func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
-	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch), live: new(stats.Live), pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch()), arenaSize: rtcpArenaUDP}
+	rd := &reader{rt: r, group: g, sock: s, in: ingress.NewBatch(r.cfg.Batch), live: new(stats.Live), pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch()), arenaSize: r.cfg.arenaSize(rtcpArenaUDP)}
 	for gi, grp := range r.groups {
 		fd := r.sendFD(gi, idx)
 		if gi == g {
@@ -87,7 +87,7 @@ func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
 // socket to read, UDP batches to reach UDP subscribers, and the router's
 // stream totals as its counters.
 func newStreamReader(r *Router, idx int) *reader {
-	rd := &reader{rt: r, group: -1, live: &r.streamLive, pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch()), arenaSize: rtcpArenaStream}
+	rd := &reader{rt: r, group: -1, live: &r.streamLive, pr: newProver(r.nonceKey[:], r.cfg.nonceEpoch()), arenaSize: r.cfg.arenaSize(rtcpArenaStream)}
 	for gi, grp := range r.groups {
 		rd.out = append(rd.out, egress.NewBatchSize(r.sendFD(gi, idx), grp.v6, r.cfg.DSCP, rd.live, streamBatch))
 	}

@@ -34,6 +34,15 @@ const (
 	rtcpArenaStream = 4 << 10
 )
 
+// arenaSize returns the RTCP arena size of a reader: def, or the test
+// override.
+func (c *Config) arenaSize(def int) int {
+	if c.rtcpArena > 0 {
+		return c.rtcpArena
+	}
+	return def
+}
+
 // rtcpOpenDrop maps an RTCPFlow.Open error to its drop reason.
 func rtcpOpenDrop(err error) stats.DropReason {
 	switch err {
@@ -95,7 +104,11 @@ func (rd *reader) sendRTCP(d *session.Flow, rem *session.Remote, plain []byte) {
 		rd.arena = make([]byte, rd.arenaSize)
 	}
 	if len(rd.arena)-rd.arenaUsed < n {
-		rd.flush() // the queued copies leave, and the arena is free again
+		rd.flush()             // the queued copies leave, and the arena is free again
+		if n > len(rd.arena) { // not with MaxPacket-sized datagrams; a guard
+			rd.drop(d, stats.DropOversize)
+			return
+		}
 	}
 	out, err := c.Seal(rd.arena[rd.arenaUsed:rd.arenaUsed:rd.arenaUsed+n], plain)
 	if err != nil {

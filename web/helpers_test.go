@@ -162,6 +162,7 @@ type lookupAnswer struct {
 		ID, Topic, Type string
 		StartTime       string `json:"start_time"`
 		DurationMinutes int    `json:"duration_minutes"`
+		E2EE            bool   `json:"e2ee"`
 	}
 	Role         string
 	Identity     string

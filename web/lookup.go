@@ -82,6 +82,10 @@ type (
 		Type            string `json:"type"`
 		StartTime       string `json:"start_time,omitempty"`
 		DurationMinutes int    `json:"duration_minutes"`
+		// E2EE: the meeting is end-to-end encrypted; a client MUST then
+		// see media_protection "e2ee" in joined, and refuse anything else
+		// (a downgrade).
+		E2EE bool `json:"e2ee"`
 	}
 	zoneJSON struct {
 		Name       string   `json:"name"`
@@ -234,12 +238,13 @@ func (s *Server) lookup(ctx context.Context, req *LookupRequest, ci clientInfo, 
 		return nil, s.internalErr("identity", err)
 	}
 	exp := now.Add(s.cfg.TokenTTL.D()).Truncate(time.Second)
-	tok, err := token.Mint(s.secret, token.Claims{Meeting: m.ID, Identity: identity, Name: req.Name, ID: id, Role: role, Expiry: exp})
+	tok, err := token.Mint(s.secret, token.Claims{Meeting: m.ID, Identity: identity, Name: req.Name, ID: id, Role: role, Expiry: exp,
+		E2EE: m.E2EE, Version: token.Version3})
 	if err != nil {
 		return nil, s.internalErr("token", err)
 	}
 	out := &lookupJSON{
-		Meeting:  lookupMeetingJSON{ID: m.ID, Topic: m.Topic, Type: m.Type, DurationMinutes: m.DurationMinutes},
+		Meeting:  lookupMeetingJSON{ID: m.ID, Topic: m.Topic, Type: m.Type, DurationMinutes: m.DurationMinutes, E2EE: m.E2EE},
 		Role:     role.String(),
 		Identity: identity, JoinToken: tok, TokenExpires: exp.UTC().Format(time.RFC3339),
 		Zones: s.rankZones(ci.addr, m.Zones), Tunnels: s.tunnels,

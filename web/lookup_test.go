@@ -84,7 +84,7 @@ func TestLookupPasscodeAndLockout(t *testing.T) {
 	claims, err := v.Verify(l.JoinToken, time.Now())
 	require.NoError(t, err)
 	require.Equal(t, token.Claims{Meeting: "12345678901", Identity: l.Identity, Name: "Alice", ID: claims.ID, Role: token.Participant,
-		Expiry: claims.Expiry, Version: token.Version2}, claims)
+		Expiry: claims.Expiry, Version: token.Version3}, claims)
 	require.NotEqual(t, [token.IDSize]byte{}, claims.ID)
 	exp, err := time.Parse(time.RFC3339, l.TokenExpires)
 	require.NoError(t, err)

@@ -50,6 +50,7 @@ type meetingJSON struct {
 	StartTime       string   `json:"start_time,omitempty"`
 	DurationMinutes int      `json:"duration_minutes"`
 	Zones           []string `json:"zones"`
+	E2EE            bool     `json:"e2ee"`
 	HasPasscode     bool     `json:"has_passcode"`
 	HasHostKey      bool     `json:"has_host_key"`
 	HasPanelistKey  bool     `json:"has_panelist_key"`
@@ -64,7 +65,7 @@ type meetingJSON struct {
 }
 
 func (s *Server) meetingOut(m store.Meeting) meetingJSON {
-	j := meetingJSON{ID: m.ID, Topic: m.Topic, Type: m.Type, DurationMinutes: m.DurationMinutes, Zones: m.Zones,
+	j := meetingJSON{ID: m.ID, Topic: m.Topic, Type: m.Type, DurationMinutes: m.DurationMinutes, Zones: m.Zones, E2EE: m.E2EE,
 		HasPasscode: m.PasscodeHash != "", HasHostKey: m.HostKeyHash != "", HasPanelistKey: m.PanelistKeyHash != "",
 		Ended: m.Ended, JoinURL: s.webClientURL(m.ID), CreatedAt: m.CreatedAt.Format(time.RFC3339), UpdatedAt: m.UpdatedAt.Format(time.RFC3339), Version: m.Version}
 	if j.Zones == nil {
@@ -99,6 +100,10 @@ type MeetingRequest struct {
 	DurationMinutes *int      `json:"duration_minutes"`
 	Zones           *[]string `json:"zones"`
 	Ended           *bool     `json:"ended"` // update only
+	// E2EE makes the meeting end-to-end encrypted (create only; default
+	// false): its join tokens carry the E2EE flag. Not for webinars (E2EE
+	// meetings have no viewers).
+	E2EE *bool `json:"e2ee"`
 }
 
 // DecodeMeetingRequest decodes and checks a create or update body against
@@ -124,6 +129,12 @@ func (s *Server) checkMeetingRequest(req *MeetingRequest, create bool) *apiError
 	}
 	if req.Ended != nil && create {
 		return bad("ended is for updates")
+	}
+	if req.E2EE != nil && !create {
+		return bad("e2ee cannot change: it is fixed when the meeting is created")
+	}
+	if req.E2EE != nil && *req.E2EE && req.Type != nil && *req.Type == store.TypeWebinar {
+		return bad("e2ee: a webinar cannot be end-to-end encrypted (E2EE meetings have no viewers)")
 	}
 	if req.Topic != nil && !validText(*req.Topic, 0, maxTopic) {
 		return bad("topic: at most 200 bytes of UTF-8, no control characters")
@@ -168,6 +179,9 @@ func (s *Server) apply(m *store.Meeting, req *MeetingRequest, create bool) (out 
 	}
 	if req.Type != nil {
 		m.Type = *req.Type
+	}
+	if req.E2EE != nil && create {
+		m.E2EE = *req.E2EE
 	}
 	set := func(p *string, hash *string, shown *string) error {
 		if p == nil && !create {
@@ -359,6 +373,10 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		var m store.Meeting
 		if m, err = s.st.GetMeeting(ctx, id); err != nil {
 			break
+		}
+		if m.E2EE && req.Type != nil && *req.Type == store.TypeWebinar {
+			s.writeError(w, errorf(http.StatusBadRequest, CodeBadRequest, "type: an end-to-end encrypted meeting cannot become a webinar"))
+			return
 		}
 		var sec meetingSecrets
 		if sec, err = s.apply(&m, &req, false); err != nil {

@@ -192,12 +192,12 @@ func isUnique(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
-const meetingCols = `id, topic, type, passcode_hash, host_key_hash, panelist_key_hash, start_time, duration_minutes, zones, ended, created_at, updated_at, version`
+const meetingCols = `id, topic, type, passcode_hash, host_key_hash, panelist_key_hash, start_time, duration_minutes, zones, ended, created_at, updated_at, version, e2ee`
 
 func (s *sqlStore) CreateMeeting(ctx context.Context, m Meeting) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO meetings (`+meetingCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,1)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO meetings (`+meetingCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,1,$13)`,
 		m.ID, m.Topic, m.Type, m.PasscodeHash, m.HostKeyHash, m.PanelistKeyHash, unixOrZero(m.StartTime), m.DurationMinutes,
-		strings.Join(m.Zones, ","), boolInt(m.Ended), m.CreatedAt.UnixMilli(), m.UpdatedAt.UnixMilli())
+		strings.Join(m.Zones, ","), boolInt(m.Ended), m.CreatedAt.UnixMilli(), m.UpdatedAt.UnixMilli(), boolInt(m.E2EE))
 	if isUnique(err) {
 		return fmt.Errorf("meeting %s: %w", m.ID, ErrExists)
 	}
@@ -210,8 +210,8 @@ func scanMeeting(r scanner) (Meeting, error) {
 	var m Meeting
 	var start, created, updated int64
 	var zones string
-	var ended int
-	if err := r.Scan(&m.ID, &m.Topic, &m.Type, &m.PasscodeHash, &m.HostKeyHash, &m.PanelistKeyHash, &start, &m.DurationMinutes, &zones, &ended, &created, &updated, &m.Version); err != nil {
+	var ended, e2ee int
+	if err := r.Scan(&m.ID, &m.Topic, &m.Type, &m.PasscodeHash, &m.HostKeyHash, &m.PanelistKeyHash, &start, &m.DurationMinutes, &zones, &ended, &created, &updated, &m.Version, &e2ee); err != nil {
 		return Meeting{}, err
 	}
 	if start != 0 {
@@ -220,7 +220,7 @@ func scanMeeting(r scanner) (Meeting, error) {
 	if zones != "" {
 		m.Zones = strings.Split(zones, ",")
 	}
-	m.Ended = ended != 0
+	m.Ended, m.E2EE = ended != 0, e2ee != 0
 	m.CreatedAt, m.UpdatedAt = time.UnixMilli(created).UTC(), time.UnixMilli(updated).UTC()
 	return m, nil
 }

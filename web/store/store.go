@@ -43,10 +43,14 @@ type Meeting struct {
 	StartTime       time.Time // zero = instant meeting (UTC, second resolution)
 	DurationMinutes int
 	Zones           []string // zone affinity: ranked before the others
-	Ended           bool
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
-	Version         int64 // incremented by every update
+	// E2EE: the meeting is end-to-end encrypted (its join tokens carry the
+	// E2EE flag, docs/PROTOCOL.md "Join tokens", version 3). Fixed at
+	// creation: UpdateMeeting leaves it unchanged.
+	E2EE      bool
+	Ended     bool
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	Version   int64 // incremented by every update
 }
 
 // APIKey is an admin API key: only its SHA-256 is stored.

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,6 +124,32 @@ func Run(t *testing.T, dsn func(t testing.TB) string) {
 		require.ErrorIs(t, err, store.ErrNotFound)
 		_, err = s.UpdateMeeting(ctx, again)
 		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+
+	t.Run("e2ee is stored and fixed at creation", func(t *testing.T) {
+		s := Open(t, dsn(t))
+		m := meeting("5550000000")
+		m.E2EE = true
+		require.NoError(t, s.CreateMeeting(ctx, m))
+		require.NoError(t, s.CreateMeeting(ctx, meeting("5550000001")))
+		got, err := s.GetMeeting(ctx, m.ID)
+		require.NoError(t, err)
+		require.True(t, got.E2EE)
+		plain, err := s.GetMeeting(ctx, "5550000001")
+		require.NoError(t, err)
+		require.False(t, plain.E2EE, "the default is Standard")
+		got.E2EE, got.Topic = false, "Renamed"
+		_, err = s.UpdateMeeting(ctx, got)
+		require.NoError(t, err)
+		again, err := s.GetMeeting(ctx, m.ID)
+		require.NoError(t, err)
+		require.Equal(t, "Renamed", again.Topic)
+		require.True(t, again.E2EE, "an update never downgrades a meeting")
+		list, err := s.ListMeetings(ctx, "", 10)
+		require.NoError(t, err)
+		require.Len(t, list, 2)
+		require.True(t, list[0].E2EE)
+		require.False(t, list[1].E2EE)
 	})
 
 	t.Run("list pages in ID order", func(t *testing.T) {
@@ -258,6 +285,41 @@ func Run(t *testing.T, dsn func(t testing.TB) string) {
 		_, err := s2.GetMeeting(ctx, "1234567890")
 		require.NoError(t, err, "reopening keeps the data")
 	})
+
+	t.Run("upgrade from migration 001 keeps meetings, as Standard", func(t *testing.T) {
+		d := dsn(t)
+		db := openRaw(t, d)
+		ms, err := store.Migrations()
+		require.NoError(t, err)
+		_, err = db.ExecContext(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)`)
+		require.NoError(t, err)
+		_, err = db.ExecContext(ctx, ms[0].SQL)
+		require.NoError(t, err)
+		_, err = db.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (1, $1, 0)`, ms[0].Name)
+		require.NoError(t, err)
+		_, err = db.ExecContext(ctx, `INSERT INTO meetings (id, topic, type, created_at, updated_at) VALUES ('1234567890', 'Old', 'meeting', 0, 0)`)
+		require.NoError(t, err)
+		require.NoError(t, db.Close())
+		s := Open(t, d)
+		got, err := s.GetMeeting(ctx, "1234567890")
+		require.NoError(t, err)
+		require.Equal(t, "Old", got.Topic)
+		require.False(t, got.E2EE)
+	})
+}
+
+// openRaw opens the database behind a store DSN without the store (no
+// migrations run), closed when the test ends.
+func openRaw(t testing.TB, dsn string) *sql.DB {
+	t.Helper()
+	driver, name := "pgx", dsn
+	if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
+		driver, name = "sqlite", "file:"+path
+	}
+	db, err := sql.Open(driver, name)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	return db
 }
 
 func ids(ms []store.Meeting) []string {
