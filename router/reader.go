@@ -443,8 +443,21 @@ func (rd *reader) handleBind(i int, pkt []byte, key session.AddrKey) {
 		rd.live.Drop(stats.DropMalformed) // a version-1 Bind too
 		return
 	}
-	p, why, ok := rd.rt.authBind(&rd.bind, time.Unix(0, rd.now))
+	p, ok := rd.rt.reg.Handles.Get(rd.bind.Handle)
 	if !ok {
+		rd.live.Drop(stats.DropBadToken)
+		return
+	}
+	sb := sourceBucket(&key)
+	// Shares already full are refused before the MAC, as they would be
+	// after it: only authentic binds take places, so a participant or a
+	// source flooding binds (authentic or copies) costs no HMAC while its
+	// places are taken.
+	if p.BindsQueued.Load() >= maxBindsPerParticipant || rd.rt.bindSrc[sb].Load() >= maxBindsPerSource {
+		rd.live.Drop(stats.DropBindLimited)
+		return
+	}
+	if why, ok := checkBind(p, &rd.bind, time.Unix(0, rd.now)); !ok {
 		rd.live.Drop(why)
 		return
 	}
@@ -462,7 +475,6 @@ func (rd *reader) handleBind(i int, pkt []byte, key session.AddrKey) {
 		rd.live.Drop(stats.DropBindLimited)
 		return
 	}
-	sb := sourceBucket(&key)
 	if rd.rt.bindSrc[sb].Add(1) > maxBindsPerSource {
 		rd.rt.bindSrc[sb].Add(-1)
 		p.BindsQueued.Add(-1)

@@ -387,6 +387,20 @@ func TestBindVectorsInProtocolDoc(t *testing.T) {
 	}
 	require.Len(t, found, len(v), "extra lines in the doc block:\n%s", blk.String())
 
+	// The annotated dump of bind.first is that vector.
+	const dumpMark = "`bind.first` field by field:"
+	j := bytes.Index(doc, []byte(dumpMark))
+	require.GreaterOrEqual(t, j, 0, "field-by-field dump missing")
+	sc = bufio.NewScanner(bytes.NewReader(doc[j+len(dumpMark):]))
+	for sc.Scan() && sc.Text() != "```" { // to the opening fence
+	}
+	var dump strings.Builder
+	for sc.Scan() && sc.Text() != "```" {
+		hexPart, _, _ := strings.Cut(sc.Text(), "  ")
+		dump.WriteString(strings.ReplaceAll(hexPart, " ", ""))
+	}
+	require.Equal(t, found["bind.first"], dump.String(), "the field-by-field dump of bind.first")
+
 	// The vectors verify as a receiver would check them.
 	for _, name := range []string{"bind.first", "bind.echo"} {
 		p, err := hex.DecodeString(found[name])

@@ -23,7 +23,7 @@ export class Link {
       const txid = (Math.random() * 2 ** 32) >>> 0;
       let bound = false;
       const t = setTimeout(() => { ws.close(); reject(new Error('media bind timed out')); }, BIND_TIMEOUT_MS);
-      ws.onopen = () => ws.send(rtp.bind(rtp.KIND[this.kind], txid, this.token));
+      ws.onopen = () => rtp.bind(rtp.KIND[this.kind], txid, this.token).then((b) => ws.send(b), (e) => { ws.close(); reject(e); });
       ws.onerror = () => {};
       ws.onclose = () => {
         clearTimeout(t); clearInterval(this.ka);

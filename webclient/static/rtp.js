@@ -123,15 +123,58 @@ export function keyframeRequests(b) {
 
 // Wire packets of the stream protocol (docs/PROTOCOL.md "Media over UDP 8801").
 export const KIND = { audio: 1, video: 2, content: 3 };
-// A Bind is 40 bytes: header (8), token (16), nonce (8), zero padding (8).
-// On a stream (this WebSocket) the router never challenges a Bind, so the
+// A Bind (version 2) is 56 bytes: header (8), handle (8), counter (8),
+// time (8), nonce (8), MAC (16). It names the participant by the handle
+// HMAC-SHA-256(token, "openmmr/1 bind handle")[0:8] and carries
+// HMAC-SHA-256(token, "openmmr/1 bind" || bytes 0-39)[0:16]: the token
+// itself never leaves the page (docs/PROTOCOL.md "Bind (type 4)"). On a
+// stream (this WebSocket) the router never challenges a Bind, so the
 // nonce stays 0 (docs/PROTOCOL.md "Media over TCP 8801 and TLS 443").
-export function bind(kind, txid, token) {
-  const b = new Uint8Array(40);
-  b[0] = 4; b[1] = 1; b[2] = kind;
-  new DataView(b.buffer).setUint32(4, txid >>> 0);
-  b.set(token, 8);
+const enc = new TextEncoder();
+async function tokenMAC(key, label, msg) {
+  const l = enc.encode(label);
+  const m = new Uint8Array(l.length + msg.length); m.set(l); m.set(msg, l.length);
+  return new Uint8Array(await crypto.subtle.sign('HMAC', key, m));
+}
+function hmacKey(token) {
+  return crypto.subtle.importKey('raw', token, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+}
+// bindAt returns the Bind signed with token (16 bytes) for the given
+// counter and time (BigInt microseconds-based counter, milliseconds).
+export async function bindAt(kind, txid, token, nonce, counter, timeMs) {
+  const key = await hmacKey(token);
+  const b = new Uint8Array(56);
+  const v = new DataView(b.buffer);
+  b[0] = 4; b[1] = 2; b[2] = kind;
+  v.setUint32(4, txid >>> 0);
+  b.set((await tokenMAC(key, 'openmmr/1 bind handle', new Uint8Array(0))).subarray(0, 8), 8);
+  v.setBigUint64(16, BigInt(counter));
+  v.setBigUint64(24, BigInt(timeMs));
+  v.setBigUint64(32, BigInt(nonce));
+  b.set((await tokenMAC(key, 'openmmr/1 bind', b.subarray(0, 40))).subarray(0, 16), 40);
   return b;
+}
+// lastCounter is the counter of the page's last Bind: each new one is
+// above it and at least the time in microseconds, so counters keep rising
+// across links and reloads (docs/PROTOCOL.md: Counter).
+let lastCounter = 0n;
+export function bind(kind, txid, token) {
+  const now = Date.now();
+  let c = BigInt(now) * 1000n;
+  if (c <= lastCounter) c = lastCounter + 1n;
+  lastCounter = c;
+  return bindAt(kind, txid, token, 0n, c, now);
+}
+// consentEcho is a UDP Keepalive's echo of consent nonce (BigInt) on a
+// flow of kind, as a BigInt (docs/PROTOCOL.md "Keepalive"). Streams send
+// 0; it is here for the test vectors.
+export async function consentEcho(token, kind, nonce) {
+  if (BigInt(nonce) === 0n) return 0n;
+  const m = new Uint8Array(9); m[0] = kind;
+  new DataView(m.buffer).setBigUint64(1, BigInt(nonce));
+  const s = await tokenMAC(await hmacKey(token), 'openmmr/1 consent', m);
+  const e = new DataView(s.buffer).getBigUint64(0);
+  return e === 0n ? 1n : e;
 }
 // A Keepalive is 16 bytes: header (8) and the consent nonce (8), which a
 // stream's KeepaliveAck leaves at 0.
