@@ -24,7 +24,10 @@ import (
 	"github.com/openmmr/mmr/wire"
 )
 
-const meetingID = "1234567890"
+const (
+	meetingID     = "1234567890"
+	e2eeMeetingID = "5550001111" // created end-to-end encrypted
+)
 
 var joinSecret = []byte("connect-test-join-secret-0123456789")
 
@@ -57,7 +60,8 @@ func startEnvN(t testing.TB, nzones int) *env {
 		e.zones = append(e.zones, z)
 		lz = append(lz, z.LookupZone())
 	}
-	w, err := connecttest.StartWeb(connecttest.WebConfig{JoinSecret: joinSecret, Meetings: map[string]string{meetingID: "4242"}, Zones: lz})
+	w, err := connecttest.StartWeb(connecttest.WebConfig{JoinSecret: joinSecret, Meetings: map[string]string{meetingID: "4242"},
+		E2EEMeetings: map[string]string{e2eeMeetingID: "4343"}, Zones: lz})
 	require.NoError(t, err)
 	t.Cleanup(w.Close)
 	e.web = w

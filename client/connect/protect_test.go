@@ -179,3 +179,79 @@ func agree(t *testing.T, not protect.KeyID, n int, ms ...*rawMember) secure.Info
 	}, 30*time.Second, 10*time.Millisecond, "members do not agree on one key and code")
 	return info
 }
+
+// TestConnectE2EE: the whole connection process into an E2EE meeting of
+// the real web tier, one client per transport: the lookup says e2ee, the
+// joined agrees, the clients key themselves, show one security code
+// (reported through Config.Media.OnChange) and open each other's media.
+func TestConnectE2EE(t *testing.T) {
+	leaktest.Check(t)
+	e := startEnv(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	transports := []string{connect.UDP, connect.TCP, connect.TLS}
+	var sess []*connect.Session
+	var rx []*markerRx
+	codes := make([]chan secure.Info, len(transports))
+	for i, tr := range transports {
+		codes[i] = make(chan secure.Info, 64)
+		r := newMarkerRx()
+		cfg := clientConfig(t, e, i, nil)
+		cfg.MeetingID, cfg.Passcode, cfg.Transport, cfg.OnMedia = e2eeMeetingID, "4343", tr, r.onMedia
+		ch := codes[i]
+		cfg.Media.OnChange = func(i secure.Info) {
+			select {
+			case ch <- i:
+			default:
+			}
+		}
+		s, res, err := connect.Connect(ctx, cfg)
+		require.NoError(t, err, tr)
+		defer s.Close()
+		require.Equal(t, ctlproto.ProtectionE2EE, res.Control.MediaProtection)
+		require.Nil(t, s.Joined().MediaKey)
+		sess, rx = append(sess, s), append(rx, r)
+	}
+	var info secure.Info
+	require.Eventually(t, func() bool {
+		info = sess[0].Media().Info()
+		for _, s := range sess {
+			if i := s.Media().Info(); i.SendKey == 0 || i != info || i.Members != len(sess) {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 10*time.Millisecond)
+	for i := range sess {
+		var last secure.Info
+		require.Eventually(t, func() bool {
+			for {
+				select {
+				case last = <-codes[i]:
+				default:
+					return last.Code == info.Code
+				}
+			}
+		}, 10*time.Second, 10*time.Millisecond, "client %d was not told the code", i)
+	}
+	for i, s := range sess {
+		for _, k := range media.Kinds {
+			ssrc := ssrcFor(i, k)
+			seq := uint16(0)
+			require.NoError(t, connecttest.Wait(ctx, 20*time.Second, func() bool {
+				seq++
+				_ = s.Flow(k).Send(markerRTP(ssrc, seq, 300))
+				time.Sleep(2 * time.Millisecond) // pacing of the sends
+				for j := range rx {
+					if j != i && rx[j].count(ssrc) < 5 {
+						return false
+					}
+				}
+				return true
+			}), "%s from client %d", k, i)
+		}
+	}
+	for _, s := range sess {
+		require.NoError(t, s.Leave(ctx))
+	}
+}
