@@ -73,10 +73,28 @@ func TestNoPlaintextOnTheWire(t *testing.T) {
 			}), "%s from client %d (%s) not opened by every receiver", k, i, transports[i])
 		}
 	}
+	// RTCP the router routes to a publisher: receiver reports about its
+	// streams, from each of the others, sealed to the router, opened by
+	// it, sealed again for the publisher's flow.
+	for i, s := range sess {
+		before := s.Media().Stats().RTCP.Opened
+		require.NoError(t, connecttest.Wait(ctx, 20*time.Second, func() bool {
+			for j, o := range sess {
+				if j != i {
+					for _, k := range media.Kinds {
+						_ = o.Flow(k).Send(markerRR(ssrcFor(j, k), ssrcFor(i, k)))
+					}
+				}
+			}
+			time.Sleep(10 * time.Millisecond) // pacing of the reports
+			return s.Media().Stats().RTCP.Opened >= before+3
+		}), "client %d (%s) opened no routed RTCP", i, transports[i])
+	}
 	for _, s := range sess {
 		st := s.Media().Stats()
 		require.NotZero(t, st.RTP.Sealed)
 		require.NotZero(t, st.RTCP.Sealed)
+		require.Zero(t, st.RTCP.Rejected(), "%+v", st.RTCP)
 	}
 
 	// The positive control: the marker in clear, tagged, over loopback UDP.
@@ -117,6 +135,19 @@ func TestNoPlaintextOnTheWire(t *testing.T) {
 // marker.
 func markerRTP(ssrc uint32, seq uint16, size int) []byte {
 	p := rtp(ssrc, seq, size)
+	copy(p[12:], marker)
+	return p
+}
+
+// markerRR is a receiver report (RFC 3550 §6.4.2) from ssrc with one
+// report block about the stream about; the marker fills the block's
+// statistics (the router routes by the block's SSRC only).
+func markerRR(ssrc, about uint32) []byte {
+	p := make([]byte, 8+24)
+	p[0], p[1] = 0x81, 201
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)/4-1))
+	binary.BigEndian.PutUint32(p[4:], ssrc)
+	binary.BigEndian.PutUint32(p[8:], about)
 	copy(p[12:], marker)
 	return p
 }
