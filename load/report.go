@@ -238,7 +238,7 @@ func (r *runner) report(rep *Report, t0, t1 time.Time, before, after sample) {
 					j.Transports[k.String()] = map[string]int{}
 				}
 				j.Transports[k.String()][ep.transport]++
-				pk := PartKindRx{Transport: ep.transport, Received: ep.rtp.Load(), Rejected: ep.rejected.Load(), InWindow: ep.inWin.Load(), KernelDrops: uint64(ep.ovfl.Load())}
+				pk := PartKindRx{Transport: ep.transport, Received: ep.rtp.Load(), Rejected: ep.rejected.Load() + p.flowRejected(ep.kind), InWindow: ep.inWin.Load(), KernelDrops: uint64(ep.ovfl.Load())}
 				if st := p.pubs[k.Index()]; st != nil {
 					pk.Sent = st.sentAll
 				}

@@ -73,6 +73,19 @@ type participant struct {
 	joined       bool
 }
 
+// flowRejected is what the connection process's flow of kind k dropped
+// because it did not open (stream transports, and a UDP kind before its
+// handover to the engine).
+func (p *participant) flowRejected(k media.Kind) uint64 {
+	if p.sess == nil {
+		return 0
+	}
+	if f := p.sess.Flow(k); f != nil {
+		return f.Stats().Rejected
+	}
+	return 0
+}
+
 // runner is one Run.
 type runner struct {
 	cfg       Config

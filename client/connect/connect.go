@@ -385,9 +385,11 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	res.Media = make([]MediaReport, len(cfg.Kinds))
 	var wg sync.WaitGroup
 	ferrs := make([]error, len(cfg.Kinds))
+	for _, k := range cfg.Kinds { // all before any dial: links look their Flow up (Session.protection)
+		s.flows = append(s.flows, &Flow{kind: k, s: s, order: order, log: log, dead: make(chan *link, 1)})
+	}
 	for i, k := range cfg.Kinds {
-		f := &Flow{kind: k, s: s, order: order, log: log, dead: make(chan *link, 1)}
-		s.flows = append(s.flows, f)
+		f := s.flows[i]
 		res.Media[i] = MediaReport{Kind: k.String(), Order: order, Why: why}
 		wg.Add(1)
 		go func() {
