@@ -129,16 +129,16 @@ func TestE2EEOverTheRouter(t *testing.T) {
 	late := a.deliver(b)
 	cKeys := c.keyLog.keys(t)
 	require.NotEmpty(t, cKeys)
-	require.True(t, openWithAny(b.keyLog.keys(t), a.id, a.ssrc, late), "the check itself: b's keys open it")
-	require.False(t, openWithAny(cKeys, a.id, a.ssrc, late), "the leaver's keys open media sent after it left")
+	require.True(t, secure.Opens(b.keyLog.keys(t), protect.Sender{Participant: a.id, SSRC: a.ssrc}, late), "the check itself: b's keys open it")
+	require.False(t, secure.Opens(cKeys, protect.Sender{Participant: a.id, SSRC: a.ssrc}, late), "the leaver's keys open media sent after it left")
 
 	// d joins: its keys open nothing sent before it joined.
 	d := joinRaw(t, z, meeting, "dan@example.org", token.Participant, true, 0xd1)
 	info3 := agree(t, info2.SendKey, 3, a, b, d)
 	require.NotEqual(t, info2.Code, info3.Code)
 	b.deliver(a, d)
-	require.True(t, openWithAny(a.keyLog.keys(t), c.id, c.ssrc, beforeD), "the check itself: a's keys open it")
-	require.False(t, openWithAny(d.keyLog.keys(t), c.id, c.ssrc, beforeD), "the joiner's keys open media sent before it joined")
+	require.True(t, secure.Opens(a.keyLog.keys(t), protect.Sender{Participant: c.id, SSRC: c.ssrc}, beforeD), "the check itself: a's keys open it")
+	require.False(t, secure.Opens(d.keyLog.keys(t), protect.Sender{Participant: c.id, SSRC: c.ssrc}, beforeD), "the joiner's keys open media sent before it joined")
 
 	// b is shown another public key for a (what a server in the middle
 	// would do): b's code no longer matches a's and d's, and the leader's

@@ -182,33 +182,3 @@ func (m *rawMember) close() {
 	m.flow.Close()
 	m.ctl.Close()
 }
-
-// openWithAny reports whether any key of ks opens the SRTP packet p of
-// sender (participant, SSRC), each key tried both ways it could be: as
-// held (the packet's MKI, which is not authenticated, rewritten to the
-// key's ID) and as if the same secret had been given the packet's key ID.
-func openWithAny(ks []protect.MeetingKey, participant uint64, ssrc uint32, p []byte) bool {
-	mki := protect.KeyID(binary.BigEndian.Uint32(p[len(p)-4:]))
-	for _, k := range ks {
-		asHeld := bytes.Clone(p)
-		binary.BigEndian.PutUint32(asHeld[len(p)-4:], uint32(k.ID))
-		relabelled := k
-		relabelled.ID = mki
-		for _, try := range []struct {
-			k   protect.MeetingKey
-			pkt []byte
-		}{{k, asHeld}, {relabelled, p}} {
-			o, err := protect.NewOpener(protect.OpenerConfig{})
-			if err != nil {
-				panic(err)
-			}
-			if o.AddKey(try.k) != nil || o.AddSender(protect.Sender{Participant: participant, SSRC: ssrc}) != nil {
-				panic("opener refused a key or sender")
-			}
-			if _, err := o.Open(nil, try.pkt); err == nil {
-				return true
-			}
-		}
-	}
-	return false
-}

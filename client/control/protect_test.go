@@ -14,12 +14,6 @@ import (
 	"github.com/openmmr/mmr/protect"
 )
 
-func mintE2EE(t *testing.T, meeting, who string, r token.Role) string {
-	tok, err := token.Mint(secret, token.Claims{Meeting: meeting, Identity: who, Role: r, Expiry: time.Now().Add(time.Hour), E2EE: true})
-	require.NoError(t, err)
-	return tok
-}
-
 // TestJoinProtection: a Standard join carries a public key and gets a
 // State; keys, roster and resumes reach it; a client told the meeting is
 // E2EE refuses a Standard joined and leaves.
@@ -84,7 +78,7 @@ func TestE2EEWrapsRelayed(t *testing.T) {
 		c, err := ctlclient.Dial(ctx, addr, ctlclient.Config{TLS: pinned(t), Logger: quiet(), E2EE: true})
 		require.NoError(t, err)
 		defer c.Close()
-		j, err := c.Join(ctx, "e1", mintE2EE(t, "e1", who, role), "")
+		j, err := c.Join(ctx, "e1", mintClaims(t, token.Claims{Meeting: "e1", Identity: who, Role: role, E2EE: true}), "")
 		require.NoError(t, err)
 		require.Equal(t, proto.ProtectionE2EE, j.MediaProtection)
 		require.Nil(t, j.MediaKey, "the server gave an E2EE participant a media key")

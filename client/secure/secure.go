@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/ecdh"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -746,4 +748,37 @@ func ParseKeyLog(r io.Reader) ([]protect.MeetingKey, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// Opens reports whether any key of ks opens the SRTP packet pkt of sender
+// s, each key tried both ways it could be used: as held (the packet's
+// MKI, which SRTP does not authenticate, rewritten to the key's ID) and as
+// if the same secret had been given the packet's key ID. With the keys of
+// a KeyLog it answers "could this participant read this packet?": for
+// audits and for tests of who can decrypt what. Allocates; not for the
+// packet path.
+func Opens(ks []protect.MeetingKey, s protect.Sender, pkt []byte) bool {
+	if len(pkt) < 12+protect.Overhead {
+		return false
+	}
+	mki := protect.KeyID(binary.BigEndian.Uint32(pkt[len(pkt)-protect.MKISize:]))
+	for _, k := range ks {
+		asHeld := slices.Clone(pkt)
+		binary.BigEndian.PutUint32(asHeld[len(pkt)-protect.MKISize:], uint32(k.ID))
+		relabelled := k
+		relabelled.ID = mki
+		for _, try := range []struct {
+			k   protect.MeetingKey
+			pkt []byte
+		}{{k, asHeld}, {relabelled, pkt}} {
+			o, err := protect.NewOpener(protect.OpenerConfig{})
+			if err != nil || o.AddKey(try.k) != nil || o.AddSender(s) != nil {
+				continue
+			}
+			if _, err := o.Open(nil, try.pkt); err == nil {
+				return true
+			}
+		}
+	}
+	return false
 }
