@@ -4,6 +4,13 @@
 // pings, and resumes its participant on a new connection after a dropped one
 // (by itself with Config.AutoResume, or by calling Resume).
 //
+// Every join announces a fresh X25519 public key, and the joined reply
+// builds the participant's media protection (client/secure.State, see
+// Media): the reader goroutine feeds it the key and roster events before
+// OnEvent sees them, a goroutine of the Client runs its timers and sends
+// its e2ee-key requests, and a joined whose media protection is missing or
+// (with Config.E2EE) not end-to-end is refused: Join leaves and fails.
+//
 // A Client is safe for concurrent use. It runs one reader goroutine per
 // connection (and, while resuming, one more); Close ends them all. Callbacks
 // run on the reader goroutine: they must return quickly and must not call

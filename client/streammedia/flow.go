@@ -2,6 +2,8 @@
 // (docs/PROTOCOL.md, "Media over TCP 8801 and TLS 443"): one TCP or TLS
 // connection per media kind carrying RFC 4571 framed packets, bound with a
 // Bind signed with the participant's media token.
+// With Protect, every RTP and RTCP packet is sealed on Send and opened
+// on Recv (client/secure).
 package streammedia
 
 import (

@@ -3,6 +3,8 @@
 // kind with Binds signed with the participant's media token (the token
 // itself never goes on the wire), then sends and receives RTP and RTCP on
 // it and keeps its NAT binding open.
+// With Protect, every RTP and RTCP packet is sealed on Send and opened
+// on Recv (client/secure).
 package udpmedia
 
 import (
