@@ -65,14 +65,21 @@ func (l *lockedBuffer) keys(t *testing.T) []protect.MeetingKey {
 
 func joinRaw(t *testing.T, z *connecttest.Zone, meeting, identity string, role token.Role, e2ee bool, ssrc uint32) *rawMember {
 	t.Helper()
+	return joinRawVia(t, z, z.TLSAddr.String(), z.Fingerprint, meeting, identity, role, e2ee, ssrc)
+}
+
+// joinRawVia is joinRaw with the control channel to ctlAddr, pinned to
+// fingerprint (a man in the middle, say).
+func joinRawVia(t *testing.T, z *connecttest.Zone, ctlAddr, fingerprint, meeting, identity string, role token.Role, e2ee bool, ssrc uint32) *rawMember {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	tok, err := token.Mint(joinSecret, token.Claims{Meeting: meeting, Identity: identity, Role: role, Expiry: time.Now().Add(time.Hour), E2EE: e2ee})
 	require.NoError(t, err)
-	tc, err := tlsutil.PinnedClientConfig(z.Fingerprint)
+	tc, err := tlsutil.PinnedClientConfig(fingerprint)
 	require.NoError(t, err)
 	m := &rawMember{t: t, ssrc: ssrc, keyLog: &lockedBuffer{}, opened: map[uint32]map[uint16]bool{}, stop: make(chan struct{}), done: make(chan struct{})}
-	m.ctl, err = control.Dial(ctx, z.TLSAddr.String(), control.Config{TLS: tc, E2EE: e2ee, Logger: testLogger(t),
+	m.ctl, err = control.Dial(ctx, ctlAddr, control.Config{TLS: tc, E2EE: e2ee, Logger: testLogger(t),
 		Media: secure.Config{KeyLog: m.keyLog}})
 	require.NoError(t, err)
 	j, err := m.ctl.Join(ctx, meeting, tok, identity)
