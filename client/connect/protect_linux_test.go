@@ -2,7 +2,6 @@ package connect_test
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"net"
 	"testing"
@@ -129,35 +128,4 @@ func TestNoPlaintextOnTheWire(t *testing.T) {
 		}
 	}
 	t.Logf("captured %d frames, %d bytes; every stream opened %d+ marker packets at each receiver", len(capt.frames), capt.bytes, perStream)
-}
-
-// markerRTP is an RTP packet of size bytes whose payload starts with the
-// marker.
-func markerRTP(ssrc uint32, seq uint16, size int) []byte {
-	p := rtp(ssrc, seq, size)
-	copy(p[12:], marker)
-	return p
-}
-
-// markerRR is a receiver report (RFC 3550 §6.4.2) from ssrc with one
-// report block about the stream about; the marker fills the block's
-// statistics (the router routes by the block's SSRC only).
-func markerRR(ssrc, about uint32) []byte {
-	p := make([]byte, 8+24)
-	p[0], p[1] = 0x81, 201
-	binary.BigEndian.PutUint16(p[2:], uint16(len(p)/4-1))
-	binary.BigEndian.PutUint32(p[4:], ssrc)
-	binary.BigEndian.PutUint32(p[8:], about)
-	copy(p[12:], marker)
-	return p
-}
-
-// markerAPP is an RTCP APP packet (RFC 3550 §6.7) carrying the marker.
-func markerAPP(ssrc uint32) []byte {
-	p := make([]byte, 12, 12+len(marker))
-	p[0], p[1] = 0x80, 204
-	binary.BigEndian.PutUint16(p[2:], uint16((12+len(marker))/4-1))
-	binary.BigEndian.PutUint32(p[4:], ssrc)
-	copy(p[8:], "mmrt")
-	return append(p, marker...)
 }

@@ -255,3 +255,33 @@ func TestConnectE2EE(t *testing.T) {
 		require.NoError(t, s.Leave(ctx))
 	}
 }
+
+// TestProtectedSendAllocs: sealing adds no allocation to a send, on UDP
+// and on a TCP stream (the seal buffers are the flows' own).
+func TestProtectedSendAllocs(t *testing.T) {
+	leaktest.Check(t)
+	e := startEnv(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, tr := range []string{connect.UDP, connect.TCP} {
+		t.Run(tr, func(t *testing.T) {
+			cfg := clientConfig(t, e, i, nil)
+			cfg.Transport = tr
+			s, _, err := connect.Connect(ctx, cfg)
+			require.NoError(t, err)
+			defer s.Close()
+			f := s.Flow(media.Video)
+			pkt := markerRTP(ssrcFor(i, media.Video), 1, 1200)
+			rr := markerRR(ssrcFor(i, media.Video), 1)
+			seq := uint16(1)
+			allocs := testing.AllocsPerRun(200, func() {
+				seq++
+				pkt[2], pkt[3] = byte(seq>>8), byte(seq)
+				require.NoError(t, f.Send(pkt))
+				require.NoError(t, f.Send(rr))
+			})
+			require.Zero(t, allocs)
+			require.NoError(t, s.Leave(ctx))
+		})
+	}
+}
