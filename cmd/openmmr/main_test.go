@@ -82,10 +82,9 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
-func TestTwoJoinsSeeEachOther(t *testing.T) {
-	leaktest.Check(t)
-	e := startEnv(t, 0)
-	dir := t.TempDir()
+// twoJoins runs alice's and bob's 4 s joins of meeting at once, each
+// writing dir/NAME.json, and returns their exit codes and outputs.
+func twoJoins(e *env, dir, meeting string, extra ...string) ([]int, []*syncBuf) {
 	var wg sync.WaitGroup
 	codes := make([]int, 2)
 	outs := make([]*syncBuf, 2)
@@ -94,11 +93,19 @@ func TestTwoJoinsSeeEachOther(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			codes[i] = run(context.Background(), e.args("-name", name, "-duration", "4s", "-status", "500ms",
-				"-json", filepath.Join(dir, name+".json"), meetingID), outs[i], outs[i])
+			args := append(append([]string{"-name", name, "-duration", "4s", "-json", filepath.Join(dir, name+".json")}, extra...), meeting)
+			codes[i] = run(context.Background(), e.args(args...), outs[i], outs[i])
 		}()
 	}
 	wg.Wait()
+	return codes, outs
+}
+
+func TestTwoJoinsSeeEachOther(t *testing.T) {
+	leaktest.Check(t)
+	e := startEnv(t, 0)
+	dir := t.TempDir()
+	codes, outs := twoJoins(e, dir, meetingID, "-status", "500ms")
 	for i, name := range []string{"alice", "bob"} {
 		require.Equal(t, 0, codes[i], outs[i].String())
 		var s Summary
@@ -133,18 +140,7 @@ func TestE2EEJoinsShowOneSecurityCode(t *testing.T) {
 	leaktest.Check(t)
 	e := startEnv(t, 0)
 	dir := t.TempDir()
-	var wg sync.WaitGroup
-	codes := make([]int, 2)
-	outs := make([]*syncBuf, 2)
-	for i, name := range []string{"alice", "bob"} {
-		outs[i] = &syncBuf{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			codes[i] = run(context.Background(), e.args("-name", name, "-duration", "4s", "-json", filepath.Join(dir, name+".json"), e2eeMeetingID), outs[i], outs[i])
-		}()
-	}
-	wg.Wait()
+	codes, outs := twoJoins(e, dir, e2eeMeetingID)
 	lines := make([]map[string]bool, 2) // "code (key N, 2 members" lines each printed
 	re := regexp.MustCompile(`end-to-end encrypted: security code (\d{5}( \d{5}){5}) \(key (\d+), 2 members`)
 	for i, name := range []string{"alice", "bob"} {
