@@ -53,7 +53,13 @@ type member struct {
 
 func join(t testing.TB, r *Router, meeting string, n int) *member {
 	t.Helper()
-	info, err := r.AddParticipant(meeting, ParticipantOptions{Name: fmt.Sprint("p", n)})
+	return joinWith(t, r, meeting, n, ParticipantOptions{Name: fmt.Sprint("p", n)})
+}
+
+// joinWith is join with the given participant options.
+func joinWith(t testing.TB, r *Router, meeting string, n int, o ParticipantOptions) *member {
+	t.Helper()
+	info, err := r.AddParticipant(meeting, o)
 	require.NoError(t, err)
 	m := &member{info: info}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

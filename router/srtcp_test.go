@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/openmmr/mmr/client/streammedia"
-	"github.com/openmmr/mmr/client/udpmedia"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/protect"
 	"github.com/openmmr/mmr/stats"
@@ -49,20 +48,8 @@ func clientRTCP(t testing.TB, secret *[32]byte, id ParticipantID) [media.NumKind
 func joinSecret(t testing.TB, r *Router, meeting string, n int) *sMember {
 	t.Helper()
 	secret := newSecret(t)
-	info, err := r.AddParticipant(meeting, ParticipantOptions{Name: fmt.Sprint("p", n), RTCPSecret: secret})
-	require.NoError(t, err)
-	m := &sMember{member: &member{info: info}, secret: *secret, rtcp: clientRTCP(t, secret, info.ID)}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, k := range media.Kinds {
-		f, err := udpmedia.Dial(ctx, dialAddr(r), k, info.Token)
-		require.NoError(t, err)
-		t.Cleanup(func() { f.Close() })
-		m.flows[k.Index()] = f
-		m.ssrc[k.Index()] = uint32(n)<<8 | uint32(k)
-		require.NoError(t, r.Publish(info.ID, k, m.ssrc[k.Index()]))
-	}
-	return m
+	m := joinWith(t, r, meeting, n, ParticipantOptions{Name: fmt.Sprint("p", n), RTCPSecret: secret})
+	return &sMember{member: m, secret: *secret, rtcp: clientRTCP(t, secret, m.info.ID)}
 }
 
 // seal protects an RTCP datagram as m's client does (direction 1).

@@ -6,19 +6,15 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"net/http"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/openmmr/mmr/control"
 	"github.com/openmmr/mmr/control/proto"
 	"github.com/openmmr/mmr/control/token"
 	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/protect/keys"
-	"github.com/openmmr/mmr/router"
-	"github.com/openmmr/mmr/tlsutil"
 )
 
 // TestE2EEMeetings: the meetings API creates end-to-end encrypted meetings
@@ -28,18 +24,7 @@ import (
 // version 3 without the flag.
 func TestE2EEMeetings(t *testing.T) {
 	leaktest.Check(t)
-	rt, err := router.New(router.Config{UDP: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, Shards: 1, Logger: quietLogger(), SocketBuffer: 256 << 10})
-	require.NoError(t, err)
-	t.Cleanup(func() { rt.Close() })
-	cert, err := tlsutil.SelfSigned("127.0.0.1")
-	require.NoError(t, err)
-	ctl, err := control.New(control.Config{Addr: "127.0.0.1:0", TLS: tlsutil.ServerConfig(cert), Secret: testSecret,
-		Endpoints: control.UDPEndpoints(rt.UDPAddrs()), Logger: quietLogger()}, rt)
-	require.NoError(t, err)
-	require.NoError(t, ctl.Start())
-	t.Cleanup(func() { ctl.Close() })
-	pin, err := tlsutil.PinnedClientConfig(tlsutil.Fingerprint(cert))
-	require.NoError(t, err)
+	ctl, pin := startControl(t)
 
 	e := newEnv(t, "", testSite())
 	c := e.client(t, "")

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"net/netip"
 	"testing"
@@ -20,12 +21,11 @@ import (
 	"github.com/openmmr/mmr/zone"
 )
 
-// TestTokenJoinsControl: the join token of a lookup joins the real control
-// channel (a control.Server over the real router, same join secret), with
-// the role the lookup named; a webinar attendee (viewer) cannot publish, a
-// panelist and the host can.
-func TestTokenJoinsControl(t *testing.T) {
-	leaktest.Check(t)
+// startControl starts the real router and a control server on loopback
+// with the web tier's join secret, both closed when the test ends, and
+// returns the server and a client TLS config pinning its certificate.
+func startControl(t *testing.T) (*control.Server, *tls.Config) {
+	t.Helper()
 	rt, err := router.New(router.Config{UDP: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, Shards: 1, Logger: quietLogger(), SocketBuffer: 256 << 10})
 	require.NoError(t, err)
 	t.Cleanup(func() { rt.Close() })
@@ -38,6 +38,16 @@ func TestTokenJoinsControl(t *testing.T) {
 	t.Cleanup(func() { ctl.Close() })
 	pin, err := tlsutil.PinnedClientConfig(tlsutil.Fingerprint(cert))
 	require.NoError(t, err)
+	return ctl, pin
+}
+
+// TestTokenJoinsControl: the join token of a lookup joins the real control
+// channel (a control.Server over the real router, same join secret), with
+// the role the lookup named; a webinar attendee (viewer) cannot publish, a
+// panelist and the host can.
+func TestTokenJoinsControl(t *testing.T) {
+	leaktest.Check(t)
+	ctl, pin := startControl(t)
 
 	site := testSite()
 	site.Zones = testZones(t)
@@ -80,7 +90,7 @@ func TestTokenJoinsControl(t *testing.T) {
 	viewer, vj, vl := join(nil, "Vera")
 	require.Equal(t, "viewer", vl.Role, "webinar attendee")
 	require.Equal(t, "viewer", vj.Role)
-	err = viewer.Publish(ctx, media.Audio, 3003)
+	err := viewer.Publish(ctx, media.Audio, 3003)
 	require.Error(t, err, "a viewer's token cannot publish")
 	require.ErrorIs(t, err, &proto.Error{Code: proto.CodeForbidden})
 

@@ -2,6 +2,7 @@ package webclient
 
 import (
 	"context"
+	"encoding/hex"
 	"net/http"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/protect"
+	"github.com/openmmr/mmr/stats"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/wire"
 )
@@ -40,6 +42,10 @@ type native struct {
 	opened map[uint64]map[media.Kind]int
 	wg     sync.WaitGroup
 	relay  *relay // re-sends one browser's media as the native's own, or nil
+	// rtcp: the SRTCP contexts of its flows (client side), from joined's
+	// rtcp_secret: RTCP is SRTCP between each client and the router.
+	rtcp   map[media.Kind]*protect.RTCPFlow
+	rtcpIn int // RTCP datagrams opened (guarded by mu)
 }
 
 // relay makes the native participant a sender the way a native client
@@ -89,6 +95,13 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 	}
 	tok, err := n.c.MediaToken()
 	require.NoError(t, err)
+	secret, err := hex.DecodeString(j.RTCPSecret)
+	require.NoError(t, err)
+	n.rtcp = map[media.Kind]*protect.RTCPFlow{}
+	for _, k := range media.Kinds {
+		n.rtcp[k], err = protect.NewRTCPFlow(secret, j.Participant, k, protect.ClientSide, 0)
+		require.NoError(t, err)
+	}
 	op, err := protect.NewOpener(protect.OpenerConfig{})
 	require.NoError(t, err)
 	require.NoError(t, op.AddKey(DevMeetingKey(z.meeting.ID)))
@@ -125,9 +138,16 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 					return
 				}
 				if c := wire.Classify(buf[:m]); c == wire.ClassRTCP {
+					plain, err := n.rtcp[k].Open(out[:0], buf[:m])
+					if err != nil {
+						continue
+					}
 					n.mu.Lock()
-					if rl := n.relay; rl != nil && k == media.Video && rl.srcVideo != 0 && isPLIFor(buf[:m], rl.ssrc[media.Video]) {
-						_ = n.flows[media.Video].Send(pli(rl.ssrc[media.Video], rl.srcVideo))
+					n.rtcpIn++
+					if rl := n.relay; rl != nil && k == media.Video && rl.srcVideo != 0 && isPLIFor(plain, rl.ssrc[media.Video]) {
+						if sealed, err := n.rtcp[media.Video].Seal(nil, pli(rl.ssrc[media.Video], rl.srcVideo)); err == nil {
+							_ = n.flows[media.Video].Send(sealed)
+						}
 					}
 					n.mu.Unlock()
 					continue
@@ -379,6 +399,19 @@ func TestBrowsersMeeting(t *testing.T) {
 	gone := ann.waitFor("Bob left", pageWait, func(s pageStats) bool { _, ok := s.Tiles[key(sb.Participant)]; return !ok })
 	require.NotNil(t, gone.LastLeft)
 	require.Equal(t, "timeout", gone.LastLeft.Reason, "a closed browser leaves when its grace period ends")
+	// RTCP was SRTCP end to end: the pages' PLIs opened at the router and
+	// the copies at their destinations (the native's included).
+	st := z.rt.Stats()
+	nat.mu.Lock()
+	rtcpIn := nat.rtcpIn
+	nat.mu.Unlock()
+	t.Logf("router: rtcp_auth %d, rtcp_malformed %d; native opened %d RTCP datagrams",
+		st.Drops[stats.DropRTCPAuth], st.Drops[stats.DropRTCPMalformed], rtcpIn)
+	require.Zero(t, st.Drops[stats.DropRTCPAuth], "no plain or wrongly keyed RTCP reached the router")
+	require.Zero(t, st.Drops[stats.DropRTCPMalformed])
+	drops, err := eval[float64](ann, `openmmr.state.rtcpDrops || 0`)
+	require.NoError(t, err)
+	require.Zero(t, drops, "the page opened every RTCP datagram the router sent it")
 	require.NoError(t, nat.c.Leave(ctxT(t)))
 	_ = context.Background
 }

@@ -217,6 +217,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			{"slow_consumers", "Control connections closed because their send queue was full.", cs.SlowConsumers},
 			{"rate_limited", "Control messages refused by the request rate limit.", cs.RateLimited},
 			{"rate_cut_off", "Control connections closed for sending on while rate limited.", cs.RateCutOff},
+			{"media_keys", "Standard-mode meeting keys made after membership changes (each sent in one media-key event).", cs.MediaKeys},
+			{"wraps_relayed", "E2EE key wraps relayed to their recipient.", cs.WrapsRelayed},
+			{"wraps_refused", "E2EE key wraps refused (bad, forged, unknown recipient, over budget).", cs.WrapsRefused},
 		} {
 			e.counter("control_"+x.name+"_total", x.help, float64(x.v))
 		}

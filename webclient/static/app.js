@@ -5,7 +5,7 @@
 
 import { Control, ControlError } from './control.js';
 import { Link, VideoSender, AudioSender, VideoReceiver, AudioReceiver } from './media.js';
-import { SendStream, DEV_KEY_ID, devMeetingKey, hex } from './srtp.js';
+import { SendStream, RTCPFlow, DEV_KEY_ID, devMeetingKey, hex } from './srtp.js';
 import * as rtp from './rtp.js';
 
 const $ = (id) => document.getElementById(id);
@@ -37,6 +37,18 @@ const state = {
   muted: { audio: false, video: false }, sharing: false, reconnects: 0, joinedAt: 0,
 };
 let control = null, joined = null, localStream = null, shareStream = null, audioCtx = null, meetingKey = null, leaving = false;
+// rtcp: the SRTCP contexts of this participant's flows, per kind, from
+// joined.rtcp_secret (docs/PROTOCOL.md "SRTCP transform"); new with every
+// joined and resumed (the router switches at once).
+let rtcp = null;
+const KIND_NUM = { audio: 1, video: 2, content: 3 };
+
+async function setRTCP(j) {
+  const secret = hex.dec(j.rtcp_secret);
+  const flows = {};
+  for (const [k, n] of Object.entries(KIND_NUM)) flows[k] = await RTCPFlow.create(secret, j.participant, n);
+  rtcp = flows;
+}
 
 function status(text, bad) { const s = $('status'); s.textContent = text; s.className = bad ? 'bad' : ''; }
 function show(view) { for (const v of ['join', 'meeting-view', 'left']) $(v).hidden = v !== view; }
@@ -140,6 +152,7 @@ async function connect({ meeting, token, name, resume }) {
   } catch (e) { c.close(); throw e; }
   control = c; joined = r.body;
   state.participant = joined.participant; state.role = joined.role;
+  await setRTCP(joined);
   saveSession();
   $('transport').textContent = 'WebSocket (TLS 443)'; $('transport').hidden = false; state.transport = 'websocket';
   $('security').hidden = false;
@@ -210,10 +223,15 @@ function onLinkClosed(l) {
 }
 
 function onPacket(cls, b, link) {
-  if (cls === 'rtcp') {
-    for (const ssrc of rtp.keyframeRequests(b)) {
-      for (const s of Object.values(state.senders)) if (s.ssrc === ssrc && s.requestKeyframe) s.requestKeyframe();
-    }
+  if (cls === 'rtcp') { // SRTCP from the router: open with the flow's direction-2 key
+    const f = rtcp && rtcp[link.kind];
+    if (!f) return;
+    f.open(b).then((r) => {
+      if (!r.pkt) { state.rtcpDrops = (state.rtcpDrops || 0) + 1; return; }
+      for (const ssrc of rtp.keyframeRequests(r.pkt)) {
+        for (const s of Object.values(state.senders)) if (s.ssrc === ssrc && s.requestKeyframe) s.requestKeyframe();
+      }
+    });
     return;
   }
   const ssrc = ((b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11]) >>> 0;
@@ -234,8 +252,8 @@ function makeReceiver(pid, ssrc, kind) {
   else {
     const canvas = kind === 'content' ? t.content() : t.canvas;
     r = new VideoReceiver(pid, ssrc, canvas, (media) => {
-      const l = state.links[kind];
-      if (l) l.send(rtp.pli(state.senders.video ? state.senders.video.ssrc : 1, media)); // RTCP in clear until the router translates SRTCP (issue 10)
+      const l = state.links[kind], f = rtcp && rtcp[kind];
+      if (l && f) f.seal(rtp.pli(state.senders.video ? state.senders.video.ssrc : 1, media)).then((p) => l.send(p)); // SRTCP to the router
     });
   }
   r.kind = kind;
@@ -357,6 +375,7 @@ async function reconnect() {
       const c = await openControl();
       const r = await c.request('resume', { participant: joined.participant, credential: joined.resume });
       control = c; joined = r.body; saveSession();
+      await setRTCP(joined);
       // Diff the roster: events of the gap are not replayed.
       const now = new Set((joined.roster || []).map((e) => e.id));
       for (const pid of [...state.roster.keys()]) if (!now.has(pid)) removeParticipant(pid);
