@@ -34,7 +34,7 @@ type ParticipantOptions struct {
 	// Fixed, when set for a kind (index Kind.Index()), binds that kind's flow
 	// to the given remote address at once, without a bind packet: for
 	// gateways, recorders and tests. Zero entries are bound later by the
-	// client's bind packet carrying the media token.
+	// client's bind packets, signed with the media token.
 	Fixed [media.NumKinds]netip.AddrPort
 	// RTCPSecret is the participant's 32-byte RTCP secret (docs/PROTOCOL.md
 	// "SRTCP transform"), the one its client received in joined: the
@@ -50,8 +50,9 @@ type ParticipantOptions struct {
 // ParticipantInfo is what AddParticipant returns.
 type ParticipantInfo struct {
 	ID ParticipantID
-	// Token is the secret media token the participant's client puts in its
-	// bind packets (docs/PROTOCOL.md). Hand it to that client only.
+	// Token is the secret media token the participant's client signs its
+	// bind packets and consent echoes with (docs/PROTOCOL.md, "Bind"); it
+	// never travels on the media ports. Hand it to that client only.
 	Token wire.Token
 }
 

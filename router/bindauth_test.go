@@ -102,6 +102,16 @@ func (f *rawFlow) bind(tok wire.Token, k media.Kind) uint64 {
 	return 0
 }
 
+// meetingWith starts a router with meeting "m" and one participant in it.
+func meetingWith(t *testing.T, mut ...func(*Config)) (*Router, ParticipantInfo) {
+	t.Helper()
+	r := newTestRouter(t, mut...)
+	require.NoError(t, r.CreateMeeting("m"))
+	p, err := r.AddParticipant("m", ParticipantOptions{})
+	require.NoError(t, err)
+	return r, p
+}
+
 // TestBindReplayRefused: the Binds a client sent, replayed from another
 // address, are refused (bind_replayed) and the flow stays where it was;
 // a Bind the router never saw, sent from another address, gets only a
@@ -110,11 +120,8 @@ func (f *rawFlow) bind(tok wire.Token, k media.Kind) uint64 {
 // flow back. Real UDP sockets throughout.
 func TestBindReplayRefused(t *testing.T) {
 	leaktest.Check(t)
-	r := newTestRouter(t)
-	require.NoError(t, r.CreateMeeting("m"))
+	r, victim := meetingWith(t)
 	pub := join(t, r, "m", 1)
-	victim, err := r.AddParticipant("m", ParticipantOptions{})
-	require.NoError(t, err)
 	a := newRawFlow(t, dialAddr(r))
 	a.bind(victim.Token, media.Audio)
 	require.GreaterOrEqual(t, len(a.sent), 2, "a first Bind and the echo of its challenge")
@@ -158,7 +165,7 @@ func TestBindReplayRefused(t *testing.T) {
 	forged.Nonce = ack.Nonce
 	forged.Counter++
 	var fp [wire.BindSize]byte
-	_, err = forged.MarshalTo(fp[:])
+	_, err := forged.MarshalTo(fp[:])
 	require.NoError(t, err)
 	beforeBad := drops(stats.DropBadToken)
 	x.send(fp[:])
@@ -184,10 +191,7 @@ func TestBindReplayRefused(t *testing.T) {
 // answer, counted under their reason, and bind nothing.
 func TestBindRefusedAndCounted(t *testing.T) {
 	leaktest.Check(t)
-	r := newTestRouter(t)
-	require.NoError(t, r.CreateMeeting("m"))
-	p, err := r.AddParticipant("m", ParticipantOptions{})
-	require.NoError(t, err)
+	r, p := meetingWith(t)
 	other, err := wire.NewToken()
 	require.NoError(t, err)
 	v1 := append([]byte{wire.TypeBind, 1, byte(media.Audio), 0, 0, 0, 0, 1}, p.Token[:]...)
@@ -241,10 +245,7 @@ func TestBindRefusedAndCounted(t *testing.T) {
 // with the reason counted, and the flow stays on the first stream.
 func TestStreamBindReplayedOrForged(t *testing.T) {
 	leaktest.Check(t)
-	r := newTestRouter(t)
-	require.NoError(t, r.CreateMeeting("m"))
-	p, err := r.AddParticipant("m", ParticipantOptions{})
-	require.NoError(t, err)
+	r, p := meetingWith(t)
 	addr := r.TCPAddrs()[0]
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", addr.String())
@@ -255,7 +256,7 @@ func TestStreamBindReplayedOrForged(t *testing.T) {
 	now := time.Now()
 	good := wire.AppendFrame(nil, signBind(t, p.Token, media.Video, 1, 0, uint64(now.UnixMicro()), now))
 	first := dial()
-	_, err = first.Write(good)
+	_, err := first.Write(good)
 	require.NoError(t, err)
 	d := wire.NewDeframer(first, 2048)
 	_ = first.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -305,11 +306,8 @@ func TestStreamBindReplayedOrForged(t *testing.T) {
 func TestConsentNeedsToken(t *testing.T) {
 	leaktest.Check(t)
 	const timeout = 1500 * time.Millisecond
-	r := newTestRouter(t, func(c *Config) { c.ConsentTimeout = timeout })
-	require.NoError(t, r.CreateMeeting("m"))
+	r, p := meetingWith(t, func(c *Config) { c.ConsentTimeout = timeout })
 	pub := join(t, r, "m", 1)
-	p, err := r.AddParticipant("m", ParticipantOptions{})
-	require.NoError(t, err)
 	f := newRawFlow(t, dialAddr(r))
 	nonce := f.bind(p.Token, media.Audio)
 	require.NotZero(t, nonce)

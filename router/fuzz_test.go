@@ -25,6 +25,10 @@ func FuzzPacket(f *testing.F) {
 	}
 	a, b := join(f, r, "m", 1), join(f, r, "m", 2)
 	v := media.Video.Index()
+	// An authentic Bind of a's video flow (a refresh from its own
+	// address) for the fuzzer to mutate.
+	now := time.Now()
+	f.Add(signBind(f, a.info.Token, media.Video, 1, 0, uint64(now.UnixMicro()), now))
 	buf := make([]byte, 2048)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		if len(pkt) == 0 {

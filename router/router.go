@@ -35,7 +35,8 @@ var errClosed = errors.New("router: closed")
 const bindQueue = 1024
 
 // Fair shares of the bind queue, so that one participant or one host
-// flooding binds (one valid token sent from 1,024 ports) cannot fill it:
+// flooding binds (authentic ones, signed with its token, from 1,024 ports)
+// cannot fill it:
 // a bind over its share is dropped (DropBindLimited) and the client's
 // retransmission is served later.
 const (

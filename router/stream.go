@@ -34,8 +34,8 @@ type keyframeReq struct {
 // ServeStream runs the media stream protocol (docs/PROTOCOL.md, "Media
 // over TCP 8801 and TLS 443") on c until it ends: RFC 4571 framed packets,
 // the first of which must be an authentic Bind (signed with a current
-// participant's media token, fresh, not replayed) within BindTimeout; then RTP, RTCP and keepalives both ways, routed like UDP
-// ones. It closes c and returns when the stream ends, when the flow is
+// participant's media token, fresh, not replayed) within BindTimeout;
+// then RTP, RTCP and keepalives both ways, routed like UDP ones. It closes c and returns when the stream ends, when the flow is
 // bound elsewhere, or when the Router closes. Safe for concurrent use; the
 // TCP listener calls it, and so does the control channel's TLS listener
 // for connections it identifies as media.

@@ -31,7 +31,7 @@ type GroupFunc func(netip.AddrPort) int
 
 // Registry owns every meeting, participant and flow of one router. Its
 // methods are safe for concurrent use and serialise on one mutex; the packet
-// path never takes it: it reads Flows and Tokens, and the snapshots each
+// path never takes it: it reads Flows and Handles, and the snapshots each
 // Flow and Meeting expose.
 type Registry struct {
 	// Flows maps a bound remote address to its flow. Read lock-free.

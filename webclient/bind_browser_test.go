@@ -1,49 +1,20 @@
 package webclient
 
 import (
-	"bufio"
-	"os"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/openmmr/mmr/internal/docvec"
 	"github.com/openmmr/mmr/internal/leaktest"
 )
-
-// bindVectors reads the Bind test vectors of docs/PROTOCOL.md.
-func bindVectors(t *testing.T) map[string]string {
-	f, err := os.Open("../docs/PROTOCOL.md")
-	require.NoError(t, err)
-	defer f.Close()
-	v := map[string]string{}
-	sc := bufio.NewScanner(f)
-	in := false
-	for sc.Scan() {
-		l := sc.Text()
-		if strings.HasPrefix(l, "<!-- bind test vectors") {
-			in = true
-			continue
-		}
-		if in && l == "```" && len(v) > 0 {
-			break
-		}
-		if in {
-			if fs := strings.Fields(l); len(fs) == 2 {
-				v[fs[0]] = fs[1]
-			}
-		}
-	}
-	require.Contains(t, v, "bind.first")
-	return v
-}
 
 // TestBindInBrowser: the page's Bind (rtp.js, WebCrypto HMAC) is byte for
 // byte the documented test vector, the consent echo too, and a Bind the
 // page makes now carries no token byte.
 func TestBindInBrowser(t *testing.T) {
 	leaktest.Check(t)
-	v := bindVectors(t)
+	v := docvec.Read(t, "../docs/PROTOCOL.md", "<!-- bind test vectors")
 	z := startWebZone(t, nil)
 	b := newBrowser(t, z, "bind")
 	const hex = `const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');

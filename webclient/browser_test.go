@@ -1,7 +1,6 @@
 package webclient
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/openmmr/mmr/config"
 	"github.com/openmmr/mmr/control"
+	"github.com/openmmr/mmr/internal/docvec"
 	"github.com/openmmr/mmr/router"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/web"
@@ -336,27 +336,7 @@ func (b *browser) screenshot(t *testing.T, file string) string {
 
 // vectors reads the protect test vectors from docs/PROTOCOL.md.
 func vectors(t *testing.T) map[string]string {
-	f, err := os.Open("../docs/PROTOCOL.md")
-	require.NoError(t, err)
-	defer f.Close()
-	v := map[string]string{}
-	sc := bufio.NewScanner(f)
-	in := false
-	for sc.Scan() {
-		l := sc.Text()
-		if strings.HasPrefix(l, "<!-- protect test vectors") {
-			in = true
-			continue
-		}
-		if in && l == "```" && len(v) > 0 {
-			break
-		}
-		if in {
-			if fs := strings.Fields(l); len(fs) == 2 {
-				v[fs[0]] = fs[1]
-			}
-		}
-	}
+	v := docvec.Read(t, "../docs/PROTOCOL.md", "<!-- protect test vectors")
 	require.Contains(t, v, "srtp.packet")
 	return v
 }

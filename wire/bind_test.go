@@ -7,13 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/openmmr/mmr/internal/docvec"
 	"github.com/openmmr/mmr/media"
 	"github.com/stretchr/testify/require"
 )
@@ -355,43 +355,20 @@ func bindVectors(t *testing.T) [][2]string {
 }
 
 // TestBindVectorsInProtocolDoc checks that the Bind and consent test
-// vectors in docs/PROTOCOL.md are the ones this code computes. On a
-// mismatch it prints the block to paste (or writes it to
-// $BIND_VECTORS_OUT).
+// vectors in docs/PROTOCOL.md, and the field-by-field dump of bind.first,
+// are the ones this code computes. On a mismatch it prints the block to
+// paste (or writes it to $BIND_VECTORS_OUT).
 func TestBindVectorsInProtocolDoc(t *testing.T) {
-	v := bindVectors(t)
-	const marker = "<!-- bind test vectors: checked by wire TestBindVectorsInProtocolDoc -->"
-	var blk strings.Builder
-	blk.WriteString(marker + "\n```\n")
-	for _, kv := range v {
-		fmt.Fprintf(&blk, "%-20s %s\n", kv[0], kv[1])
-	}
-	blk.WriteString("```\n")
-	if out := os.Getenv("BIND_VECTORS_OUT"); out != "" {
-		require.NoError(t, os.WriteFile(out, []byte(blk.String()), 0o644))
-	}
-	doc, err := os.ReadFile("../docs/PROTOCOL.md")
-	require.NoError(t, err)
-	i := bytes.Index(doc, []byte(marker))
-	require.GreaterOrEqual(t, i, 0, "marker missing; the block is:\n%s", blk.String())
-	found := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(doc[i+len(marker):]))
-	sc.Scan() // rest of the marker line
-	sc.Scan() // opening fence
-	for sc.Scan() && sc.Text() != "```" {
-		name, val, _ := strings.Cut(sc.Text(), " ")
-		found[name] = strings.TrimSpace(val)
-	}
-	for _, kv := range v {
-		require.Equal(t, kv[1], found[kv[0]], "vector %s; the block is:\n%s", kv[0], blk.String())
-	}
-	require.Len(t, found, len(v), "extra lines in the doc block:\n%s", blk.String())
+	const doc = "../docs/PROTOCOL.md"
+	found := docvec.Check(t, doc, "<!-- bind test vectors: checked by wire TestBindVectorsInProtocolDoc -->", bindVectors(t), "BIND_VECTORS_OUT")
 
 	// The annotated dump of bind.first is that vector.
 	const dumpMark = "`bind.first` field by field:"
-	j := bytes.Index(doc, []byte(dumpMark))
+	text, err := os.ReadFile(doc)
+	require.NoError(t, err)
+	j := bytes.Index(text, []byte(dumpMark))
 	require.GreaterOrEqual(t, j, 0, "field-by-field dump missing")
-	sc = bufio.NewScanner(bytes.NewReader(doc[j+len(dumpMark):]))
+	sc := bufio.NewScanner(bytes.NewReader(text[j+len(dumpMark):]))
 	for sc.Scan() && sc.Text() != "```" { // to the opening fence
 	}
 	var dump strings.Builder
