@@ -32,6 +32,8 @@ type endpoint struct {
 	streams map[uint32]*streamRx
 
 	rtp, other, inWin, kaAcks atomic.Uint64
+	rejected                  atomic.Uint64 // SRTP that did not open (or before the protection was set)
+	unprotected               atomic.Uint64 // of those, the ones before the protection was set
 	ovfl                      atomic.Uint32 // kernel receive-queue drops (SO_RXQ_OVFL)
 	bound                     chan struct{}
 	boundOnce                 sync.Once
@@ -83,7 +85,21 @@ func (ep *endpoint) onPacket(pkt []byte, now int64) {
 		}
 		ep.kaAcks.Add(1)
 	case wire.ClassRTP:
-		ep.agg.onRTP(ep, pkt, now)
+		// SRTP, opened in place (pkt is the reader's buffer).
+		sec := ep.p.sec.Load()
+		if sec == nil {
+			ep.rejected.Add(1)
+			ep.unprotected.Add(1)
+			return
+		}
+		out, err := sec.OpenRTP(pkt[:0], pkt)
+		if err != nil {
+			ep.rejected.Add(1) // by reason in the participant's protection Stats
+			return
+		}
+		ep.agg.onRTP(ep, out, now)
+	case wire.ClassRTCP:
+		ep.other.Add(1) // the router's SRTCP (PLIs, reports): not measured
 	default:
 		ep.other.Add(1)
 	}

@@ -61,7 +61,7 @@ func (c *routerCheck) drained(rep *load.Report) {
 		}
 		var rx, drops, streams uint64
 		for _, k := range p.Kinds {
-			rx += k.Received
+			rx += k.Received + k.Rejected // delivered, whether or not it opened
 			drops += k.KernelDrops
 			if k.Transport != "udp" {
 				streams++

@@ -30,9 +30,29 @@ type Report struct {
 	Series       []SeriesPoint       `json:"series"`
 	Self         SelfReport          `json:"load_tool"`
 	Router       *RouterReport       `json:"router,omitempty"`
+	Protection   ProtectionReport    `json:"media_protection"`
 	People       []ParticipantReport `json:"participant_details"`
 
 	delay [media.NumKinds]Hist // for plots
+}
+
+// ProtectionReport sums the participants' media protection (SRTP on
+// every packet, client/secure): packets sealed and opened, and those
+// rejected by reason; a healthy run rejects none (a few Replayed or
+// UnknownSender right after joins are the router's duplicates and streams
+// not announced yet).
+type ProtectionReport struct {
+	Sealed        uint64 `json:"sealed"`
+	SealErrors    uint64 `json:"seal_errors"` // not sent: no meeting key yet
+	Opened        uint64 `json:"opened"`
+	Rejected      uint64 `json:"rejected"`
+	Auth          uint64 `json:"auth"`
+	Replayed      uint64 `json:"replayed"`
+	TooOld        uint64 `json:"too_old"`
+	UnknownKey    uint64 `json:"unknown_key"`
+	UnknownSender uint64 `json:"unknown_sender"`
+	Malformed     uint64 `json:"malformed"`
+	Unprotected   uint64 `json:"unprotected"` // arrived before the participant's protection was set
 }
 
 // WindowReport is the measurement window: packets stamped inside it count.
@@ -140,8 +160,11 @@ type ParticipantReport struct {
 
 // PartKindRx is one participant's kind.
 type PartKindRx struct {
-	Transport   string `json:"transport"`
-	Received    uint64 `json:"received_all"`
+	Transport string `json:"transport"`
+	Received  uint64 `json:"received_all"`
+	// Rejected counts SRTP datagrams that arrived but did not open (by
+	// reason in Report.Protection); they are not in Received.
+	Rejected    uint64 `json:"rejected,omitempty"`
 	InWindow    uint64 `json:"in_window"`
 	KernelDrops uint64 `json:"kernel_receive_drops"`
 	Sent        uint64 `json:"sent,omitempty"`
@@ -159,6 +182,29 @@ func (r *runner) report(rep *Report, t0, t1 time.Time, before, after sample) {
 		rep.Publishers[k.String()] = cfg.Publishers[k.Index()]
 	}
 	rep.Window = WindowReport{Start: t0, End: t1, Seconds: t1.Sub(t0).Seconds()}
+	pr := &rep.Protection
+	for _, p := range r.parts {
+		for _, ep := range p.eps {
+			if ep != nil {
+				pr.Unprotected += ep.unprotected.Load()
+			}
+		}
+		sec := p.sec.Load()
+		if sec == nil {
+			continue
+		}
+		st := sec.Stats().RTP
+		pr.Sealed += st.Sealed
+		pr.SealErrors += st.SealErrors
+		pr.Opened += st.Opened
+		pr.Rejected += st.Rejected()
+		pr.Auth += st.Auth
+		pr.Replayed += st.Replayed
+		pr.TooOld += st.TooOld
+		pr.UnknownKey += st.UnknownKey
+		pr.UnknownSender += st.UnknownSender
+		pr.Malformed += st.Malformed
+	}
 
 	// Joins.
 	j := &rep.Joins
@@ -190,7 +236,7 @@ func (r *runner) report(rep *Report, t0, t1 time.Time, before, after sample) {
 					j.Transports[k.String()] = map[string]int{}
 				}
 				j.Transports[k.String()][ep.transport]++
-				pk := PartKindRx{Transport: ep.transport, Received: ep.rtp.Load(), InWindow: ep.inWin.Load(), KernelDrops: uint64(ep.ovfl.Load())}
+				pk := PartKindRx{Transport: ep.transport, Received: ep.rtp.Load(), Rejected: ep.rejected.Load() + p.flowRejected(ep.kind), InWindow: ep.inWin.Load(), KernelDrops: uint64(ep.ovfl.Load())}
 				if st := p.pubs[k.Index()]; st != nil {
 					pk.Sent = st.sentAll
 				}
@@ -402,6 +448,9 @@ func (rep *Report) WriteTable(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nload tool: %.2f CPU cores (%.1f s); %s\n", rep.Self.CPUCores, rep.Self.CPUSeconds, rep.Self.Why)
+	pr := rep.Protection
+	fmt.Fprintf(w, "media protection: %d sealed, %d opened, %d rejected (auth %d, replayed %d, too old %d, unknown key %d, unknown sender %d, malformed %d), %d not sealed (no key yet)\n",
+		pr.Sealed, pr.Opened, pr.Rejected, pr.Auth, pr.Replayed, pr.TooOld, pr.UnknownKey, pr.UnknownSender, pr.Malformed, pr.SealErrors)
 	if n := rep.Self.HostUDPRcvbufErrors; n > 0 {
 		fmt.Fprintf(w, "host: %d UDP datagrams dropped at full receive buffers (/proc/net/snmp RcvbufErrors)\n", n)
 	}

@@ -37,6 +37,7 @@ import (
 
 	"github.com/openmmr/mmr/client/connect"
 	"github.com/openmmr/mmr/client/control"
+	"github.com/openmmr/mmr/client/secure"
 	ctlproto "github.com/openmmr/mmr/control/proto"
 	"github.com/openmmr/mmr/control/token"
 	"github.com/openmmr/mmr/media"
@@ -65,10 +66,24 @@ type participant struct {
 	role         string
 	sess         *connect.Session
 	ctl          *control.Client
+	sec          atomic.Pointer[secure.State] // media protection, set once joined
 	phases       map[string]time.Duration
 	errPhase     string
 	err          error
 	joined       bool
+}
+
+// flowRejected is what the connection process's flow of kind k dropped
+// because it did not open (stream transports, and a UDP kind before its
+// handover to the engine).
+func (p *participant) flowRejected(k media.Kind) uint64 {
+	if p.sess == nil {
+		return 0
+	}
+	if f := p.sess.Flow(k); f != nil {
+		return f.Stats().Rejected
+	}
+	return 0
 }
 
 // runner is one Run.
@@ -338,6 +353,7 @@ func (r *runner) joinDirect(ctx context.Context, p *participant) error {
 		return err
 	}
 	p.id, p.role = j.Participant, roleName
+	p.sec.Store(ctl.Media())
 	if j.Role != "" {
 		p.role = j.Role
 	}
@@ -450,6 +466,7 @@ func (r *runner) joinConnect(ctx context.Context, p *participant) error {
 		return err
 	}
 	p.sess = sess
+	p.sec.Store(sess.Media())
 	p.id, p.role = res.Control.Participant, res.Control.Role
 	mt, err := wire.ParseToken(sess.Joined().MediaToken)
 	if err != nil {

@@ -19,6 +19,7 @@ type pubStream struct {
 	sentAll uint64
 	sentWin uint64
 	late    uint64 // frames sent more than one interval behind schedule
+	arena   []byte // the sealed packets of the frame being sent (SRTP)
 }
 
 // sender paces the frames of its streams: a heap by due time, one timer.
@@ -92,7 +93,7 @@ func (s *sender) frame(st *pubStream) {
 	if f := st.ep.flow.Load(); f != nil {
 		st.ep.sendStream(f, pkts, now.UnixNano())
 	} else {
-		s.e.send(st.ep, pkts, now.UnixNano())
+		s.e.send(st, pkts, now.UnixNano())
 	}
 	n := uint64(len(pkts))
 	st.sentAll += n

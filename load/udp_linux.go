@@ -14,6 +14,7 @@ import (
 
 	"github.com/openmmr/mmr/dscp"
 	"github.com/openmmr/mmr/egress"
+	"github.com/openmmr/mmr/protect"
 	"github.com/openmmr/mmr/stats"
 	"github.com/openmmr/mmr/wire"
 )
@@ -236,10 +237,32 @@ func (e *udpEngine) keepalive(ep *endpoint) {
 
 // send hands one frame's packets to the kernel in one sendmmsg, each
 // stamped with the send time.
-func (e *udpEngine) send(ep *endpoint, pkts [][]byte, now int64) {
+func (e *udpEngine) send(st *pubStream, pkts [][]byte, now int64) {
+	ep := st.ep
+	sec := ep.p.sec.Load()
+	// Every packet is sealed (SRTP) into the stream's arena, which the
+	// batch references until its Flush below.
+	need := 0
+	for _, p := range pkts {
+		need += len(p) + protect.Overhead
+	}
+	if cap(st.arena) < need {
+		st.arena = make([]byte, 0, need)
+	}
+	arena := st.arena[:0]
 	for _, p := range pkts {
 		stamp(p, now)
-		ep.batch.Add(p, ep.dst, ep.kind, &ep.txLive)
+		if sec == nil {
+			ep.txLive.Drop(stats.DropSendError)
+			continue
+		}
+		out, err := sec.SealRTP(arena[len(arena):len(arena):cap(arena)], p)
+		if err != nil { // no meeting key yet
+			ep.txLive.Drop(stats.DropSendError)
+			continue
+		}
+		arena = arena[:len(arena)+len(out)]
+		ep.batch.Add(out, ep.dst, ep.kind, &ep.txLive)
 	}
 	ep.batch.Flush()
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/openmmr/mmr/client/secure"
 	"github.com/openmmr/mmr/media"
 )
 
@@ -108,12 +109,16 @@ type Config struct {
 	// SSRCs are published per kind after the media flows are up (none for
 	// a kind: nothing published; viewers never publish).
 	SSRCs map[media.Kind][]uint32
-	// OnMedia receives every RTP/RTCP packet that arrives, on the reader
+	// OnMedia receives every RTP/RTCP packet that arrives (opened: SRTP
+	// and SRTCP checked and decrypted; those that fail are dropped), on the reader
 	// goroutine of the kind's current flow; pkt is valid only during the
 	// call. Default: dropped.
 	OnMedia func(k media.Kind, pkt []byte)
 	// OnEvent receives the control channel's events (roster changes).
 	OnEvent func(any)
+	// Media tunes the media protection (client/secure.Config): OnChange
+	// is told the send key and, in E2EE meetings, the security code.
+	Media secure.Config
 
 	// Timeouts; see the defaults.
 	LookupTimeout, ZoneTimeout, ProbeTimeout, MMRTimeout, ControlTimeout, TunnelTimeout time.Duration

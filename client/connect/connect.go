@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/openmmr/mmr/client/control"
+	"github.com/openmmr/mmr/client/secure"
 	ctlproto "github.com/openmmr/mmr/control/proto"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/tlsutil"
@@ -114,12 +115,14 @@ type MMRReport struct {
 
 // ControlReport is the control channel phase.
 type ControlReport struct {
-	Addr        string        `json:"addr,omitempty"`
-	Participant uint64        `json:"participant,omitempty"`
-	Role        string        `json:"role,omitempty"`
-	Proxied     bool          `json:"proxied"`
-	Took        time.Duration `json:"took_ns"`
-	Err         string        `json:"error,omitempty"`
+	Addr        string `json:"addr,omitempty"`
+	Participant uint64 `json:"participant,omitempty"`
+	Role        string `json:"role,omitempty"`
+	Proxied     bool   `json:"proxied"`
+	// MediaProtection is the joined's mode: "standard" or "e2ee".
+	MediaProtection string        `json:"media_protection,omitempty"`
+	Took            time.Duration `json:"took_ns"`
+	Err             string        `json:"error,omitempty"`
 }
 
 // Error is Connect's failure: the phase, the cause and, when nothing
@@ -146,6 +149,7 @@ type Session struct {
 	wg     sync.WaitGroup
 	dial   *dialer
 	ctl    *control.Client
+	sec    *secure.State // the participant's media protection (from ctl)
 	joined *ctlproto.Joined
 	token  wire.Token
 	mmrTLS *tls.Config
@@ -343,6 +347,7 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	cctx, cancel := context.WithTimeout(ctx, cfg.ControlTimeout)
 	defer cancel()
 	s.ctl, err = control.Dial(cctx, ctlAddr, control.Config{TLS: s.mmrTLS, Dial: s.dial.DialContext, AutoResume: true, Logger: log,
+		E2EE: lk.Meeting.E2EE, Media: cfg.Media,
 		OnEvent: func(m ctlproto.Message) {
 			if cfg.OnEvent != nil {
 				cfg.OnEvent(m)
@@ -362,8 +367,10 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	if s.token, err = wire.ParseToken(j.MediaToken); err != nil {
 		return fail(PhaseControl, err)
 	}
-	res.Control.Participant, res.Control.Role = j.Participant, j.Role
-	log.Info("connect: joined", "control", ctlAddr, "participant", j.Participant, "role", j.Role, "roster", len(j.Roster), "took", res.Control.Took)
+	res.Control.Participant, res.Control.Role, res.Control.MediaProtection = j.Participant, j.Role, j.MediaProtection
+	s.sec = s.ctl.Media()
+	log.Info("connect: joined", "control", ctlAddr, "participant", j.Participant, "role", j.Role, "roster", len(j.Roster),
+		"media_protection", j.MediaProtection, "took", res.Control.Took)
 
 	// 5. Media, per kind, independently.
 	order, why := []string{UDP, TCP, TLS}, "UDP 8801 first, then TCP 8801, then TLS 443"
@@ -378,9 +385,11 @@ func (s *Session) run(ctx context.Context, res *Result) error {
 	res.Media = make([]MediaReport, len(cfg.Kinds))
 	var wg sync.WaitGroup
 	ferrs := make([]error, len(cfg.Kinds))
+	for _, k := range cfg.Kinds { // all before any dial: links look their Flow up (Session.protection)
+		s.flows = append(s.flows, &Flow{kind: k, s: s, order: order, log: log, dead: make(chan *link, 1)})
+	}
 	for i, k := range cfg.Kinds {
-		f := &Flow{kind: k, s: s, order: order, log: log, dead: make(chan *link, 1)}
-		s.flows = append(s.flows, f)
+		f := s.flows[i]
 		res.Media[i] = MediaReport{Kind: k.String(), Order: order, Why: why}
 		wg.Add(1)
 		go func() {
@@ -535,6 +544,10 @@ func (s *Session) Flow(k media.Kind) *Flow {
 	}
 	return nil
 }
+
+// Media returns the participant's media protection: its mode, security
+// code (Info) and counters (Stats). Every flow seals and opens through it.
+func (s *Session) Media() *secure.State { return s.sec }
 
 // Control returns the control channel client (roster, ping, publish).
 func (s *Session) Control() *control.Client { return s.ctl }

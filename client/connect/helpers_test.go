@@ -1,6 +1,7 @@
 package connect_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -20,9 +21,13 @@ import (
 	"github.com/openmmr/mmr/client/connect/connecttest"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/tlsutil"
+	"github.com/openmmr/mmr/wire"
 )
 
-const meetingID = "1234567890"
+const (
+	meetingID     = "1234567890"
+	e2eeMeetingID = "5550001111" // created end-to-end encrypted
+)
 
 var joinSecret = []byte("connect-test-join-secret-0123456789")
 
@@ -55,7 +60,8 @@ func startEnvN(t testing.TB, nzones int) *env {
 		e.zones = append(e.zones, z)
 		lz = append(lz, z.LookupZone())
 	}
-	w, err := connecttest.StartWeb(connecttest.WebConfig{JoinSecret: joinSecret, Meetings: map[string]string{meetingID: "4242"}, Zones: lz})
+	w, err := connecttest.StartWeb(connecttest.WebConfig{JoinSecret: joinSecret, Meetings: map[string]string{meetingID: "4242"},
+		E2EEMeetings: map[string]string{e2eeMeetingID: "4343"}, Zones: lz})
 	require.NoError(t, err)
 	t.Cleanup(w.Close)
 	e.web = w
@@ -231,4 +237,62 @@ func (p *tinyproxy) connects(t testing.TB, addr string) int {
 	b, err := os.ReadFile(p.log)
 	require.NoError(t, err)
 	return strings.Count(string(b), "CONNECT "+addr+" ")
+}
+
+// marker is the 16 bytes the protection tests write into every payload.
+var marker = []byte("openmmr-MARKER-!")
+
+// markerRx counts, per SSRC, the opened RTP packets whose payload holds
+// the marker.
+type markerRx struct {
+	mu sync.Mutex
+	n  map[uint32]int
+}
+
+func newMarkerRx() *markerRx { return &markerRx{n: map[uint32]int{}} }
+
+func (r *markerRx) onMedia(_ media.Kind, pkt []byte) {
+	if len(pkt) < 12+16 || wire.Classify(pkt) != wire.ClassRTP || !bytes.Contains(pkt[12:], marker) {
+		return
+	}
+	r.mu.Lock()
+	r.n[binary.BigEndian.Uint32(pkt[8:])]++
+	r.mu.Unlock()
+}
+
+func (r *markerRx) count(ssrc uint32) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[ssrc]
+}
+
+// markerRTP is an RTP packet of size bytes whose payload starts with the
+// marker.
+func markerRTP(ssrc uint32, seq uint16, size int) []byte {
+	p := rtp(ssrc, seq, size)
+	copy(p[12:], marker)
+	return p
+}
+
+// markerRR is a receiver report (RFC 3550 §6.4.2) from ssrc with one
+// report block about the stream about; the marker fills the block's
+// statistics (the router routes by the block's SSRC only).
+func markerRR(ssrc, about uint32) []byte {
+	p := make([]byte, 8+24)
+	p[0], p[1] = 0x81, 201
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)/4-1))
+	binary.BigEndian.PutUint32(p[4:], ssrc)
+	binary.BigEndian.PutUint32(p[8:], about)
+	copy(p[12:], marker)
+	return p
+}
+
+// markerAPP is an RTCP APP packet (RFC 3550 §6.7) carrying the marker.
+func markerAPP(ssrc uint32) []byte {
+	p := make([]byte, 12, 12+len(marker))
+	p[0], p[1] = 0x80, 204
+	binary.BigEndian.PutUint16(p[2:], uint16((12+len(marker))/4-1))
+	binary.BigEndian.PutUint32(p[4:], ssrc)
+	copy(p[8:], "mmrt")
+	return append(p, marker...)
 }

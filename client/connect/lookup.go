@@ -46,6 +46,9 @@ type LookupMeeting struct {
 	Type            string     `json:"type"`
 	StartTime       *time.Time `json:"start_time,omitempty"`
 	DurationMinutes int        `json:"duration_minutes"`
+	// E2EE says the meeting is end-to-end encrypted: the client refuses a
+	// joined that says another media protection.
+	E2EE bool `json:"e2ee,omitempty"`
 }
 
 // LookupZone is one zone of the ranked list, best first.

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openmmr/mmr/client/secure"
 	"github.com/openmmr/mmr/client/streammedia"
 	"github.com/openmmr/mmr/client/udpmedia"
 	ctlproto "github.com/openmmr/mmr/control/proto"
@@ -100,6 +101,24 @@ type Flow struct {
 	dead   chan *link // a current link whose reader ended (the path died under it); buffered 1
 
 	sentPkts, sentBytes, recvPkts, recvBytes, moves, sendErrs atomic.Uint64
+	rejected                                                  atomic.Uint64 // packets that did not open, every link
+}
+
+// protection is what a Flow gives each of its links: the kind's media
+// protection, counting the packets that do not open for FlowStats.
+type protection struct {
+	f        secure.Flow
+	rejected *atomic.Uint64
+}
+
+func (p protection) Seal(dst, pkt []byte) ([]byte, error) { return p.f.Seal(dst, pkt) }
+
+func (p protection) Open(dst, pkt []byte) ([]byte, error) {
+	out, err := p.f.Open(dst, pkt)
+	if err != nil {
+		p.rejected.Add(1)
+	}
+	return out, err
 }
 
 // FlowStats are a kind's counters. They only grow.
@@ -108,6 +127,9 @@ type FlowStats struct {
 	PacketsOut, BytesOut, PacketsIn, BytesIn uint64
 	Moves                                    uint64 // transport changes after the first
 	SendErrors                               uint64
+	// Rejected counts received packets dropped because they did not open
+	// (by reason in Session.Media().Stats()); not in PacketsIn.
+	Rejected uint64
 }
 
 // Kind returns the flow's media kind.
@@ -124,7 +146,8 @@ func (f *Flow) Transport() string {
 // Stats returns the flow's counters.
 func (f *Flow) Stats() FlowStats {
 	return FlowStats{Transport: f.Transport(), PacketsOut: f.sentPkts.Load(), BytesOut: f.sentBytes.Load(),
-		PacketsIn: f.recvPkts.Load(), BytesIn: f.recvBytes.Load(), Moves: f.moves.Load(), SendErrors: f.sendErrs.Load()}
+		PacketsIn: f.recvPkts.Load(), BytesIn: f.recvBytes.Load(), Moves: f.moves.Load(), SendErrors: f.sendErrs.Load(),
+		Rejected: f.rejected.Load()}
 }
 
 // Send sends one RTP or RTCP packet on the current link. A failed send is
@@ -201,6 +224,7 @@ func (s *Session) dialOne(ctx context.Context, k media.Kind, t string, a netip.A
 		if err != nil {
 			return nil, err
 		}
+		f.Protect(s.protection(k))
 		l.udp = f
 	case TCP:
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.TCPTimeout)
@@ -209,6 +233,7 @@ func (s *Session) dialOne(ctx context.Context, k media.Kind, t string, a netip.A
 		if err != nil {
 			return nil, err
 		}
+		f.Protect(s.protection(k))
 		l.stream = f
 	case TLS:
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.TLSTimeout)
@@ -217,11 +242,21 @@ func (s *Session) dialOne(ctx context.Context, k media.Kind, t string, a netip.A
 		if err != nil {
 			return nil, err
 		}
+		f.Protect(s.protection(k))
 		l.stream = f
 	default:
 		return nil, fmt.Errorf("unknown transport %q", t)
 	}
 	return l, nil
+}
+
+// protection returns kind k's protection for a new link of its Flow.
+func (s *Session) protection(k media.Kind) protection {
+	p := protection{f: s.sec.Flow(k), rejected: new(atomic.Uint64)}
+	if f := s.Flow(k); f != nil {
+		p.rejected = &f.rejected
+	}
+	return p
 }
 
 // connectFlow walks the kind's fallback order and starts the flow on the

@@ -4,6 +4,13 @@
 // pings, and resumes its participant on a new connection after a dropped one
 // (by itself with Config.AutoResume, or by calling Resume).
 //
+// Every join announces a fresh X25519 public key, and the joined reply
+// builds the participant's media protection (client/secure.State, see
+// Media): the reader goroutine feeds it the key and roster events before
+// OnEvent sees them, a goroutine of the Client runs its timers and sends
+// its e2ee-key requests, and a joined whose media protection is missing or
+// (with Config.E2EE) not end-to-end is refused: Join leaves and fails.
+//
 // A Client is safe for concurrent use. It runs one reader goroutine per
 // connection (and, while resuming, one more); Close ends them all. Callbacks
 // run on the reader goroutine: they must return quickly and must not call
@@ -13,6 +20,8 @@ package control
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -23,8 +32,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openmmr/mmr/client/secure"
 	"github.com/openmmr/mmr/control/proto"
 	"github.com/openmmr/mmr/media"
+	"github.com/openmmr/mmr/protect/keys"
 	"github.com/openmmr/mmr/wire"
 )
 
@@ -68,6 +79,14 @@ type Config struct {
 	AutoResume bool
 	// Logger receives connection logs. Default slog.Default().
 	Logger *slog.Logger
+	// E2EE says the meeting is end-to-end encrypted (the lookup's e2ee):
+	// a joined or resumed that says another media protection is refused
+	// (Join fails with secure.ErrDowngrade and leaves the meeting).
+	E2EE bool
+	// Media tunes the participant's media protection (secure.Config:
+	// OnChange to show the security code, KeyLog for tests, the key
+	// schedule's delays). Private and RequireE2EE are set by the Client.
+	Media secure.Config
 }
 
 // ConnEvent reports a change of the connection.
@@ -91,8 +110,11 @@ type Client struct {
 	mu      sync.Mutex
 	cur     *session
 	welcome proto.Welcome
-	joined  *proto.Joined // latest joined or resumed body; nil before Join
-	left    bool          // Leave, EndMeeting or Close called
+	joined  *proto.Joined    // latest joined or resumed body; nil before Join
+	priv    *ecdh.PrivateKey // the X25519 key pair of the pending or current join
+	sec     *secure.State    // media protection, built from the joined reply
+	secErr  error            // why the joined reply was refused
+	left    bool             // Leave, EndMeeting or Close called
 	closed  bool
 }
 
@@ -189,7 +211,18 @@ func (c *Client) Join(ctx context.Context, meeting, joinToken, name string) (*pr
 	if s == nil {
 		return nil, errClosed
 	}
-	r, err := s.call(ctx, &proto.Join{Meeting: meeting, Token: joinToken, Name: name})
+	// A fresh X25519 key pair for every join (docs/PROTOCOL.md, "E2EE
+	// mode"), announced in every join: a Standard meeting ignores it, and
+	// a client that did not look the meeting up can still join an E2EE
+	// one.
+	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.priv, c.sec, c.secErr = priv, nil, nil
+	c.mu.Unlock()
+	r, err := s.call(ctx, &proto.Join{Meeting: meeting, Token: joinToken, Name: name, E2EEPublicKey: keys.PublicKeyHex(priv.PublicKey().Bytes())})
 	if err != nil {
 		return nil, err
 	}
@@ -199,8 +232,61 @@ func (c *Client) Join(ctx context.Context, meeting, joinToken, name string) (*pr
 	}
 	c.mu.Lock()
 	c.joined = j
+	secErr := c.secErr
 	c.mu.Unlock()
+	if secErr != nil {
+		// Joined, but the media protection is not what it must be: leave
+		// at once rather than send a single packet.
+		c.log.Warn("control client: joined refused", "err", secErr)
+		_ = c.Leave(ctx)
+		return nil, fmt.Errorf("control client: %w", secErr)
+	}
 	return cloneJoined(j), nil
+}
+
+// protection builds the media protection from a joined reply, or applies a
+// resumed one. It runs on the reader goroutine before the reply is
+// delivered, so that every event after the reply finds the State.
+func (c *Client) protection(j *proto.Joined, resumed bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if resumed && c.sec != nil {
+		if err := c.sec.Resume(j); err != nil {
+			c.secErr = err
+		}
+		return
+	}
+	cfg := c.cfg.Media
+	cfg.Private, cfg.RequireE2EE = c.priv, c.cfg.E2EE
+	if cfg.Logger == nil {
+		cfg.Logger = c.log
+	}
+	st, err := secure.New(j, cfg)
+	if err != nil {
+		c.secErr = err
+		return
+	}
+	c.sec = st
+	c.wg.Add(1) // the reader goroutine is tracked: Close waits for both
+	go func() {
+		defer c.wg.Done()
+		_ = st.Run(c.ctx, c)
+	}()
+}
+
+// Media returns the participant's media protection (nil before Join
+// succeeded): client/udpmedia and client/streammedia take its Flow(kind).
+func (c *Client) Media() *secure.State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sec
+}
+
+// SendE2EEKey sends one e2ee-key request (a key wrap made by this client
+// as the E2EE leader) and waits for its ok. The Client's media protection
+// calls it; it implements secure.Sender.
+func (c *Client) SendE2EEKey(ctx context.Context, m *proto.E2EEKey) error {
+	return c.request(ctx, m)
 }
 
 // Joined returns the latest joined (or resumed) body, or nil before Join.
@@ -254,7 +340,13 @@ func (c *Client) Resume(ctx context.Context) (*proto.Resumed, error) {
 		return nil, errClosed
 	}
 	c.cur, c.joined = s, &rs.Joined
+	secErr := c.secErr
 	c.mu.Unlock()
+	if secErr != nil {
+		c.log.Warn("control client: resumed refused", "err", secErr)
+		_ = c.Leave(ctx)
+		return nil, fmt.Errorf("control client: %w", secErr)
+	}
 	if old != nil && old != s {
 		old.close(errors.New("control client: replaced by a resumed connection"))
 	}
@@ -386,8 +478,16 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// event passes a server event to OnEvent.
+// event passes a server event to the media protection, then to OnEvent.
 func (c *Client) event(m proto.Message) {
+	switch m.(type) {
+	case *proto.MediaKey, *proto.E2EEKey, *proto.ParticipantJoined, *proto.ParticipantLeft, *proto.StreamAdded, *proto.StreamRemoved:
+		if st := c.Media(); st != nil {
+			if err := st.Handle(m); err != nil {
+				c.log.Info("control client: key message refused", "type", m.Type(), "err", err)
+			}
+		}
+	}
 	if c.cfg.OnEvent != nil {
 		c.cfg.OnEvent(m)
 	}

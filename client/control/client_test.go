@@ -73,7 +73,13 @@ func realServer(t *testing.T) string {
 }
 
 func mint(t *testing.T, meeting, who string, r token.Role) string {
-	tok, err := token.Mint(secret, token.Claims{Meeting: meeting, Identity: who, Role: r, Expiry: time.Now().Add(time.Hour)})
+	return mintClaims(t, token.Claims{Meeting: meeting, Identity: who, Role: r})
+}
+
+// mintClaims mints c, valid for an hour.
+func mintClaims(t *testing.T, c token.Claims) string {
+	c.Expiry = time.Now().Add(time.Hour)
+	tok, err := token.Mint(secret, c)
 	require.NoError(t, err)
 	return tok
 }

@@ -93,9 +93,18 @@ func (s *session) dispatch(id uint32, msg proto.Message) error {
 		}
 		return nil
 	case *proto.ParticipantJoined, *proto.ParticipantLeft, *proto.StreamAdded, *proto.StreamRemoved,
-		*proto.ActiveSpeaker, *proto.MediaKey, *proto.E2EEKey:
+		*proto.ActiveSpeaker, *proto.MediaKey:
 		s.c.event(m)
 		return nil
+	case *proto.E2EEKey:
+		if id == 0 { // an event; a request's echo would carry its ID
+			s.c.event(m)
+			return nil
+		}
+	case *proto.Joined:
+		s.c.protection(m, false)
+	case *proto.Resumed:
+		s.c.protection(&m.Joined, true)
 	case *proto.MeetingEnded:
 		s.c.ended.Store(true)
 		s.c.event(m)

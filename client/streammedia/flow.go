@@ -2,6 +2,8 @@
 // (docs/PROTOCOL.md, "Media over TCP 8801 and TLS 443"): one TCP or TLS
 // connection per media kind carrying RFC 4571 framed packets, bound with a
 // Bind signed with the participant's media token.
+// With Protect, every RTP and RTCP packet is sealed on Send and opened
+// on Recv (client/secure).
 package streammedia
 
 import (
@@ -12,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openmmr/mmr/media"
@@ -33,7 +36,39 @@ type Flow struct {
 	d      *wire.Deframer
 	wmu    sync.Mutex
 	wbuf   []byte
+	sbuf   []byte // sealed packet, under wmu
 	mapped netip.AddrPort
+
+	prot     Protection
+	rejected atomic.Uint64
+}
+
+// Protection seals a flow's outgoing RTP and RTCP and opens what arrives
+// (client/secure.Flow implements it: SRTP end to end, SRTCP to the
+// router). Seal and Open write into dst from dst[0] and keep no
+// reference; they must be safe for concurrent use.
+type Protection interface {
+	Seal(dst, pkt []byte) ([]byte, error)
+	Open(dst, pkt []byte) ([]byte, error)
+}
+
+// sealSlack is the room the seal buffer keeps beyond the largest packet
+// for what sealing adds (protect.Overhead, 20 bytes for RTP and RTCP).
+const sealSlack = 64
+
+// Protect makes the flow seal every RTP and RTCP packet Send is given and
+// open every one Recv reads (dropping and counting, in Rejected and in
+// p's own counters, those that fail); binds and keepalives stay as they
+// are. Call it once, before the first Send or Recv of media.
+func (f *Flow) Protect(p Protection) { f.prot = p }
+
+// Rejected returns the number of received packets dropped because they
+// did not open.
+func (f *Flow) Rejected() uint64 { return f.rejected.Load() }
+
+func isMedia(pkt []byte) bool {
+	c := wire.Classify(pkt)
+	return c == wire.ClassRTP || c == wire.ClassRTCP
 }
 
 // Dial connects to addr over TCP, or over TLS when tlsConf is not nil (its
@@ -123,25 +158,52 @@ func (f *Flow) bind(ctx context.Context, token wire.Token) error {
 	return nil
 }
 
-// Send writes one packet as an RFC 4571 frame.
+// Send writes one packet as an RFC 4571 frame, sealed first if the flow
+// is protected and pkt is RTP or RTCP (a packet that cannot be sealed is
+// not sent and the error returned). pkt is not modified or retained.
 func (f *Flow) Send(pkt []byte) error {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
+	if f.prot != nil && isMedia(pkt) {
+		if cap(f.sbuf) < len(pkt)+sealSlack {
+			f.sbuf = make([]byte, 0, max(len(pkt)+sealSlack, 1500))
+		}
+		out, err := f.prot.Seal(f.sbuf[:0], pkt)
+		if err != nil {
+			return err
+		}
+		pkt = out
+	}
 	f.wbuf = wire.AppendFrame(f.wbuf[:0], pkt)
 	_, err := f.conn.Write(f.wbuf)
 	return err
 }
 
-// Recv reads the next packet into buf, waiting until deadline (zero: none).
+// Recv reads the next packet into buf, waiting until deadline (zero:
+// none). On a protected flow, media packets that do not open are skipped
+// and the RTP or RTCP returned is the opened plaintext.
 func (f *Flow) Recv(buf []byte, deadline time.Time) (int, error) {
 	if err := f.conn.SetReadDeadline(deadline); err != nil {
 		return 0, err
 	}
-	p, err := f.d.Next()
-	if err != nil {
-		return 0, err
+	for {
+		p, err := f.d.Next()
+		if err != nil {
+			return 0, err
+		}
+		if f.prot == nil || !isMedia(p) {
+			return copy(buf, p), nil
+		}
+		out, err := f.prot.Open(buf[:0], p)
+		if err != nil {
+			f.rejected.Add(1)
+			continue
+		}
+		if cap(buf) < len(p) { // Open allocated: buf is too small; copy (and truncate) as without protection
+			return copy(buf, out), nil
+		}
+		return len(out), nil
 	}
-	return copy(buf, p), nil
 }
 
 // Mapped returns the peer address the router saw.

@@ -3,6 +3,8 @@
 // kind with Binds signed with the participant's media token (the token
 // itself never goes on the wire), then sends and receives RTP and RTCP on
 // it and keeps its NAT binding open.
+// With Protect, every RTP and RTCP packet is sealed on Send and opened
+// on Recv (client/secure).
 package udpmedia
 
 import (
@@ -11,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,7 +51,35 @@ type Flow struct {
 	binds   wire.BindCounter // counters of the flow's Binds
 	mapped  netip.AddrPort
 	consent atomic.Uint64 // latest consent nonce from the router
+
+	prot     Protection
+	smu      sync.Mutex // guards sbuf; held across seal and write
+	sbuf     []byte
+	rejected atomic.Uint64
 }
+
+// Protection seals a flow's outgoing RTP and RTCP and opens what arrives
+// (client/secure.Flow implements it: SRTP end to end, SRTCP to the
+// router). Seal and Open write into dst from dst[0] and keep no
+// reference; they must be safe for concurrent use.
+type Protection interface {
+	Seal(dst, pkt []byte) ([]byte, error)
+	Open(dst, pkt []byte) ([]byte, error)
+}
+
+// sealSlack is the room the send buffer keeps beyond the largest packet
+// for what sealing adds (protect.Overhead, 20 bytes for RTP and RTCP).
+const sealSlack = 64
+
+// Protect makes the flow seal every RTP and RTCP packet Send is given and
+// open every one Recv reads (dropping and counting, in Rejected and in
+// p's own counters, those that fail); binds and keepalives stay as they
+// are. Call it once, before the first Send or Recv of media.
+func (f *Flow) Protect(p Protection) { f.prot = p }
+
+// Rejected returns the number of received packets dropped because they
+// did not open.
+func (f *Flow) Rejected() uint64 { return f.rejected.Load() }
 
 // Dial opens a UDP socket on an ephemeral port and binds it as the flow of
 // kind k. It returns ErrNoAnswer when no BindAck arrives.
@@ -178,10 +209,31 @@ func (f *Flow) LocalAddr() netip.AddrPort { return f.conn.LocalAddr().(*net.UDPA
 // Kind returns the flow's media kind.
 func (f *Flow) Kind() media.Kind { return f.kind }
 
-// Send sends one RTP or RTCP packet.
+// Send sends one RTP or RTCP packet, sealed first if the flow is
+// protected (a packet that cannot be sealed, e.g. before the first
+// meeting key, is not sent and the error returned). pkt is not modified
+// or retained.
 func (f *Flow) Send(pkt []byte) error {
+	if f.prot != nil && isMedia(pkt) {
+		f.smu.Lock()
+		defer f.smu.Unlock()
+		if cap(f.sbuf) < len(pkt)+sealSlack {
+			f.sbuf = make([]byte, 0, max(len(pkt)+sealSlack, 1500))
+		}
+		out, err := f.prot.Seal(f.sbuf[:0], pkt)
+		if err != nil {
+			return err
+		}
+		_, err = f.conn.WriteToUDPAddrPort(out, f.server)
+		return err
+	}
 	_, err := f.conn.WriteToUDPAddrPort(pkt, f.server)
 	return err
+}
+
+func isMedia(pkt []byte) bool {
+	c := wire.Classify(pkt)
+	return c == wire.ClassRTP || c == wire.ClassRTCP
 }
 
 // Keepalive sends a keepalive echoing the latest consent nonce
@@ -198,7 +250,9 @@ func (f *Flow) Keepalive() error {
 }
 
 // Recv reads the next packet from the router into buf, waiting until
-// deadline (zero: no deadline). Packets from other sources are skipped.
+// deadline (zero: no deadline). Packets from other sources are skipped,
+// and so, on a protected flow, are media packets that do not open; the
+// RTP or RTCP returned is then the opened plaintext (decrypted in buf).
 func (f *Flow) Recv(buf []byte, deadline time.Time) (int, error) {
 	if err := f.conn.SetReadDeadline(deadline); err != nil {
 		return 0, err
@@ -214,6 +268,14 @@ func (f *Flow) Recv(buf []byte, deadline time.Time) (int, error) {
 				if ka.Unmarshal(buf[:n]) == nil && ka.Kind == f.kind && ka.Nonce != 0 {
 					f.consent.Store(ka.Nonce)
 				}
+			}
+			if f.prot != nil && isMedia(buf[:n]) {
+				out, err := f.prot.Open(buf[:0], buf[:n])
+				if err != nil {
+					f.rejected.Add(1)
+					continue
+				}
+				n = len(out)
 			}
 			return n, nil
 		}

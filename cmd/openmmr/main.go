@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/openmmr/mmr/client/connect"
+	"github.com/openmmr/mmr/client/secure"
 	ctlproto "github.com/openmmr/mmr/control/proto"
 	"github.com/openmmr/mmr/internal/logflag"
 	"github.com/openmmr/mmr/internal/onebox"
@@ -248,7 +249,38 @@ type Summary struct {
 	Roster   []string               `json:"roster"`
 	Left     []string               `json:"left,omitempty"`
 	Kinds    map[string]KindSummary `json:"kinds"`
-	Connect  connect.Result         `json:"connect"`
+	// Protection is the media protection's mode and counters.
+	Protection ProtectionSummary `json:"media_protection"`
+	Connect    connect.Result    `json:"connect"`
+}
+
+// ProtectionSummary is the media protection at the end of a join: the
+// mode, the last security code (E2EE) and what was opened and rejected.
+type ProtectionSummary struct {
+	Mode          string `json:"mode"`
+	SecurityCode  string `json:"security_code,omitempty"`
+	KeyID         uint32 `json:"key_id"`
+	Opened        uint64 `json:"opened"`
+	Rejected      uint64 `json:"rejected"`
+	Auth          uint64 `json:"auth"`
+	Replayed      uint64 `json:"replayed"` // replayed or older than the replay window
+	UnknownKey    uint64 `json:"unknown_key"`
+	UnknownSender uint64 `json:"unknown_sender"`
+	SealErrors    uint64 `json:"seal_errors"` // packets not sent: no meeting key yet
+	RTCPRejected  uint64 `json:"rtcp_rejected"`
+	KeysInstalled uint64 `json:"keys_installed"`
+}
+
+// syncWriter serialises writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
 
 // KindSummary is one kind's totals.
@@ -271,8 +303,16 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "openmmr join:", err)
 		return 2
 	}
+	stdout = &syncWriter{w: stdout} // the media protection reports key changes from its own goroutine
 	log := o.log.New(stderr)
 	o.cfg.Logger = log
+	o.cfg.Media.OnChange = func(i secure.Info) {
+		if i.Mode == ctlproto.ProtectionE2EE && i.Code != "" {
+			// The security code changes with every key: participants
+			// compare it while they show the same key ID.
+			fmt.Fprintf(stdout, "end-to-end encrypted: security code %s (key %d, %d members, leader %d)\n", i.Code, i.SendKey, i.Members, i.Leader)
+		}
+	}
 	states := map[media.Kind]*kindState{}
 	o.cfg.SSRCs = map[media.Kind][]uint32{}
 	for _, k := range o.cfg.Kinds {
@@ -355,7 +395,7 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, st := range states { // the first status line's rates count from here
 		st.prev.at = time.Now()
 	}
-	fmt.Fprintf(stdout, "joined meeting %s in zone %s on MMR %s as participant %d (%v)\n", sum.Meeting, res.Zone, res.MMR.ID, res.Control.Participant, res.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "joined meeting %s in zone %s on MMR %s as participant %d (%v), media protection %s\n", sum.Meeting, res.Zone, res.MMR.ID, res.Control.Participant, res.Elapsed.Round(time.Millisecond), res.Control.MediaProtection)
 	if o.status > 0 {
 		t := time.NewTicker(o.status)
 	status:
@@ -382,6 +422,11 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		sum.Kinds[k.String()] = KindSummary{Transport: fst.Transport, Moves: fst.Moves, PacketsOut: fst.PacketsOut, BytesOut: fst.BytesOut,
 			PacketsIn: fst.PacketsIn, BytesIn: fst.BytesIn, Received: states[k].rx.summary()}
 	}
+	ms := s.Media().Stats()
+	mi := s.Media().Info()
+	sum.Protection = ProtectionSummary{Mode: mi.Mode, SecurityCode: mi.Code, KeyID: uint32(mi.SendKey), Opened: ms.RTP.Opened,
+		Rejected: ms.RTP.Rejected(), Auth: ms.RTP.Auth, Replayed: ms.RTP.Replayed + ms.RTP.TooOld, UnknownKey: ms.RTP.UnknownKey,
+		UnknownSender: ms.RTP.UnknownSender, SealErrors: ms.RTP.SealErrors, RTCPRejected: ms.RTCP.Rejected(), KeysInstalled: ms.KeysInstalled}
 	lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	_ = s.Leave(lctx)
 	cancel()
@@ -466,6 +511,12 @@ func printSummary(w io.Writer, s *Summary, kinds []media.Kind) {
 		ks := s.Kinds[k.String()]
 		fmt.Fprintf(w, "  %-7s %-3s moves %d  sent %d pkts %d B  received %d pkts %d B from %d sources, lost %d (%.2f%%), jitter %.2f ms, longest gap %.0f ms\n",
 			k, ks.Transport, ks.Moves, ks.PacketsOut, ks.BytesOut, ks.PacketsIn, ks.BytesIn, ks.Received.Sources, max(ks.Received.Lost, 0), 100*ks.Received.Loss, ks.Received.JitterMS, ks.Received.MaxGapMS)
+	}
+	p := s.Protection
+	fmt.Fprintf(w, "  media protection %s, key %d: opened %d, rejected %d (auth %d, replayed %d, unknown key %d, unknown sender %d), not sealed %d, rtcp rejected %d\n",
+		p.Mode, p.KeyID, p.Opened, p.Rejected, p.Auth, p.Replayed, p.UnknownKey, p.UnknownSender, p.SealErrors, p.RTCPRejected)
+	if p.SecurityCode != "" {
+		fmt.Fprintf(w, "  security code %s\n", p.SecurityCode)
 	}
 }
 

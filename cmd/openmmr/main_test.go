@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,7 +54,8 @@ func startEnv(t *testing.T, ttl time.Duration) *env {
 	require.NoError(t, err)
 	t.Cleanup(z.Close)
 	w, err := connecttest.StartWeb(connecttest.WebConfig{JoinSecret: joinSecret, TokenTTL: ttl,
-		Meetings: map[string]string{meetingID: "4242"}, Zones: []connect.LookupZone{z.LookupZone()}})
+		Meetings: map[string]string{meetingID: "4242"}, E2EEMeetings: map[string]string{e2eeMeetingID: "4242"},
+		Zones: []connect.LookupZone{z.LookupZone()}})
 	require.NoError(t, err)
 	t.Cleanup(w.Close)
 	return &env{zone: z, web: w}
@@ -80,10 +82,9 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
-func TestTwoJoinsSeeEachOther(t *testing.T) {
-	leaktest.Check(t)
-	e := startEnv(t, 0)
-	dir := t.TempDir()
+// twoJoins runs alice's and bob's 4 s joins of meeting at once, each
+// writing dir/NAME.json, and returns their exit codes and outputs.
+func twoJoins(e *env, dir, meeting string, extra ...string) ([]int, []*syncBuf) {
 	var wg sync.WaitGroup
 	codes := make([]int, 2)
 	outs := make([]*syncBuf, 2)
@@ -92,11 +93,19 @@ func TestTwoJoinsSeeEachOther(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			codes[i] = run(context.Background(), e.args("-name", name, "-duration", "4s", "-status", "500ms",
-				"-json", filepath.Join(dir, name+".json"), meetingID), outs[i], outs[i])
+			args := append(append([]string{"-name", name, "-duration", "4s", "-json", filepath.Join(dir, name+".json")}, extra...), meeting)
+			codes[i] = run(context.Background(), e.args(args...), outs[i], outs[i])
 		}()
 	}
 	wg.Wait()
+	return codes, outs
+}
+
+func TestTwoJoinsSeeEachOther(t *testing.T) {
+	leaktest.Check(t)
+	e := startEnv(t, 0)
+	dir := t.TempDir()
+	codes, outs := twoJoins(e, dir, meetingID, "-status", "500ms")
 	for i, name := range []string{"alice", "bob"} {
 		require.Equal(t, 0, codes[i], outs[i].String())
 		var s Summary
@@ -119,6 +128,44 @@ func TestTwoJoinsSeeEachOther(t *testing.T) {
 		require.Contains(t, outs[i].String(), "audio   udp  out")
 		require.Contains(t, outs[i].String(), "summary: meeting "+meetingID)
 	}
+}
+
+// e2eeMeetingID is created end-to-end encrypted by startEnv.
+const e2eeMeetingID = "5550002222"
+
+// TestE2EEJoinsShowOneSecurityCode: two joins of an E2EE meeting print
+// the security code, the same one for the same key, and the summary says
+// e2ee with nothing rejected.
+func TestE2EEJoinsShowOneSecurityCode(t *testing.T) {
+	leaktest.Check(t)
+	e := startEnv(t, 0)
+	dir := t.TempDir()
+	codes, outs := twoJoins(e, dir, e2eeMeetingID)
+	lines := make([]map[string]bool, 2) // "code (key N, 2 members" lines each printed
+	re := regexp.MustCompile(`end-to-end encrypted: security code (\d{5}( \d{5}){5}) \(key (\d+), 2 members`)
+	for i, name := range []string{"alice", "bob"} {
+		require.Equal(t, 0, codes[i], outs[i].String())
+		require.Contains(t, outs[i].String(), "media protection e2ee")
+		lines[i] = map[string]bool{}
+		for _, m := range re.FindAllStringSubmatch(outs[i].String(), -1) {
+			lines[i][m[1]+"/"+m[3]] = true
+		}
+		var s Summary
+		b, err := os.ReadFile(filepath.Join(dir, name+".json"))
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(b, &s))
+		require.Equal(t, "e2ee", s.Protection.Mode)
+		require.NotEmpty(t, s.Protection.SecurityCode)
+		require.Positive(t, s.Protection.Opened)
+		require.Zero(t, s.Protection.Auth+s.Protection.Replayed, "%+v", s.Protection)
+	}
+	common := 0
+	for l := range lines[0] {
+		if lines[1][l] {
+			common++
+		}
+	}
+	require.Positive(t, common, "no code printed by both for the same key: %v %v", lines[0], lines[1])
 }
 
 func TestJoinFailuresExitNonZeroWithOneLine(t *testing.T) {

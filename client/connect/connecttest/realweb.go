@@ -112,6 +112,12 @@ func (w *Web) serveReal() error {
 			return fmt.Errorf("connecttest: create meeting %s: %w", id, err)
 		}
 	}
+	for id, pass := range cfg.E2EEMeetings {
+		id, pass, e2ee := id, pass, true
+		if _, err := r.srv.CreateMeeting(ctx, web.MeetingRequest{ID: &id, Passcode: &pass, E2EE: &e2ee}); err != nil && !isExists(err) {
+			return fmt.Errorf("connecttest: create E2EE meeting %s: %w", id, err)
+		}
+	}
 	w.srv = r.srv.HTTPServer()
 	w.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{r.cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	w.done = make(chan struct{})

@@ -27,10 +27,13 @@ type WebConfig struct {
 	Port       uint16            // default ephemeral
 	JoinSecret []byte            // required
 	Meetings   map[string]string // meeting ID → passcode ("" none)
-	Zones      []connect.LookupZone
-	TokenTTL   time.Duration // default 1 h; negative: tokens already expired
-	ViaProxy   bool          // answer client.via_proxy true (contract stand-in only)
-	Tunnels    []connect.Tunnel
+	// E2EEMeetings are created end-to-end encrypted (real web tier only):
+	// their lookups say e2ee and mint tokens with the E2EE flag.
+	E2EEMeetings map[string]string // meeting ID → passcode
+	Zones        []connect.LookupZone
+	TokenTTL     time.Duration // default 1 h; negative: tokens already expired
+	ViaProxy     bool          // answer client.via_proxy true (contract stand-in only)
+	Tunnels      []connect.Tunnel
 }
 
 // Web is a running lookup server over HTTPS with a self-signed certificate.
