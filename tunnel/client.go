@@ -134,6 +134,11 @@ func (t *Tunnel) Ping(ctx context.Context) (Pong, time.Duration, error) {
 	start := time.Now()
 	resp, err := t.client.Do(req)
 	if err != nil {
+		// A cancelled request leaves its dial running in the background
+		// (net/http keeps it for a later request) until the dial timeout;
+		// this cancels dials nobody waits for any more, so a Pick that
+		// moved on leaves no connection attempt behind.
+		t.client.CloseIdleConnections()
 		return Pong{}, 0, fmt.Errorf("tunnel: ping %s: %w", t.Endpoint.URL, err)
 	}
 	defer resp.Body.Close()
