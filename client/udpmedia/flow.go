@@ -246,7 +246,11 @@ func (f *Flow) Keepalive() error {
 	if _, err := k.MarshalTo(b[:]); err != nil {
 		return err
 	}
-	return f.Send(b[:])
+	// Written directly, not through Send: a keepalive is never sealed, and
+	// passing b to Send (which may hand packets to the Protection
+	// interface) would make it escape to the heap.
+	_, err := f.conn.WriteToUDPAddrPort(b[:], f.server)
+	return err
 }
 
 // Recv reads the next packet from the router into buf, waiting until
