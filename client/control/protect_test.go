@@ -88,6 +88,7 @@ func TestE2EEWrapsRelayed(t *testing.T) {
 		a, b := clients[0].Media().Info(), clients[1].Media().Info()
 		return a.SendKey != 0 && a == b && a.Members == 2
 	}, waitLimit, 10*time.Millisecond)
-	require.NotZero(t, clients[0].Media().Stats().WrapsSent)
+	// Counted after the send returns, so possibly after bob installed it.
+	require.Eventually(t, func() bool { return clients[0].Media().Stats().WrapsSent > 0 }, waitLimit, 10*time.Millisecond)
 	require.NotEmpty(t, clients[0].Media().Info().Code)
 }
