@@ -315,14 +315,14 @@ type pageStats struct {
 	} `json:"keys"`
 	ActiveSpeaker uint64 `json:"activeSpeaker"` // of the last active-speaker event, 0 before one
 	Phase         string `json:"phase"`
-	Error       string `json:"error"`
-	ErrorCode   string `json:"errorCode"`
-	Participant uint64 `json:"participant"`
-	Transport   string `json:"transport"`
-	WTError     string `json:"wtError"`
-	Reconnects  int    `json:"reconnects"`
-	JoinedAt    int64  `json:"joinedAt"`
-	LastLeft    *struct {
+	Error         string `json:"error"`
+	ErrorCode     string `json:"errorCode"`
+	Participant   uint64 `json:"participant"`
+	Transport     string `json:"transport"`
+	WTError       string `json:"wtError"`
+	Reconnects    int    `json:"reconnects"`
+	JoinedAt      int64  `json:"joinedAt"`
+	LastLeft      *struct {
 		Participant uint64 `json:"participant"`
 		Reason      string `json:"reason"`
 	} `json:"lastLeft"`
