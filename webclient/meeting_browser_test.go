@@ -605,17 +605,32 @@ func TestBrowsersMeeting(t *testing.T) {
 // TestBrowserReconnect: every WebSocket is cut at once (as a network
 // failure would): the page says the connection is lost, resumes the same
 // participant over a new control WebSocket, rebinds its media, and the
-// other browser decodes its video again.
+// other browser decodes its video again. Mute and unmute, with the active
+// speaker: the fake microphones play a tone (toneMic), and whoever alone
+// is unmuted is highlighted as the active speaker on both pages (a page
+// that has had no active-speaker event highlights nobody).
 func TestBrowserReconnect(t *testing.T) {
 	leaktest.Check(t)
 	z := startWebZone(t, nil)
-	ann := newBrowser(t, z, "ann")
-	bob := newBrowser(t, z, "bob")
+	ann := newBrowser(t, z, "ann", toneMic(t))
+	bob := newBrowser(t, z, "bob", toneMic(t))
 	ann.join(z.meeting.Passcode, "Ann")
 	sa := ann.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	// Ann alone speaks: the server names her at once.
+	ann.waitSpeaker(sa.Participant)
+	// Bob joins muted (the mute button before joining): Ann goes on
+	// speaking, so no event comes, and his page highlights nobody.
+	require.NoError(t, bob.run(60*time.Second, chromedp.Poll[chromedp.Void](`window.openmmr && window.openmmr.state.ready === true`, chromedp.WithPollingTimeout(50*time.Second))))
+	_, err := eval[bool](bob, `(openmmr.toggle('audio'), openmmr.state.muted.audio)`)
+	require.NoError(t, err)
 	bob.join(z.meeting.Passcode, "Bob")
-	bob.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	sb := bob.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
 	bob.waitFor("Ann's video", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Video >= 10 })
+	nobody, err := bob.stats()
+	require.NoError(t, err)
+	require.Zero(t, nobody.ActiveSpeaker)
+	require.Empty(t, bob.speaking(), "no tile highlighted before an active-speaker event")
+	require.Zero(t, nobody.Sent["audio"].Frames, "Bob joined muted")
 
 	z.wc.CloseAll()
 	sa2 := ann.waitFor("resumed", pageWait, func(s pageStats) bool { return s.Phase == "joined" && s.Reconnects == 1 })
@@ -626,9 +641,13 @@ func TestBrowserReconnect(t *testing.T) {
 	bob.waitFor("Ann's video after the cut", pageWait, func(s pageStats) bool { return s.Reconnects == 1 && s.Tiles[key(sa.Participant)].Video >= was+30 })
 
 	// Mute: Ann encodes no audio (a frame or two queued in the encoder at
-	// the switch) while Bob keeps decoding her video; unmute: Bob decodes
-	// her audio again.
+	// the switch) while Bob keeps decoding her video; Bob unmutes and is
+	// the active speaker on both pages. Ann unmutes and Bob mutes: Bob
+	// decodes her audio again and she is the active speaker again.
 	require.NoError(t, ann.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
+	require.NoError(t, bob.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
+	ann.waitSpeaker(sb.Participant)
+	bob.waitSpeaker(sb.Participant)
 	am, err := ann.stats()
 	require.NoError(t, err)
 	cur, err = bob.stats()
@@ -639,8 +658,11 @@ func TestBrowserReconnect(t *testing.T) {
 	require.NoError(t, err)
 	require.LessOrEqual(t, am2.Sent["audio"].Frames, am.Sent["audio"].Frames+5, "muted audio is not encoded")
 	require.NoError(t, ann.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
+	require.NoError(t, bob.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
 	heard := cur.Tiles[key(sa.Participant)].Audio
 	bob.waitFor("Ann's audio after unmute", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Audio >= heard+50 })
+	ann.waitSpeaker(sa.Participant)
+	bob.waitSpeaker(sa.Participant)
 
 	// Share screen (the fake capture): Bob decodes the content stream in
 	// its own tile; stopping the share removes it.
