@@ -144,7 +144,9 @@ func TestKeyRingMatchesGo(t *testing.T) {
 	leaktest.Check(t)
 	z := startWebZone(t, nil)
 	b := newBrowser(t, z, "keyring")
-	s := func(id uint32) string { return hex.EncodeToString([]byte(strconv.Itoa(int(id)) + "-key-secret-0123456789abcdef-0123")[:32]) }
+	s := func(id uint32) string {
+		return hex.EncodeToString([]byte(strconv.Itoa(int(id)) + "-key-secret-0123456789abcdef-0123")[:32])
+	}
 	schedule := []ringOp{
 		{Op: "install", ID: 1, Secret: s(1), At: 0},
 		{Op: "install", ID: 2, Secret: s(2), At: 10_000},

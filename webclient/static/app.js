@@ -69,7 +69,8 @@ async function setRTCP(j) {
 
 // installKey adds a Standard-mode key ({key_id, key: hex}) to the ring.
 function installKey(mk) {
-  if (!ring || !mk || !mk.key_id || typeof mk.key !== 'string' || mk.key.length !== 64) { state.keyErrors++; return; }
+  if (!ring) return; // not in a meeting (an event of a channel being closed)
+  if (!mk || !mk.key_id || typeof mk.key !== 'string' || !/^[0-9a-f]{64}$/i.test(mk.key)) { state.keyErrors++; return; }
   try {
     ring.install({ id: mk.key_id, secret: hex.dec(mk.key) }, performance.now());
   } catch (e) {
