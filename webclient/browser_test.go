@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/http/httptest"
 	"net/netip"
@@ -206,7 +208,9 @@ func (b *browser) console() string {
 	return b.logs.String()
 }
 
-func newBrowser(t *testing.T, z *webZone, name string) *browser {
+// newBrowser starts a browser (flags as below, then extra) on the meeting's
+// page.
+func newBrowser(t *testing.T, z *webZone, name string, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	path := chromium(t)
 	exe := path
@@ -244,6 +248,7 @@ func newBrowser(t *testing.T, z *webZone, name string) *browser {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 800),
 	}
+	opts = append(opts, extra...)
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	b := &browser{t: t, name: name, logs: &bytes.Buffer{}}
 	var mu sync.Mutex
@@ -301,15 +306,23 @@ func eval[T any](b *browser, expr string) (T, error) {
 
 // pageStats is window.openmmr.stats().
 type pageStats struct {
-	Phase       string `json:"phase"`
-	Error       string `json:"error"`
-	ErrorCode   string `json:"errorCode"`
-	Participant uint64 `json:"participant"`
-	Transport   string `json:"transport"`
-	WTError     string `json:"wtError"`
-	Reconnects  int    `json:"reconnects"`
-	JoinedAt    int64  `json:"joinedAt"`
-	LastLeft    *struct {
+	// Keys: the key ID the page seals with, its live keys (install order)
+	// and the keys it refused.
+	Keys struct {
+		Send   uint32   `json:"send"`
+		Live   []uint32 `json:"live"`
+		Errors int      `json:"errors"`
+	} `json:"keys"`
+	ActiveSpeaker uint64 `json:"activeSpeaker"` // of the last active-speaker event, 0 before one
+	Phase         string `json:"phase"`
+	Error         string `json:"error"`
+	ErrorCode     string `json:"errorCode"`
+	Participant   uint64 `json:"participant"`
+	Transport     string `json:"transport"`
+	WTError       string `json:"wtError"`
+	Reconnects    int    `json:"reconnects"`
+	JoinedAt      int64  `json:"joinedAt"`
+	LastLeft      *struct {
 		Participant uint64 `json:"participant"`
 		Reason      string `json:"reason"`
 	} `json:"lastLeft"`
@@ -382,6 +395,56 @@ func (b *browser) screenshot(t *testing.T, file string) string {
 	require.NoError(t, os.WriteFile(p, png, 0o644))
 	t.Logf("screenshot: %s", p)
 	return p
+}
+
+// speaking returns the participant IDs of the tiles the page highlights
+// as the active speaker (class speaking and data-speaking), joined by
+// commas ("" for none).
+func (b *browser) speaking() string {
+	b.t.Helper()
+	s, err := eval[string](b, `[...document.querySelectorAll('.tile.speaking[data-speaking]')].map((e) => e.dataset.pid).join(',')`)
+	require.NoError(b.t, err)
+	return s
+}
+
+// waitSpeaker waits until the page highlights exactly participant p's
+// tile (and its state says so).
+func (b *browser) waitSpeaker(p uint64) {
+	b.t.Helper()
+	b.waitFor("active speaker "+strconv.FormatUint(p, 10), pageWait, func(s pageStats) bool { return s.ActiveSpeaker == p })
+	require.Eventually(b.t, func() bool { return b.speaking() == strconv.FormatUint(p, 10) }, waitLimit, 50*time.Millisecond,
+		"%s: only the tile of %d is highlighted", b.name, p)
+}
+
+// toneMic is the browser flag that makes Chromium's fake microphone play
+// a WAV file (looped) instead of its beeps: a 440 Hz sine at half of full
+// scale, which the page measures at about -15 to -30 dBov (the browser's
+// gain control lowers it), loud enough to be an active speaker (louder
+// than -50 dBov) in every interval. The beeps are not: a 20 ms beep every
+// 500 ms, whose mean over the server's 300 ms intervals sits at the
+// speaking threshold.
+func toneMic(t *testing.T) chromedp.ExecAllocatorOption {
+	const rate, seconds = 48000, 1
+	pcm := make([]byte, 2*rate*seconds)
+	for i := range rate * seconds {
+		binary.LittleEndian.PutUint16(pcm[2*i:], uint16(int16(0.5*32767*math.Sin(2*math.Pi*440*float64(i)/rate))))
+	}
+	h := make([]byte, 0, 44) // RIFF WAVE, PCM, mono, 16-bit
+	h = append(h, "RIFF"...)
+	h = binary.LittleEndian.AppendUint32(h, uint32(36+len(pcm)))
+	h = append(h, "WAVEfmt "...)
+	h = binary.LittleEndian.AppendUint32(h, 16)
+	h = binary.LittleEndian.AppendUint16(h, 1) // PCM
+	h = binary.LittleEndian.AppendUint16(h, 1) // channels
+	h = binary.LittleEndian.AppendUint32(h, rate)
+	h = binary.LittleEndian.AppendUint32(h, 2*rate) // bytes per second
+	h = binary.LittleEndian.AppendUint16(h, 2)      // block align
+	h = binary.LittleEndian.AppendUint16(h, 16)     // bits per sample
+	h = append(h, "data"...)
+	h = binary.LittleEndian.AppendUint32(h, uint32(len(pcm)))
+	p := filepath.Join(t.TempDir(), "tone.wav")
+	require.NoError(t, os.WriteFile(p, append(h, pcm...), 0o644))
+	return chromedp.Flag("use-file-for-fake-audio-capture", p)
 }
 
 // vectors reads the protect test vectors from docs/PROTOCOL.md.

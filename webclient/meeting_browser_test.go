@@ -22,6 +22,7 @@ import (
 	"github.com/openmmr/mmr/internal/leaktest"
 	"github.com/openmmr/mmr/media"
 	"github.com/openmmr/mmr/protect"
+	"github.com/openmmr/mmr/protect/keys"
 	"github.com/openmmr/mmr/stats"
 	"github.com/openmmr/mmr/tlsutil"
 	"github.com/openmmr/mmr/wire"
@@ -32,16 +33,23 @@ import (
 const pageWait = 90 * time.Second
 
 // native is a Go participant: control over TLS (client/control), UDP
-// media flows (client/udpmedia), SRTP opened with protect/ and the web
-// client's development meeting key.
+// media flows (client/udpmedia), SRTP sealed and opened with protect/
+// under the meeting keys of its own joined and media-key events, handled
+// by keys.Ring (nativeKeys).
 type native struct {
 	c      *ctlclient.Client
+	keys   *nativeKeys
 	flows  map[media.Kind]*udpmedia.Flow
 	mu     sync.Mutex
 	owners map[uint32]uint64 // SSRC -> participant, from the roster and events
 	opened map[uint64]map[media.Kind]int
-	wg     sync.WaitGroup
-	relay  *relay // re-sends one browser's media as the native's own, or nil
+	// leveled counts the audio packets of each participant that carried
+	// the audio level (RFC 6464, ID wire.AudioLevelExtID); loudest is the
+	// lowest level seen (0 loudest, 127 silence).
+	leveled map[uint64]int
+	loudest map[uint64]uint8
+	wg      sync.WaitGroup
+	relay   *relay // re-sends one browser's media as the native's own, or nil
 	// rtcp: the SRTCP contexts of its flows (client side), from joined's
 	// rtcp_secret: RTCP is SRTCP between each client and the router.
 	rtcp   map[media.Kind]*protect.RTCPFlow
@@ -52,12 +60,14 @@ type native struct {
 // would be one: it takes one browser's decrypted Opus packets and VP8
 // frames (depacketized with pion's RFC 7741 code), packetizes the frames
 // anew with pion's VP8 payloader (1,100-byte payloads), seals everything
-// under its own participant ID and SSRCs with protect.Sealer and the
-// development key, and sends it on its own UDP flows. Keyframe requests
-// for its video are passed on to the browser it relays.
+// under its own participant ID and SSRCs with its protect.Sealer (the
+// ring's send key), and sends it on its own UDP flows. Its audio carries
+// a loud audio level (level, -dBov) so that it becomes the active
+// speaker. Keyframe requests for its video are passed on to the browser
+// it relays.
 type relay struct {
 	from     uint64
-	sealer   *protect.Sealer
+	level    uint8
 	ssrc     map[media.Kind]uint32
 	seq      map[media.Kind]uint16
 	vp8      codecs.VP8Payloader
@@ -73,9 +83,12 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 	lk := lookupHTTP(t, z, name)
 	tc, err := tlsutil.PinnedClientConfig(z.fp)
 	require.NoError(t, err)
-	n := &native{flows: map[media.Kind]*udpmedia.Flow{}, owners: map[uint32]uint64{}, opened: map[uint64]map[media.Kind]int{}}
+	n := &native{flows: map[media.Kind]*udpmedia.Flow{}, owners: map[uint32]uint64{}, opened: map[uint64]map[media.Kind]int{},
+		leveled: map[uint64]int{}, loudest: map[uint64]uint8{}, keys: newNativeKeys(t)}
 	n.c, err = ctlclient.Dial(ctxT(t), z.ctl.Addr().String(), ctlclient.Config{TLS: tc, Logger: quietLogger(), OnEvent: func(m proto.Message) {
 		switch e := m.(type) {
+		case *proto.MediaKey:
+			n.keys.add(e)
 		case *proto.StreamAdded:
 			n.own(e.Participant, e.SSRCs)
 		case *proto.ParticipantJoined:
@@ -88,6 +101,9 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 	t.Cleanup(func() { n.c.Close() })
 	j, err := n.c.Join(ctxT(t), z.meeting.ID, lk, name)
 	require.NoError(t, err)
+	require.Equal(t, proto.ProtectionStandard, j.MediaProtection)
+	require.NotNil(t, j.MediaKey)
+	n.keys.start(j.Participant, j.MediaKey)
 	for _, r := range j.Roster {
 		for _, s := range r.Streams {
 			n.own(r.ID, s.SSRCs)
@@ -102,11 +118,14 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 		n.rtcp[k], err = protect.NewRTCPFlow(secret, j.Participant, k, protect.ClientSide, 0)
 		require.NoError(t, err)
 	}
-	op, err := protect.NewOpener(protect.OpenerConfig{})
-	require.NoError(t, err)
-	require.NoError(t, op.AddKey(DevMeetingKey(z.meeting.ID)))
+	op := n.keys.opener
 	var opMu sync.Mutex
 	stopKA := make(chan struct{})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.keys.run(stopKA)
+	}()
 	for _, k := range []media.Kind{media.Audio, media.Video} {
 		f, err := udpmedia.Dial(ctxT(t), z.rt.UDPAddrs()[0], k, tok)
 		require.NoError(t, err)
@@ -160,6 +179,11 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 				}
 				n.mu.Lock()
 				p, ok := n.owners[h.SSRC]
+				if lv := h.GetExtension(wire.AudioLevelExtID); ok && k == media.Audio && len(lv) == 1 {
+					if n.leveled[p]++; n.leveled[p] == 1 || lv[0]&0x7f < n.loudest[p] {
+						n.loudest[p] = lv[0] & 0x7f
+					}
+				}
 				n.mu.Unlock()
 				if !ok {
 					continue
@@ -195,13 +219,11 @@ func joinNative(t *testing.T, z *webZone, name string) *native {
 }
 
 // startRelay publishes the native's own audio and video SSRCs and relays
-// participant from (see relay).
-func (n *native) startRelay(t *testing.T, z *webZone, from uint64) {
+// participant from (see relay) with audio level 10 (-10 dBov: loud).
+func (n *native) startRelay(t *testing.T, from uint64) {
 	t.Helper()
-	j := n.c.Joined()
-	rl := &relay{from: from, sealer: protect.NewSealer(j.Participant, 4), vp8: codecs.VP8Payloader{EnablePictureID: true},
+	rl := &relay{from: from, level: 10, vp8: codecs.VP8Payloader{EnablePictureID: true},
 		ssrc: map[media.Kind]uint32{media.Audio: 0x0a0a0a0a, media.Video: 0x0b0b0b0b}, seq: map[media.Kind]uint16{}, sent: map[media.Kind]int{}}
-	require.NoError(t, rl.sealer.SetKey(DevMeetingKey(z.meeting.ID)))
 	require.NoError(t, n.c.Publish(ctxT(t), media.Audio, rl.ssrc[media.Audio]))
 	require.NoError(t, n.c.Publish(ctxT(t), media.Video, rl.ssrc[media.Video]))
 	n.mu.Lock()
@@ -250,11 +272,18 @@ func (rl *relay) send(n *native, k media.Kind, ts uint32, marker bool, payload [
 	}
 	rl.seq[k]++
 	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, Marker: marker, SequenceNumber: rl.seq[k], Timestamp: ts, SSRC: rl.ssrc[k]}, Payload: payload}
+	if k == media.Audio {
+		// RFC 6464 client-to-mixer level, one-byte header (RFC 8285).
+		p.Header.Extension, p.Header.ExtensionProfile = true, 0xBEDE
+		if p.Header.SetExtension(wire.AudioLevelExtID, []byte{rl.level}) != nil {
+			return
+		}
+	}
 	b, err := p.Marshal()
 	if err != nil {
 		return
 	}
-	sealed, err := rl.sealer.Seal(nil, b)
+	sealed, err := n.keys.sealer.Seal(nil, b)
 	if err != nil {
 		return
 	}
@@ -298,6 +327,115 @@ func (n *native) decrypted(p uint64, k media.Kind) int {
 	return n.opened[p][k]
 }
 
+// levels returns how many audio packets of participant p carried an
+// audio level and the loudest level among them.
+func (n *native) levels(p uint64) (int, uint8) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.leveled[p], n.loudest[p]
+}
+
+// nativeKeys is a native client's key handling: the meeting keys of its
+// joined reply and of every media-key event go into a keys.Ring, whose
+// actions drive its protect.Sealer and Opener, and run advances the ring
+// at its deadlines. A media-key event that arrives before the joined key
+// is installed (the control client delivers events on its own goroutine)
+// waits for it, so the keys go in in the server's order.
+type nativeKeys struct {
+	t      *testing.T
+	opener *protect.Opener
+	wake   chan struct{}
+
+	mu      sync.Mutex
+	ring    *keys.Ring
+	sealer  *protect.Sealer // nil until start
+	pending []protect.MeetingKey
+	errs    []error
+}
+
+func newNativeKeys(t *testing.T) *nativeKeys {
+	op, err := protect.NewOpener(protect.OpenerConfig{})
+	require.NoError(t, err)
+	return &nativeKeys{t: t, opener: op, wake: make(chan struct{}, 1), ring: keys.NewRing(keys.RingConfig{})}
+}
+
+// start installs joined's key (the first: sealed with at once) and any
+// key that came before it.
+func (k *nativeKeys) start(participant uint64, first *proto.MediaKey) {
+	mk, err := keys.MediaKey{KeyID: first.KeyID, Key: first.Key}.MeetingKey()
+	require.NoError(k.t, err)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.sealer = protect.NewSealer(participant, 4)
+	for _, m := range append([]protect.MeetingKey{mk}, k.pending...) {
+		k.installLocked(m)
+	}
+	k.pending = nil
+}
+
+// add handles a media-key event.
+func (k *nativeKeys) add(e *proto.MediaKey) {
+	mk, err := keys.MediaKey{KeyID: e.KeyID, Key: e.Key}.MeetingKey()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case err != nil:
+		k.errs = append(k.errs, err)
+	case k.sealer == nil:
+		k.pending = append(k.pending, mk)
+	default:
+		k.installLocked(mk)
+	}
+}
+
+func (k *nativeKeys) installLocked(mk protect.MeetingKey) {
+	acts, err := k.ring.Install(mk, time.Now())
+	if err == nil {
+		err = keys.Apply(acts, k.sealer, k.opener)
+	}
+	if err != nil {
+		k.errs = append(k.errs, err)
+	}
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run advances the ring at its deadlines until stop is closed.
+func (k *nativeKeys) run(stop <-chan struct{}) {
+	for {
+		k.mu.Lock()
+		d := k.ring.Deadline()
+		k.mu.Unlock()
+		wait := time.Hour
+		if !d.IsZero() {
+			wait = time.Until(d)
+		}
+		tm := time.NewTimer(wait)
+		select {
+		case <-stop:
+			tm.Stop()
+			return
+		case <-k.wake:
+			tm.Stop()
+		case <-tm.C:
+			k.mu.Lock()
+			if err := keys.Apply(k.ring.Advance(time.Now()), k.sealer, k.opener); err != nil {
+				k.errs = append(k.errs, err)
+			}
+			k.mu.Unlock()
+		}
+	}
+}
+
+// sendKey returns the key ID the native seals with and its errors so far.
+func (k *nativeKeys) sendKey() (protect.KeyID, []error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.ring.SendKey(), append([]error(nil), k.errs...)
+}
+
 // lookupHTTP does the web tier lookup a native client does and returns
 // the join token.
 func lookupHTTP(t *testing.T, z *webZone, name string) string {
@@ -327,10 +465,14 @@ func key(p uint64) string { return strconv.FormatUint(p, 10) }
 // in one meeting over the real zone. Each browser decodes the other's
 // video (frames counted, canvas not blank) and audio (decoded frames
 // counted); the native participant decrypts both browsers' audio and video
-// with protect/ and the development key. A screenshot of three
-// participants is saved. A reloaded page rejoins (resume, same
-// participant) within 3 s and its media flows again; a closed browser is
-// seen leaving.
+// with protect/ under the meeting keys of its own joined and media-key
+// events (keys.Ring), and the pages follow the same keys through the
+// re-keys of every join and leave. The browsers' audio carries audio
+// levels; the native's loud audio level makes it the active speaker, whose
+// tile both pages highlight. A screenshot of three participants is saved.
+// A reloaded page rejoins (resume, same participant) within 3 s and its
+// media flows again; a closed browser is seen leaving, and the re-key of
+// its leave is followed by the others.
 func TestBrowsersMeeting(t *testing.T) {
 	leaktest.Check(t)
 	z := startWebZone(t, nil)
@@ -369,12 +511,44 @@ func TestBrowsersMeeting(t *testing.T) {
 	}
 	// Native to browser: the native participant sends Opus and VP8
 	// (packetized by pion, sealed by protect/) and Bob decodes both.
-	nat.startRelay(t, z, sa.Participant)
+	nat.startRelay(t, sa.Participant)
 	np := nat.c.Joined().Participant
 	bob.waitFor("the native participant's video and audio decoded", pageWait, func(s pageStats) bool { return decodes(s, np) })
 	px, err := eval[map[string]float64](bob, `openmmr.pixels(`+key(np)+`)`)
 	require.NoError(t, err)
 	require.Greater(t, px["std"], 5.0, "bob: the native's video is not blank: %v", px)
+
+	// Every audio packet of the pages carries an audio level (the fake
+	// microphone's beeps: loud at each beep, silence between).
+	for _, p := range []uint64{sa.Participant, sb.Participant} {
+		n, loudest := nat.levels(p)
+		t.Logf("participant %d: %d audio packets with a level, loudest %d -dBov", p, n, loudest)
+		require.GreaterOrEqual(t, n, 20, "audio levels of participant %d", p)
+		require.Less(t, loudest, uint8(60), "the beeps are measured loud")
+	}
+	// The native's audio at -10 dBov is louder than the beeps by far: the
+	// server names it the active speaker and both pages highlight its tile
+	// (and only it).
+	ann.waitSpeaker(np)
+	bob.waitSpeaker(np)
+
+	// Keys: all seal under the same meeting key, a later one than after
+	// (the joins and leaves re-key), and no key was refused; alone: the
+	// older keys were dropped (3 s after the switch).
+	sameKey := func(what string, after uint32, alone bool, bs ...*browser) uint32 {
+		var k protect.KeyID
+		for _, b := range bs {
+			b.waitFor(what, pageWait, func(s pageStats) bool {
+				var errs []error
+				k, errs = nat.keys.sendKey()
+				require.Empty(t, errs)
+				return uint32(k) > after && s.Keys.Send == uint32(k) && (!alone || len(s.Keys.Live) == 1) && s.Keys.Errors == 0
+			})
+		}
+		return uint32(k)
+	}
+	k1 := sameKey("the native's send key, later than the first, alone live", 1, true, ann, bob)
+	t.Logf("after the joins: key %d", k1)
 
 	ann.waitFor("three participants", pageWait, func(s pageStats) bool { return len(s.Tiles) == 2 })
 	ann.screenshot(t, "meeting-three-participants.png")
@@ -399,6 +573,18 @@ func TestBrowsersMeeting(t *testing.T) {
 	gone := ann.waitFor("Bob left", pageWait, func(s pageStats) bool { _, ok := s.Tiles[key(sb.Participant)]; return !ok })
 	require.NotNil(t, gone.LastLeft)
 	require.Equal(t, "timeout", gone.LastLeft.Reason, "a closed browser leaves when its grace period ends")
+	// His leave re-keyed the meeting: Ann and the native switch to the new
+	// key (Bob never got it) and still exchange media under it.
+	k2 := sameKey("the key after Bob's leave", k1, false, ann)
+	t.Logf("after the leave: key %d", k2)
+	natA, natV := nat.decrypted(sa.Participant, media.Audio), nat.decrypted(sa.Participant, media.Video)
+	cur, err = ann.stats()
+	require.NoError(t, err)
+	heard := cur.Tiles[key(np)].Audio
+	ann.waitFor("the native's audio under the new key", pageWait, func(s pageStats) bool { return s.Tiles[key(np)].Audio >= heard+50 })
+	require.Eventually(t, func() bool {
+		return nat.decrypted(sa.Participant, media.Audio) >= natA+20 && nat.decrypted(sa.Participant, media.Video) >= natV+20
+	}, pageWait, 100*time.Millisecond, "the native decrypts Ann's media under the new key")
 	// RTCP was SRTCP end to end: the pages' PLIs opened at the router and
 	// the copies at their destinations (the native's included).
 	st := z.rt.Stats()
@@ -419,17 +605,32 @@ func TestBrowsersMeeting(t *testing.T) {
 // TestBrowserReconnect: every WebSocket is cut at once (as a network
 // failure would): the page says the connection is lost, resumes the same
 // participant over a new control WebSocket, rebinds its media, and the
-// other browser decodes its video again.
+// other browser decodes its video again. Mute and unmute, with the active
+// speaker: the fake microphones play a tone (toneMic), and whoever alone
+// is unmuted is highlighted as the active speaker on both pages (a page
+// that has had no active-speaker event highlights nobody).
 func TestBrowserReconnect(t *testing.T) {
 	leaktest.Check(t)
 	z := startWebZone(t, nil)
-	ann := newBrowser(t, z, "ann")
-	bob := newBrowser(t, z, "bob")
+	ann := newBrowser(t, z, "ann", toneMic(t))
+	bob := newBrowser(t, z, "bob", toneMic(t))
 	ann.join(z.meeting.Passcode, "Ann")
 	sa := ann.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	// Ann alone speaks: the server names her at once.
+	ann.waitSpeaker(sa.Participant)
+	// Bob joins muted (the mute button before joining): Ann goes on
+	// speaking, so no event comes, and his page highlights nobody.
+	require.NoError(t, bob.run(60*time.Second, chromedp.Poll[chromedp.Void](`window.openmmr && window.openmmr.state.ready === true`, chromedp.WithPollingTimeout(50*time.Second))))
+	_, err := eval[bool](bob, `(openmmr.toggle('audio'), openmmr.state.muted.audio)`)
+	require.NoError(t, err)
 	bob.join(z.meeting.Passcode, "Bob")
-	bob.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
+	sb := bob.waitFor("joined", pageWait, func(s pageStats) bool { return s.Phase == "joined" })
 	bob.waitFor("Ann's video", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Video >= 10 })
+	nobody, err := bob.stats()
+	require.NoError(t, err)
+	require.Zero(t, nobody.ActiveSpeaker)
+	require.Empty(t, bob.speaking(), "no tile highlighted before an active-speaker event")
+	require.Zero(t, nobody.Sent["audio"].Frames, "Bob joined muted")
 
 	z.wc.CloseAll()
 	sa2 := ann.waitFor("resumed", pageWait, func(s pageStats) bool { return s.Phase == "joined" && s.Reconnects == 1 })
@@ -440,9 +641,13 @@ func TestBrowserReconnect(t *testing.T) {
 	bob.waitFor("Ann's video after the cut", pageWait, func(s pageStats) bool { return s.Reconnects == 1 && s.Tiles[key(sa.Participant)].Video >= was+30 })
 
 	// Mute: Ann encodes no audio (a frame or two queued in the encoder at
-	// the switch) while Bob keeps decoding her video; unmute: Bob decodes
-	// her audio again.
+	// the switch) while Bob keeps decoding her video; Bob unmutes and is
+	// the active speaker on both pages. Ann unmutes and Bob mutes: Bob
+	// decodes her audio again and she is the active speaker again.
 	require.NoError(t, ann.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
+	require.NoError(t, bob.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
+	ann.waitSpeaker(sb.Participant)
+	bob.waitSpeaker(sb.Participant)
 	am, err := ann.stats()
 	require.NoError(t, err)
 	cur, err = bob.stats()
@@ -453,8 +658,11 @@ func TestBrowserReconnect(t *testing.T) {
 	require.NoError(t, err)
 	require.LessOrEqual(t, am2.Sent["audio"].Frames, am.Sent["audio"].Frames+5, "muted audio is not encoded")
 	require.NoError(t, ann.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
+	require.NoError(t, bob.run(30*time.Second, chromedp.Click(chromedp.CSS(`#mute-audio`))))
 	heard := cur.Tiles[key(sa.Participant)].Audio
 	bob.waitFor("Ann's audio after unmute", pageWait, func(s pageStats) bool { return s.Tiles[key(sa.Participant)].Audio >= heard+50 })
+	ann.waitSpeaker(sa.Participant)
+	bob.waitSpeaker(sa.Participant)
 
 	// Share screen (the fake capture): Bob decodes the content stream in
 	// its own tile; stopping the share removes it.

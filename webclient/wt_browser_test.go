@@ -48,7 +48,7 @@ func TestBrowsersWebTransport(t *testing.T) {
 	sa := joinedOver(ann, "webtransport")
 	sb := joinedOver(bob, "webtransport")
 	nat := joinNative(t, z, "Native")
-	nat.startRelay(t, z, sa.Participant)
+	nat.startRelay(t, sa.Participant)
 	np := nat.c.Joined().Participant
 	threeWay(t, ann, bob, nat, sa.Participant, sb.Participant, np)
 	in, out := z.wt.Datagrams()

@@ -6,7 +6,8 @@
 
 import { Control, ControlError } from './control.js';
 import { Link, VideoSender, AudioSender, VideoReceiver, AudioReceiver } from './media.js';
-import { SendStream, RTCPFlow, DEV_KEY_ID, devMeetingKey, hex } from './srtp.js';
+import { SendStream, RTCPFlow, hex } from './srtp.js';
+import { KeyRing } from './keyring.js';
 import { WTLink, webTransportURL } from './wt.js';
 import * as rtp from './rtp.js';
 
@@ -24,7 +25,14 @@ const LOOKUP_ERRORS = {
   'locked-out': 'Too many wrong attempts: try again later.',
   'rate-limited': 'Too many attempts: try again in a moment.',
 };
+// E2EE_REFUSED: the web client does not join end-to-end encrypted meetings
+// (it would have to hold an X25519 key pair and take part in the E2EE key
+// schedule; docs/PROTOCOL.md "Web client").
+const E2EE_REFUSED = 'This meeting is end-to-end encrypted: join it with the openmmr app.';
 const JOIN_ERRORS = {
+  'e2ee': E2EE_REFUSED,
+  'public-key-required': E2EE_REFUSED,
+  'e2ee-no-viewers': E2EE_REFUSED,
   'meeting-full': 'The meeting is full.',
   'server-full': 'The server is full: try again later.',
   'token-expired': 'Your admission expired: join again.',
@@ -38,8 +46,14 @@ const state = {
   links: {}, senders: {}, receivers: new Map(), // ssrc -> receiver
   ssrcOwner: new Map(), // ssrc -> {participant, kind}
   muted: { audio: false, video: false }, sharing: false, reconnects: 0, joinedAt: 0,
+  activeSpeaker: 0, // participant ID of the last active-speaker event (0: none yet)
+  keyErrors: 0, // media keys refused (malformed, or a live ID with another secret)
 };
-let control = null, joined = null, localStream = null, shareStream = null, audioCtx = null, meetingKey = null, leaving = false;
+let control = null, joined = null, localStream = null, shareStream = null, audioCtx = null, leaving = false;
+// ring: the live meeting keys (keyring.js: keys.Ring's rules), from
+// joined.media_key, every media-key event and resumed.media_key; one per
+// join, kept across resumes. keyTimer runs ring.advance at its deadline.
+let ring = null, keyTimer = 0;
 // rtcp: the SRTCP contexts of this participant's flows, per kind, from
 // joined.rtcp_secret (docs/PROTOCOL.md "SRTCP transform"); new with every
 // joined and resumed (the router switches at once).
@@ -51,6 +65,48 @@ async function setRTCP(j) {
   const flows = {};
   for (const [k, n] of Object.entries(KIND_NUM)) flows[k] = await RTCPFlow.create(secret, j.participant, n);
   rtcp = flows;
+}
+
+// installKey adds a Standard-mode key ({key_id, key: hex}) to the ring.
+function installKey(mk) {
+  if (!ring) return; // not in a meeting (an event of a channel being closed)
+  if (!mk || !mk.key_id || typeof mk.key !== 'string' || !/^[0-9a-f]{64}$/i.test(mk.key)) { state.keyErrors++; return; }
+  try {
+    ring.install({ id: mk.key_id, secret: hex.dec(mk.key) }, performance.now());
+  } catch (e) {
+    state.keyErrors++; console.warn('openmmr: media key refused:', e.message);
+  }
+  advanceKeys();
+  showSecurity();
+}
+
+// advanceKeys performs what the ring has due and waits for its next deadline.
+function advanceKeys() {
+  clearTimeout(keyTimer); keyTimer = 0;
+  if (!ring) return;
+  ring.advance(performance.now());
+  const d = ring.deadline();
+  if (d !== null) keyTimer = setTimeout(() => { advanceKeys(); showSecurity(); }, Math.max(0, d - performance.now()) + 1);
+}
+
+// showSecurity: the header badge says the media is encrypted and under
+// which key ID the page sends (Standard mode: the server makes the keys).
+function showSecurity() {
+  const el = $('security'), k = ring && ring.sendKey();
+  el.hidden = !k;
+  if (!k) return;
+  el.textContent = 'encrypted · key ' + k.id;
+  el.dataset.keyId = String(k.id);
+}
+
+// checkProtection refuses a meeting the page cannot protect (E2EE, or a
+// mode it does not know): it leaves and says why.
+async function checkProtection(c, j) {
+  if (j.media_protection === 'standard' && j.media_key) return;
+  await c.request('leave', {}, 3000).catch(() => {});
+  c.close();
+  if (j.media_protection === 'e2ee') throw new ControlError('e2ee', E2EE_REFUSED);
+  throw new ControlError('protection', 'This meeting uses a media protection the web client does not know (' + j.media_protection + ').');
 }
 
 function status(text, bad) { const s = $('status'); s.textContent = text; s.className = bad ? 'bad' : ''; }
@@ -129,6 +185,7 @@ async function join() {
   state.phase = 'joining'; state.error = '';
   status('Looking the meeting up…');
   const lk = await lookup(meeting, $('passcode').value, name);
+  if (lk.meeting && lk.meeting.e2ee) throw new ControlError('e2ee', E2EE_REFUSED); // before any connection
   status('Connecting…');
   await connect({ meeting: lk.meeting.id, token: lk.join_token, name });
 }
@@ -146,18 +203,19 @@ async function openControl() {
 // connect joins with a token (from the lookup) or resumes a stored session.
 async function connect({ meeting, token, name, resume }) {
   state.meeting = meeting; state.name = name; leaving = false;
-  meetingKey = await devMeetingKey(meeting); // PLACEHOLDER until joined.media_key exists (issue 10)
   const c = await openControl();
   let r;
   try {
     r = resume ? await c.request('resume', { participant: resume.participant, credential: resume.credential })
       : await c.request('join', { meeting, token, name });
   } catch (e) { c.close(); throw e; }
+  await checkProtection(c, r.body);
   control = c; joined = r.body;
+  ring = new KeyRing(); state.keyErrors = 0;
+  installKey(joined.media_key); // the first key: sealed with at once
   state.participant = joined.participant; state.role = joined.role;
   await setRTCP(joined);
   saveSession();
-  $('security').hidden = false;
   show('meeting-view');
   state.roster.clear(); state.ssrcOwner.clear();
   for (const e of joined.roster || []) addParticipant(e);
@@ -236,7 +294,7 @@ async function startSending() {
 
 async function startSender(kind, track) {
   const ssrc = randSSRC();
-  const ss = await SendStream.create(DEV_KEY_ID, meetingKey, state.participant, ssrc);
+  const ss = new SendStream(state.participant, ssrc, () => ring && ring.sendKey());
   const linkKind = kind === 'content' ? 'content' : kind;
   const s = kind === 'audio' ? new AudioSender(track, () => state.links[linkKind], ssrc, ss)
     : new VideoSender(track, () => state.links[linkKind], ssrc, ss, { bitrate: kind === 'content' ? 1200000 : 800000 });
@@ -282,16 +340,15 @@ function onPacket(cls, b, link) {
 function makeReceiver(pid, ssrc, kind) {
   const t = tile(pid);
   let r;
-  if (kind === 'audio') r = new AudioReceiver(pid, ssrc, audioCtx);
+  if (kind === 'audio') r = new AudioReceiver(pid, ssrc, ring, audioCtx);
   else {
     const canvas = kind === 'content' ? t.content() : t.canvas;
-    r = new VideoReceiver(pid, ssrc, canvas, (media) => {
+    r = new VideoReceiver(pid, ssrc, ring, canvas, (media) => {
       const l = state.links[kind], f = rtcp && rtcp[kind];
       if (l && f) f.seal(rtp.pli(state.senders.video ? state.senders.video.ssrc : 1, media)).then((p) => l.send(p)); // SRTCP to the router
     });
   }
   r.kind = kind;
-  r.open.addKey(DEV_KEY_ID, meetingKey);
   state.receivers.set(ssrc, r);
   return r;
 }
@@ -331,6 +388,7 @@ function removeParticipant(pid) {
   const el = document.querySelector(`.tile[data-pid="${pid}"]`);
   if (el) el.remove();
   state.tiles.delete(pid);
+  if (state.activeSpeaker === pid) state.activeSpeaker = 0; // who speaks next is the next event's
 }
 
 function onEvent(type, b) {
@@ -340,6 +398,26 @@ function onEvent(type, b) {
     case 'stream-added': addStreams(b.participant, b.kind, b.ssrcs); break;
     case 'stream-removed': removeStreams(b.participant, b.kind, b.ssrcs); break;
     case 'meeting-ended': endMeeting('ended', 'The host ended the meeting.'); break;
+    case 'media-key': installKey(b); break;
+    case 'active-speaker': setSpeaker(b.participant); break;
+  }
+}
+
+// setSpeaker highlights the active speaker's tile (class speaking,
+// data-speaking) and no other; an unknown participant is ignored
+// (docs/PROTOCOL.md "Active speaker"). Nothing is highlighted before the
+// first event.
+function setSpeaker(pid) {
+  if (pid !== state.participant && !state.roster.has(pid)) return;
+  state.activeSpeaker = pid;
+  showSpeaker();
+}
+
+function showSpeaker() {
+  for (const [id, t] of state.tiles) {
+    const on = id === state.activeSpeaker;
+    t.el.classList.toggle('speaking', on);
+    if (on) t.el.dataset.speaking = '1'; else delete t.el.dataset.speaking;
   }
 }
 
@@ -408,7 +486,9 @@ async function reconnect() {
     try {
       const c = await openControl();
       const r = await c.request('resume', { participant: joined.participant, credential: joined.resume });
+      await checkProtection(c, r.body);
       control = c; joined = r.body; saveSession();
+      installKey(joined.media_key); // the keys stay; this is the current one (new if it changed in the gap)
       await setRTCP(joined);
       // Diff the roster: events of the gap are not replayed.
       const now = new Set((joined.roster || []).map((e) => e.id));
@@ -423,6 +503,7 @@ async function reconnect() {
       return;
     } catch (e) {
       if (e instanceof ControlError && e.code === 'resume-failed') break;
+      if (e instanceof ControlError && (e.code === 'e2ee' || e.code === 'protection')) { endMeeting('error', e.message); return; }
       await new Promise((r) => setTimeout(r, wait));
     }
   }
@@ -438,6 +519,8 @@ function teardown() {
   state.receivers.clear();
   if (control) control.close();
   control = null;
+  clearTimeout(keyTimer); keyTimer = 0; ring = null; state.activeSpeaker = 0;
+  $('security').hidden = true;
   $('tiles').replaceChildren(); state.tiles.clear(); state.roster.clear();
   if (shareStream) { shareStream.getTracks().forEach((t) => t.stop()); shareStream = null; state.sharing = false; }
   sessionStorage.removeItem(SESSION_KEY);
@@ -500,7 +583,8 @@ window.openmmr = {
     for (const [k, s] of Object.entries(state.senders)) sent[k] = { ssrc: s.ssrc, frames: s.frames };
     const links = {};
     for (const [k, l] of Object.entries(state.links)) links[k] = { sent: l.sent, received: l.received, transport: l.transport, bindMs: l.bindMs || 0 };
-    return { phase: state.phase, error: state.error, errorCode: state.errorCode || '', participant: state.participant, transport: state.transport,
+    const keys = { send: ring && ring.sendKey() ? ring.sendKey().id : 0, live: ring ? ring.live() : [], errors: state.keyErrors || 0 };
+    return { keys, activeSpeaker: state.activeSpeaker || 0, phase: state.phase, error: state.error, errorCode: state.errorCode || '', participant: state.participant, transport: state.transport,
       wtError: state.wtError || '', reconnects: state.reconnects, joinedAt: state.joinedAt, lastLeft: state.lastLeft || null, tiles, sent, links, unknownSSRC: state.unknownSSRC || 0 };
   },
   // pixels: mean and standard deviation of the luma of a tile's canvas (a

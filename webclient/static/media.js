@@ -112,19 +112,26 @@ export class VideoSender {
   stop() { this.stopped = true; try { this.reader.cancel(); } catch {} try { this.enc.close(); } catch {} }
 }
 
-// AudioSender encodes an audio track as Opus, one 20 ms frame per packet.
+// AudioSender encodes an audio track as Opus, one 20 ms frame per packet,
+// each packet carrying the audio level of its frame (RFC 6464, header
+// extension ID 1; docs/PROTOCOL.md RTP "Audio level"): the RMS of the
+// captured samples the frame was encoded from, in -dBov. The router reads
+// it to pick the active speaker.
 export class AudioSender {
   constructor(track, getLink, ssrc, stream) {
     this.track = track; this.getLink = getLink; this.ssrc = ssrc; this.stream = stream;
     this.pz = new rtp.Packetizer(ssrc, rtp.PT_OPUS, 48000);
     this.serial = new Serial(); this.paused = false; this.frames = 0; this.stopped = false;
+    this.energy = []; // {start, end (µs), sumSq, n} of captured frames not yet encoded
+    this.level = 127; // of the last packet sent
   }
   start() {
     this.enc = new AudioEncoder({
       output: (chunk) => {
         const data = new Uint8Array(chunk.byteLength); chunk.copyTo(data);
         this.frames++;
-        const pkts = this.pz.opus(data, chunk.timestamp);
+        this.level = this.levelOf(chunk.timestamp, chunk.timestamp + (chunk.duration || 20000));
+        const pkts = this.pz.opus(data, chunk.timestamp, this.level);
         this.serial.run(async () => { for (const p of pkts) { const link = this.getLink(); if (link) link.send(await this.stream.seal(p)); } });
       },
       error: (e) => { console.warn('openmmr: audio encoder', e); this.configured = false; },
@@ -133,16 +140,36 @@ export class AudioSender {
     this.reader = proc.readable.getReader();
     this.loop();
   }
+  // measure records the energy of a captured frame (first channel).
+  measure(data) {
+    const n = data.numberOfFrames;
+    if (!this.buf || this.buf.length < n) this.buf = new Float32Array(n);
+    const ch = this.buf.subarray(0, n);
+    data.copyTo(ch, { planeIndex: 0, format: 'f32-planar' });
+    let sumSq = 0;
+    for (let i = 0; i < n; i++) sumSq += ch[i] * ch[i];
+    this.energy.push({ start: data.timestamp, end: data.timestamp + data.duration, sumSq, n });
+    if (this.energy.length > 50) this.energy.shift(); // the encoder holds a frame or two, never a second
+  }
+  // levelOf returns the level of the captured audio in [start, end) (µs)
+  // and forgets what ends by then; the previous level if none is known.
+  levelOf(start, end) {
+    let sumSq = 0, n = 0;
+    for (const e of this.energy) if (e.end > start && e.start < end) { sumSq += e.sumSq; n += e.n; }
+    this.energy = this.energy.filter((e) => e.end > end);
+    return n ? rtp.audioLevel(sumSq, n) : this.level;
+  }
   async loop() {
     for (;;) {
       const { value: data, done } = await this.reader.read().catch(() => ({ done: true }));
       if (done || this.stopped) { if (data) data.close(); return; }
       try {
-        if (this.paused || this.enc.state === 'closed') continue;
+        if (this.paused || this.enc.state === 'closed') { this.energy = []; continue; }
         if (!this.configured) {
           this.enc.configure({ codec: 'opus', sampleRate: data.sampleRate, numberOfChannels: data.numberOfChannels, bitrate: 32000 });
           this.configured = true;
         }
+        this.measure(data);
         this.enc.encode(data);
       } finally { data.close(); }
     }
@@ -186,12 +213,13 @@ export class JitterBuffer {
   }
 }
 
-// VideoReceiver: one remote video SSRC: SRTP open, jitter buffer, frame
-// assembly (RFC 7741), VP8 decoding, drawing on canvas.
+// VideoReceiver: one remote video SSRC: SRTP open (under the live keys of
+// ring), jitter buffer, frame assembly (RFC 7741), VP8 decoding, drawing
+// on canvas.
 export class VideoReceiver {
-  constructor(participant, ssrc, canvas, sendPLI) {
+  constructor(participant, ssrc, ring, canvas, sendPLI) {
     this.p = participant; this.ssrc = ssrc; this.canvas = canvas; this.sendPLI = sendPLI;
-    this.open = new RecvStream(participant, ssrc); this.serial = new Serial();
+    this.open = new RecvStream(participant, ssrc, ring); this.serial = new Serial();
     this.frames = 0; this.keyframes = 0; this.drops = {}; this.waitKey = true; this.lastPLI = 0;
     this.cur = null;
     this.jb = new JitterBuffer(80, (p) => this.assemble(p), () => { this.cur = null; this.needKey('loss'); });
@@ -248,12 +276,13 @@ export class VideoReceiver {
   close() { clearInterval(this.timer); try { this.dec.close(); } catch {} }
 }
 
-// AudioReceiver: one remote audio SSRC: SRTP open, jitter buffer, Opus
-// decoding, Web Audio playback scheduled on a small playout delay.
+// AudioReceiver: one remote audio SSRC: SRTP open (under the live keys of
+// ring), jitter buffer, Opus decoding, Web Audio playback scheduled on a
+// small playout delay.
 export class AudioReceiver {
-  constructor(participant, ssrc, audioCtx) {
+  constructor(participant, ssrc, ring, audioCtx) {
     this.p = participant; this.ssrc = ssrc; this.ctx = audioCtx;
-    this.open = new RecvStream(participant, ssrc); this.serial = new Serial();
+    this.open = new RecvStream(participant, ssrc, ring); this.serial = new Serial();
     this.frames = 0; this.drops = {}; this.playhead = 0; this.level = 0;
     this.jb = new JitterBuffer(60, (p) => this.decode(p), () => {});
     this.dec = new AudioDecoder({

@@ -36,6 +36,31 @@ export function parse(b) {
   };
 }
 
+// AUDIO_LEVEL_EXT_ID is the header extension ID of the audio level, fixed
+// by docs/PROTOCOL.md (RTP, "Audio level"; wire.AudioLevelExtID).
+export const AUDIO_LEVEL_EXT_ID = 1;
+// AUDIO_LEVEL_EXT_LEN: the one-byte-header extension block (RFC 8285 §4.2)
+// holding only the audio level: profile 0xBEDE, length 1 (32-bit word),
+// then ID 1 with L=0 (one byte), the level byte and two bytes of padding.
+export const AUDIO_LEVEL_EXT_LEN = 8;
+
+// audioLevelExt returns that block for level (RFC 6464 §3: the V bit, top
+// bit, is 0: the page runs no voice activity detection; the low 7 bits are
+// the level in -dBov, 0 loudest, 127 silence).
+export function audioLevelExt(level) {
+  return Uint8Array.of(0xbe, 0xde, 0, 1, (AUDIO_LEVEL_EXT_ID << 4) | 0, Math.max(0, Math.min(127, Math.round(level))) & 0x7f, 0, 0);
+}
+
+// audioLevel returns the RFC 6464 level of audio whose samples (floats,
+// full scale ±1, the overload point of 0 dBov) have sum of squares sumSq
+// over n samples: -20·log10(RMS) rounded and clamped to 0..127 (silence,
+// and no samples at all, is 127).
+export function audioLevel(sumSq, n) {
+  if (n <= 0 || sumSq <= 0) return 127;
+  const db = -10 * Math.log10(sumSq / n); // -20·log10(sqrt(sumSq/n))
+  return Math.max(0, Math.min(127, Math.round(db)));
+}
+
 // Packetizer numbers the packets of one SSRC (random first sequence number
 // and timestamp offset, RFC 3550 §5.1).
 export class Packetizer {
@@ -47,10 +72,15 @@ export class Packetizer {
   }
   ts(us) { return (this.tsOff + Math.round(us * this.clock / 1e6)) >>> 0; }
   next() { const s = this.seq; this.seq = (this.seq + 1) & 0xffff; return s; }
-  // opus: one packet per encoded frame.
-  opus(data, us) {
+  // opus: one packet per encoded frame, with the audio level (0..127 in
+  // -dBov, see audioLevel) as the RFC 6464 header extension when level is
+  // a number.
+  opus(data, us, level) {
     const h = header(this.pt, false, this.next(), this.ts(us), this.ssrc);
-    const p = new Uint8Array(12 + data.length); p.set(h); p.set(data, 12);
+    const ext = level === undefined ? 0 : AUDIO_LEVEL_EXT_LEN;
+    const p = new Uint8Array(12 + ext + data.length); p.set(h);
+    if (ext) { p[0] |= 0x10; p.set(audioLevelExt(level), 12); }
+    p.set(data, 12 + ext);
     return [p];
   }
   // vp8: RFC 7741 §4.2 descriptor X=1, S on the first packet, PID 0,

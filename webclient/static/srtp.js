@@ -4,6 +4,8 @@
 // library protect/; the browser test checks this module against the
 // spec's test vectors.
 
+import { KeyRing } from './keyring.js';
+
 const te = new TextEncoder();
 const subtle = crypto.subtle;
 
@@ -105,20 +107,27 @@ export class ReplayWindow {
   }
 }
 
-// SendStream seals the RTP packets of one SSRC.
+// SendStream seals the RTP packets of one SSRC under the current send key:
+// keyOf() returns it ({id, secret}, as KeyRing.sendKey()) or null. The
+// sender key of each new send key is derived at the first packet under it
+// (the rollover counter carries over, as in protect.Sealer.SetKey).
 export class SendStream {
-  static async create(kid, mk, participant, ssrc) {
-    const s = new SendStream();
-    s.kid = kid; s.ssrc = ssrc;
-    const sk = await sessionKeys(await deriveSender(kid, mk, participant, ssrc), [0, 2]);
-    s.salt = sk.salt; s.key = await gcmKey(sk.key);
-    s.roc = 0; s.lastSeq = -1;
-    return s;
+  constructor(participant, ssrc, keyOf) {
+    this.p = participant; this.ssrc = ssrc; this.keyOf = keyOf;
+    this.kid = 0; this.roc = 0; this.lastSeq = -1;
+  }
+  async rekey(k) {
+    const sk = await sessionKeys(await deriveSender(k.id, k.secret, this.p, this.ssrc), [0, 2]);
+    this.salt = sk.salt; this.key = await gcmKey(sk.key); this.kid = k.id;
   }
   // seal returns the protected packet of RTP packet pkt (Uint8Array).
+  // Calls must not overlap (the senders run them one after another).
   async seal(pkt) {
     const h = headerLen(pkt);
     if (h < 0) throw new Error('srtp: malformed RTP');
+    const k = this.keyOf();
+    if (!k) throw new Error('srtp: no send key');
+    if (k.id !== this.kid) await this.rekey(k);
     const seq = (pkt[2] << 8) | pkt[3];
     if (this.lastSeq >= 0 && seq < this.lastSeq && this.lastSeq - seq > 32768) this.roc = (this.roc + 1) >>> 0;
     this.lastSeq = seq;
@@ -129,15 +138,27 @@ export class SendStream {
   }
 }
 
-// RecvStream opens the protected packets of one sender SSRC.
+// RecvStream opens the protected packets of one sender SSRC under the live
+// keys of ring (a KeyRing: get(id) returns a live key {id, secret} or null,
+// live() the live IDs). The sender key of each live key is derived once,
+// at the first packet under it; a key the ring dropped opens nothing more.
 export class RecvStream {
-  constructor(participant, ssrc, window = 512) {
-    this.p = participant; this.ssrc = ssrc; this.keys = new Map(); this.win = new ReplayWindow(window);
+  constructor(participant, ssrc, ring, window = 512) {
+    this.p = participant; this.ssrc = ssrc; this.ring = ring; this.keys = new Map(); this.win = new ReplayWindow(window);
     this.s_l = -1; this.roc = 0;
   }
-  async addKey(kid, mk) {
-    const sk = await sessionKeys(await deriveSender(kid, mk, this.p, this.ssrc), [0, 2]);
-    this.keys.set(kid >>> 0, { salt: sk.salt, key: await gcmKey(sk.key) });
+  // key returns the session key of live key kid for this sender, or null.
+  async key(kid) {
+    const mk = this.ring.get(kid);
+    if (!mk) { this.keys.delete(kid); return null; }
+    let k = this.keys.get(kid);
+    if (!k || k.secret !== mk.secret) {
+      const sk = await sessionKeys(await deriveSender(kid, mk.secret, this.p, this.ssrc), [0, 2]);
+      k = { secret: mk.secret, salt: sk.salt, key: await gcmKey(sk.key) };
+      this.keys.set(kid, k);
+      for (const id of this.keys.keys()) if (!this.ring.get(id)) this.keys.delete(id);
+    }
+    return k;
   }
   // estimate: RFC 3711 Appendix A.
   estimate(seq) {
@@ -153,7 +174,7 @@ export class RecvStream {
     if (b.length < 12 + OVERHEAD) return { drop: 'malformed' };
     const h = headerLen(b.subarray(0, b.length - OVERHEAD));
     if (h < 0) return { drop: 'malformed' };
-    if (this.keys.size === 0) return { drop: 'unknown_key' };
+    if (this.ring.live().length === 0) return { drop: 'unknown_key' };
     const seq = (b[2] << 8) | b[3];
     const v = this.estimate(seq);
     const idx = v * 65536 + seq;
@@ -161,7 +182,7 @@ export class RecvStream {
     if (r) return { drop: r };
     const m = b.length - MKI;
     const kid = ((b[m] << 24) | (b[m + 1] << 16) | (b[m + 2] << 8) | b[m + 3]) >>> 0;
-    const k = this.keys.get(kid);
+    const k = await this.key(kid);
     if (!k) return { drop: 'unknown_key' };
     const hdr = b.subarray(0, h);
     let pt;
@@ -228,17 +249,6 @@ export class RTCPFlow {
   }
 }
 
-// DEV_KEY_ID and devMeetingKey: the PLACEHOLDER meeting key the page uses
-// until the control channel hands out meeting keys (docs/PROTOCOL.md,
-// "Control-channel messages for media protection"; issue 10). It is
-// derived from the meeting ID alone, so ANYONE WHO KNOWS THE MEETING ID CAN
-// DECRYPT: it exercises the real transform and packet format, it is NOT
-// SECURE. Replace it with joined.media_key.
-export const DEV_KEY_ID = 1;
-export async function devMeetingKey(meetingID) {
-  return new Uint8Array(await subtle.digest('SHA-256', te.encode('openmmr/1 INSECURE development meeting key ' + meetingID) /* webclient.DevKeyLabel */));
-}
-
 export const hex = {
   dec(s) { const b = new Uint8Array(s.length / 2); for (let i = 0; i < b.length; i++) b[i] = parseInt(s.substr(2 * i, 2), 16); return b; },
   enc(b) { return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(''); },
@@ -255,18 +265,24 @@ export async function selfTest(v) {
   const sk = await sessionKeys(m, [0, 2]);
   eq('srtp.session_key', sk.key); eq('srtp.session_salt', sk.salt);
   eq('srtp.iv', rtpIV(sk.salt, 0xdeadbeef, 0, 0x1234));
-  const tx = await SendStream.create(1, mk, 17, 0xdeadbeef);
+  const ring = new KeyRing();
+  ring.install({ id: 1, secret: mk }, 0);
+  const tx = new SendStream(17, 0xdeadbeef, () => ring.sendKey());
   const sealed = await tx.seal(hex.dec(v['srtp.plain']));
   eq('srtp.packet', sealed);
-  const rx = new RecvStream(17, 0xdeadbeef);
-  await rx.addKey(1, mk);
+  const rx = new RecvStream(17, 0xdeadbeef, ring);
   const o = await rx.open(hex.dec(v['srtp.packet']));
   if (!o.pkt) bad.push('srtp open: ' + o.drop); else eq('srtp.plain', o.pkt);
   const again = await rx.open(hex.dec(v['srtp.packet']));
   if (again.drop !== 'replayed') bad.push('srtp replay not refused: ' + JSON.stringify(again));
   const tampered = hex.dec(v['srtp.packet']); tampered[20] ^= 1;
-  const rx2 = new RecvStream(17, 0xdeadbeef); await rx2.addKey(1, mk);
-  if ((await rx2.open(tampered)).drop !== 'auth') bad.push('srtp tampered packet not refused');
+  if ((await new RecvStream(17, 0xdeadbeef, ring).open(tampered)).drop !== 'auth') bad.push('srtp tampered packet not refused');
+  // A packet under a key the receiver does not hold (its MKI names key 2).
+  const other = new KeyRing();
+  other.install({ id: 2, secret: mk }, 0);
+  const under2 = await new SendStream(17, 0xdeadbeef, () => other.sendKey()).seal(hex.dec(v['srtp.plain']));
+  if ((await new RecvStream(17, 0xdeadbeef, ring).open(under2)).drop !== 'unknown_key') bad.push('srtp packet under an unknown key not refused');
+  if (!(await new RecvStream(17, 0xdeadbeef, other).open(under2)).pkt) bad.push('srtp packet under key 2 does not open with key 2');
   const rs = new Uint8Array(32).map((_, i) => 0x20 + i);
   const rm = await deriveRTCP(rs, 17, 1, 1);
   eq('srtcp.master_key', rm.key); eq('srtcp.master_salt', rm.salt);
