@@ -7,7 +7,7 @@
 import { Control, ControlError } from './control.js';
 import { Link, VideoSender, AudioSender, VideoReceiver, AudioReceiver } from './media.js';
 import { SendStream, RTCPFlow, hex } from './srtp.js';
-import { KeyRing } from './keyring.js';
+import { KeyRing, PAGE_MAX_KEYS } from './keyring.js';
 import { WTLink, webTransportURL } from './wt.js';
 import * as rtp from './rtp.js';
 
@@ -211,7 +211,7 @@ async function connect({ meeting, token, name, resume }) {
   } catch (e) { c.close(); throw e; }
   await checkProtection(c, r.body);
   control = c; joined = r.body;
-  ring = new KeyRing(); state.keyErrors = 0;
+  ring = new KeyRing({ maxKeys: PAGE_MAX_KEYS }); state.keyErrors = 0;
   installKey(joined.media_key); // the first key: sealed with at once
   state.participant = joined.participant; state.role = joined.role;
   await setRTCP(joined);

@@ -17,7 +17,12 @@
 
 export const SWITCH_DELAY_MS = 1000; // keys.DefaultSwitchDelay
 export const RETIRE_DELAY_MS = 3000; // keys.DefaultRetireDelay
-export const MAX_KEYS = 4; // protect.DefaultMaxKeys
+export const MAX_KEYS = 4; // protect.DefaultMaxKeys (keys.Ring's default)
+// PAGE_MAX_KEYS is what the page holds: as many as the Go client
+// (client/secure.DefaultMaxKeys), so that during a join storm, when the
+// server makes a key every 250 ms and senders switch 1 s after receiving
+// one, the key a sender still uses has not been evicted yet.
+export const PAGE_MAX_KEYS = 8;
 
 export class KeyConflictError extends Error {}
 
