@@ -201,9 +201,11 @@ type kindState struct {
 
 // roster follows the other participants.
 type roster struct {
-	mu    sync.Mutex
-	names map[uint64]string
-	left  []string
+	mu      sync.Mutex
+	names   map[uint64]string
+	left    []string
+	self    uint64 // this participant's ID, once joined
+	speaker uint64 // the active speaker the server named last, 0 for none yet
 }
 
 func (r *roster) event(m any) {
@@ -217,7 +219,23 @@ func (r *roster) event(m any) {
 			r.left = append(r.left, n+" ("+e.Reason+")")
 		}
 		delete(r.names, e.Participant)
+	case *ctlproto.ActiveSpeaker:
+		r.speaker = e.Participant
 	}
+}
+
+// speaking returns who the server says is speaking: a name, "you", or ""
+// before the first active-speaker event.
+func (r *roster) speaking() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.speaker == 0:
+		return ""
+	case r.speaker == r.self:
+		return "you"
+	}
+	return r.names[r.speaker]
 }
 
 func nameOf(e ctlproto.RosterEntry) string {
@@ -354,6 +372,9 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	sum.Joined = true
+	ros.mu.Lock()
+	ros.self = res.Control.Participant
+	ros.mu.Unlock()
 	for _, e := range s.Joined().Roster {
 		ros.event(&ctlproto.ParticipantJoined{Participant: e})
 	}
@@ -408,7 +429,7 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				r := rtt
 				rttMu.Unlock()
 				for _, k := range o.cfg.Kinds {
-					fmt.Fprintln(stdout, statusLine(s.Flow(k), states[k], r, ros.list()))
+					fmt.Fprintln(stdout, statusLine(s.Flow(k), states[k], r, ros.list(), ros.speaking()))
 				}
 			}
 		}
@@ -479,7 +500,7 @@ func send(ctx context.Context, f *connect.Flow, st *kindState) {
 	}
 }
 
-func statusLine(f *connect.Flow, st *kindState, rtt time.Duration, others []string) string {
+func statusLine(f *connect.Flow, st *kindState, rtt time.Duration, others []string, speaking string) string {
 	fs := f.Stats()
 	now := time.Now()
 	var in, out float64
@@ -493,6 +514,9 @@ func statusLine(f *connect.Flow, st *kindState, rtt time.Duration, others []stri
 	who := strings.Join(others, ", ")
 	if who == "" {
 		who = "nobody else"
+	}
+	if speaking != "" {
+		who += "; speaking: " + speaking
 	}
 	return fmt.Sprintf("%-7s %-3s  out %7.1f kb/s  in %7.1f kb/s  loss %5.1f%%  jitter %6.2f ms  rtt %6.2f ms  with: %s",
 		st.kind, fs.Transport, out, in, 100*rx.Loss, rx.JitterMS, float64(rtt)/1e6, who)

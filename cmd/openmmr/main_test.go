@@ -128,6 +128,10 @@ func TestTwoJoinsSeeEachOther(t *testing.T) {
 		require.Contains(t, outs[i].String(), "audio   udp  out")
 		require.Contains(t, outs[i].String(), "summary: meeting "+meetingID)
 	}
+	// Synthetic audio talks in 2 s spurts with RFC 6464 levels: the server
+	// names an active speaker, which the status lines show.
+	require.True(t, strings.Contains(outs[0].String(), "speaking: ") || strings.Contains(outs[1].String(), "speaking: "),
+		"no active speaker shown:\n%s\n%s", outs[0], outs[1])
 }
 
 // e2eeMeetingID is created end-to-end encrypted by startEnv.

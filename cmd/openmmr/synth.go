@@ -77,10 +77,14 @@ func (g *generator) next(pkts [][]byte, now time.Time) ([][]byte, time.Duration,
 		size = g.p.KeyBytes
 	}
 	pkts = pkts[:0]
+	hdr := rtpHeader
+	if g.kind == media.Audio {
+		hdr += audioLevelExt
+	}
 	for size > 0 {
 		n := min(size, MaxPacket)
-		if n < rtpHeader+payloadHeader {
-			n = rtpHeader + payloadHeader
+		if n < hdr+payloadHeader {
+			n = hdr + payloadHeader
 		}
 		size -= n
 		b := make([]byte, n)
@@ -91,16 +95,55 @@ func (g *generator) next(pkts [][]byte, now time.Time) ([][]byte, time.Duration,
 		binary.BigEndian.PutUint16(b[2:], g.seq)
 		binary.BigEndian.PutUint32(b[4:], g.ts)
 		binary.BigEndian.PutUint32(b[8:], g.ssrc)
-		if key {
-			b[rtpHeader] = 1
+		if g.kind == media.Audio {
+			b[0] |= 0x10 // X: the audio level extension follows
+			putAudioLevel(b[rtpHeader:], g.level(now))
 		}
-		binary.BigEndian.PutUint64(b[rtpHeader+1:], uint64(now.UnixNano()))
+		if key {
+			b[hdr] = 1
+		}
+		binary.BigEndian.PutUint64(b[hdr+1:], uint64(now.UnixNano()))
 		g.seq++
 		pkts = append(pkts, b)
 	}
 	g.frame++
 	g.ts += uint32(uint64(g.p.Clock) * uint64(g.p.Interval) / uint64(time.Second))
 	return pkts, g.p.Interval, nil
+}
+
+// audioLevelExt is the size of the audio-level header extension every
+// synthetic audio packet carries (docs/PROTOCOL.md, RTP "Audio level"):
+// the RFC 8285 one-byte header (profile 0xBEDE, length 1 word) and one
+// element, ID wire.AudioLevelExtID with one byte, padded to 4 bytes.
+const audioLevelExt = 8
+
+// putAudioLevel writes the extension with level (RFC 6464: -dBov, 0
+// loudest, 127 silence; the voice flag set when it is not silence).
+func putAudioLevel(b []byte, level uint8) {
+	b[0], b[1], b[2], b[3] = 0xbe, 0xde, 0, 1
+	b[4] = wire.AudioLevelExtID << 4 // length field 0: one byte
+	b[5] = level & 0x7f
+	if level < 127 {
+		b[5] |= 0x80
+	}
+	b[6], b[7] = 0, 0
+}
+
+// Synthetic speech: talk spurts of talkFor at talkLevel, then silence as
+// long, the phase set by the SSRC, so that participants take turns and the
+// active speaker moves between them.
+const (
+	talkFor   = 2 * time.Second
+	talkLevel = 25 // -25 dBov, a voice close to the microphone
+)
+
+// level is the audio level of the packet sent at now.
+func (g *generator) level(now time.Time) uint8 {
+	phase := time.Duration(g.ssrc%8) * talkFor / 4
+	if (now.Add(phase).UnixNano()/int64(talkFor))%2 == 0 {
+		return talkLevel
+	}
+	return 127
 }
 
 // fileSource replays an RTP dump: a file of RFC 4571 frames (16-bit
