@@ -13,7 +13,7 @@ func benchImpls() []string { return []string{implCFloor, implFloor, implMMR, imp
 // the floors need Linux, the C floor a C compiler too.
 func implSkip(impl string) string {
 	switch {
-	case impl == implFloor && !floorSupported:
+	case (impl == implFloor || impl == implFloorHeld) && !floorSupported:
 		return "the floor forwarder needs Linux (recvmmsg/sendmmsg)"
 	case isCFloor(impl):
 		return cfloorSkip()

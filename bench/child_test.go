@@ -40,16 +40,22 @@ import (
 
 // Names of the forwarding implementations (childSpec.Impl).
 const (
-	implFloor   = "floor"    // least possible recvmmsg/sendmmsg loop (fwd_floor_linux_test.go)
-	implMMR     = "mmr"      // the router, blocking reads (fwd_mmr_test.go)
-	implMMRPoll = "mmr-poll" // the router, netpoller reads
+	implFloor = "floor" // least possible recvmmsg/sendmmsg loop (fwd_floor_linux_test.go)
+	// implFloorHeld is floor with raw system calls that keep the P while
+	// it waits, as the router's readers (light-load rows).
+	implFloorHeld = "floor-held"
+	implMMR       = "mmr"      // the router, blocking reads (fwd_mmr_test.go)
+	implMMRPoll   = "mmr-poll" // the router, netpoller reads
 	// implMMRNoDSCP is the router with DSCP marking disabled: the cost of
 	// the per-copy IP_TOS control message, for information.
 	implMMRNoDSCP = "mmr-nodscp"
 	// implMMRNoGSO is the router with Config.DisableGSO: one message per
 	// copy, the router's plain path (fwd_mmr_test.go).
 	implMMRNoGSO = "mmr-nogso"
-	implNaive    = "naive" // ReadFromUDPAddrPort + one WriteToUDPAddrPort per subscriber
+	// implMMRNoCoalesce is the router with Config.Coalesce off: every
+	// packet wakes the reader, at every rate (light-load rows).
+	implMMRNoCoalesce = "mmr-nocoalesce"
+	implNaive         = "naive" // ReadFromUDPAddrPort + one WriteToUDPAddrPort per subscriber
 	// implTCP and implTLS are the router (as mmr) with the subscribers on
 	// stream transports (fwd_stream_test.go): RFC 4571 framed over TCP
 	// (the router's TCP listener), or over TLS (a listener in the child
@@ -77,7 +83,7 @@ func isStreamImpl(impl string) bool {
 // isRouterImpl reports whether impl runs the router, which answers "drops".
 func isRouterImpl(impl string) bool {
 	switch impl {
-	case implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implTCP, implTLS, implWS, implWT:
+	case implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implMMRNoCoalesce, implTCP, implTLS, implWS, implWT:
 		return true
 	}
 	return false
@@ -155,15 +161,15 @@ func newForwarder(spec childSpec, log *slog.Logger) (forwarder, error) {
 		return nil, err
 	}
 	switch spec.Impl {
-	case implFloor:
-		return newFloor(spec.Subs)
+	case implFloor, implFloorHeld:
+		return newFloor(spec.Subs, spec.Impl == implFloorHeld)
 	case implNaive:
 		return newNaive(spec.Subs)
-	case implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implTCP, implTLS, implWS, implWT:
+	case implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implMMRNoCoalesce, implTCP, implTLS, implWS, implWT:
 		return newMMR(spec, log)
 	}
-	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s, %s, %s, %s, %s or %s)",
-		spec.Impl, implFloor, implMMR, implMMRPoll, implMMRNoDSCP, implNaive, implTCP, implTLS, implWS, implWT)
+	return nil, fmt.Errorf("bench: unknown impl %q (want %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s or %s)",
+		spec.Impl, implFloor, implFloorHeld, implMMR, implMMRPoll, implMMRNoDSCP, implMMRNoGSO, implMMRNoCoalesce, implNaive, implTCP, implTLS, implWS, implWT)
 }
 
 // streamer is a forwarder with stream subscribers (impls tcp and tls).

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -31,7 +32,13 @@ const (
 // sent with sendmmsg in chunks of up to floorMaxOut, resuming partial sends.
 // No parsing, no lookup, no counters: the cost of the system calls alone.
 // Close is idempotent and safe for concurrent use.
+//
+// held (implFloorHeld) makes both calls raw system calls, so the loop keeps
+// its P while it sleeps in recvmmsg, as the router's readers do
+// (ingress.Socket.SetHoldP): the least a Go loop woken by every packet can
+// cost, with nothing else in the process.
 type floorForwarder struct {
+	held   bool
 	fd     int
 	addr   netip.AddrPort
 	subs   []unix.RawSockaddrInet4
@@ -40,12 +47,12 @@ type floorForwarder struct {
 	once   sync.Once
 }
 
-func newFloor(subs []netip.AddrPort) (forwarder, error) {
+func newFloor(subs []netip.AddrPort, held bool) (forwarder, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("bench: floor socket: %w", err)
 	}
-	f := &floorForwarder{fd: fd, done: make(chan struct{})}
+	f := &floorForwarder{fd: fd, held: held, done: make(chan struct{})}
 	if err := f.setup(subs); err != nil {
 		return nil, errors.Join(err, unix.Close(fd))
 	}
@@ -57,6 +64,14 @@ func (f *floorForwarder) setup(subs []netip.AddrPort) error {
 	for _, o := range []int{unix.SO_RCVBUF, unix.SO_SNDBUF} {
 		if err := unix.SetsockoptInt(f.fd, unix.SOL_SOCKET, o, fwdSocketBuffer); err != nil {
 			return fmt.Errorf("bench: floor socket buffer: %w", err)
+		}
+	}
+	if f.held {
+		// A receive timeout makes a signal end the raw recvmmsg with EINTR
+		// instead of restarting it (signal(7)), as the router's sockets do.
+		tv := unix.NsecToTimeval(int64(250 * time.Millisecond))
+		if err := unix.SetsockoptTimeval(f.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return fmt.Errorf("bench: floor SO_RCVTIMEO: %w", err)
 		}
 	}
 	if err := unix.Bind(f.fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
@@ -101,8 +116,20 @@ func (f *floorForwarder) loop() {
 		in[i].Hdr.SetIovlen(1)
 	}
 	for {
-		r, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(f.fd),
-			uintptr(unsafe.Pointer(&in[0])), floorBatch, unix.MSG_WAITFORONE, 0, 0)
+		var r uintptr
+		var errno unix.Errno
+		if f.held {
+			r, _, errno = unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(f.fd),
+				uintptr(unsafe.Pointer(&in[0])), floorBatch, unix.MSG_WAITFORONE, 0, 0)
+		}
+		if !f.held || errno == unix.EINTR || errno == unix.EAGAIN {
+			// Held: a signal from the runtime (sysmon's preemption, a
+			// stop-the-world) or the timeout ended the raw call; wait as an ordinary
+			// system call, which the runtime can stop at once, as the
+			// router's readers do.
+			r, _, errno = unix.Syscall6(unix.SYS_RECVMMSG, uintptr(f.fd),
+				uintptr(unsafe.Pointer(&in[0])), floorBatch, unix.MSG_WAITFORONE, 0, 0)
+		}
 		if f.closed.Load() {
 			return
 		}
@@ -135,8 +162,15 @@ func (f *floorForwarder) loop() {
 // message the kernel refuses (a loss the parent counts).
 func (f *floorForwarder) send(msgs []unix.Mmsghdr) {
 	for len(msgs) > 0 {
-		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(f.fd),
-			uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+		var r uintptr
+		var errno unix.Errno
+		if f.held {
+			r, _, errno = unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(f.fd),
+				uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
+		} else {
+			r, _, errno = unix.Syscall6(unix.SYS_SENDMMSG, uintptr(f.fd),
+				uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+		}
 		switch {
 		case errno == unix.EINTR:
 		case errno != 0 || r == 0:

@@ -13,4 +13,4 @@ var errNoFloor = errors.New("bench: the floor forwarder needs Linux (recvmmsg/se
 // floorSupported reports whether newFloor works on this OS.
 const floorSupported = false
 
-func newFloor([]netip.AddrPort) (forwarder, error) { return nil, errNoFloor }
+func newFloor([]netip.AddrPort, bool) (forwarder, error) { return nil, errNoFloor }

@@ -62,6 +62,9 @@ func newMMR(spec childSpec, log *slog.Logger) (forwarder, error) {
 		DisableGSO:  spec.Impl == implMMRNoGSO,
 		Logger:      log,
 	}
+	if spec.Impl == implMMRNoCoalesce {
+		cfg.Coalesce = -1
+	}
 	if spec.Impl == implTCP {
 		cfg.MaxStreamsPerIP = max(router.DefaultMaxStreamsPerIP, spec.Streams)
 	}

@@ -19,7 +19,9 @@ func BenchmarkRatio(b *testing.B) {
 	fanout := func(impl string, size int) scenario {
 		return scenario{impl: impl, subs: 50, size: size}
 	}
-	light := func(impl string) scenario { return scenario{impl: impl, subs: 1, size: 200, latency: true} }
+	light := func(impl string, subs int) scenario {
+		return scenario{impl: impl, subs: subs, size: 200, latency: true}
+	}
 	meetings := func(idle int) scenario {
 		return scenario{impl: implMMR, subs: 10, size: 200, idleMeetings: idle, idleParticipants: 5}
 	}
@@ -57,11 +59,28 @@ func BenchmarkRatio(b *testing.B) {
 			pair{fmt.Sprintf("fanout/mmr-srtp-vs-mmr/subs=50/size=%d", size), srtp(implMMR), fanout(implMMR, size), closedLoop(windowFor(50)), sliceFor(50)},
 			pair{fmt.Sprintf("fanout/mmr-nogso-srtp-vs-floor-srtp/subs=50/size=%d", size), srtp(implMMRNoGSO), srtp(implFloor), closedLoop(windowFor(50)), sliceFor(50)})
 	}
-	for _, vs := range [][2]string{{implMMR, implCFloor}, {implFloor, implCFloor}, {implMMR, implFloor}, {implMMRPoll, implFloor}} {
-		pairs = append(pairs, pair{
-			fmt.Sprintf("light/%s-vs-%s", vs[0], vs[1]),
-			light(vs[0]), light(vs[1]), paced(time.Second / lightRate), lightSlice,
-		})
+	// Light load over the bar's range (1 -> 1 and 1 -> 5, 1,000 to 20,000
+	// packets/s) against the C floor; mmr-nocoalesce (every packet wakes
+	// the reader) shows what coalescing saves and what the per-packet
+	// path costs; at 1,000 and 5,000 packets/s, the Go floors (floor-held:
+	// what any Go loop woken by every packet pays) and the netpoller read
+	// mode against the C floor.
+	lightPair := func(a, b string, rate, subs int) pair {
+		return pair{
+			fmt.Sprintf("light/%s-vs-%s/rate=%d/subs=%d", a, b, rate, subs),
+			light(a, subs), light(b, subs), paced(time.Second / time.Duration(rate)), lightSliceFor(rate),
+		}
+	}
+	for _, rate := range lightRates {
+		for _, subs := range []int{1, 5} {
+			pairs = append(pairs, lightPair(implMMR, implCFloor, rate, subs))
+		}
+		if rate != 2000 {
+			pairs = append(pairs, lightPair(implMMRNoCoalesce, implCFloor, rate, 1))
+		}
+	}
+	for _, rate := range []int{1000, lightRate} {
+		pairs = append(pairs, lightPair(implFloor, implCFloor, rate, 1), lightPair(implFloorHeld, implCFloor, rate, 1), lightPair(implMMRPoll, implCFloor, rate, 1))
 	}
 	for _, vs := range videoPairs() {
 		v := func(impl string) scenario { return scenario{impl: impl, subs: 50, size: 1200, video: true} }
@@ -84,8 +103,21 @@ func BenchmarkRatio(b *testing.B) {
 // usage requests around a slice (about 100 µs) do not matter.
 func sliceFor(subs int) int { return max(50, 20000/subs) }
 
-// lightSlice is RelayLight's slice: 250 packets, 50 ms at lightRate.
-const lightSlice = 250
+// lightRates are the packet rates of BenchmarkRatio's light rows: the
+// bar's range, 1,000–20,000 packets/s, with 2,000 just below where the
+// router starts to coalesce (router.DefaultCoalesce: two packets per
+// 500 µs).
+var lightRates = []int{1000, 2000, lightRate, 20000}
+
+// lightSliceFor returns the light rows' packets per alternating slice at
+// rate packets/s: 50 ms of traffic, and at least 250 packets. Each side
+// idles while the other runs its slice, and a Go forwarder pays to resume
+// after an idle gap (the runtime's sysmon restarts its 20 µs polling after
+// it retook a P) what a C loop does not; a continuous stream never pays it.
+// 50 packets at 1,000 packets/s made that a measurable part of each slice
+// (ratios 1.6–2.0 against 1.3–1.5 with 250-packet slices, in paired runs
+// of the same build), so the slowest rate gets 250 ms slices.
+func lightSliceFor(rate int) int { return max(250, rate/20) }
 
 // runPaired runs sub-benchmark name: rigs for sa and sb, started on the first
 // round and kept for all rounds, b.N packets sent to each in alternating

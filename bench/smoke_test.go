@@ -33,6 +33,9 @@ func TestHarnessSmoke(t *testing.T) {
 		{"mmr", scenario{impl: implMMR, subs: 3, size: 200, idleMeetings: 50, idleParticipants: 5}, closedLoop(64)},
 		{"mmr-poll", scenario{impl: implMMRPoll, subs: 3, size: 200}, closedLoop(64)},
 		{"mmr-paced", scenario{impl: implMMR, subs: 1, size: 200}, paced(time.Second / lightRate)},
+		{"mmr-paced-20k", scenario{impl: implMMR, subs: 2, size: 200}, paced(time.Second / 20000)}, // coalesced reads
+		{"mmr-nocoalesce-paced", scenario{impl: implMMRNoCoalesce, subs: 2, size: 200}, paced(time.Second / 20000)},
+		{"floor-held-paced", scenario{impl: implFloorHeld, subs: 2, size: 200}, paced(time.Second / lightRate)},
 		{"cfloor-gso-video", scenario{impl: implCFloorGSO, subs: 3, size: 1200, video: true}, closedLoop(64)},
 		{"cfloor-video", scenario{impl: implCFloor, subs: 3, size: 1200, video: true}, closedLoop(64)},
 		{"mmr-video", scenario{impl: implMMR, subs: 3, size: 1200, video: true}, closedLoop(64)},

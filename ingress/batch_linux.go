@@ -22,6 +22,7 @@ type Batch struct {
 	ctl   []byte // per message: room for one IPV6_PKTINFO (or IP_PKTINFO)
 	n     int
 
+	skipTry bool
 	pollFn  func(fd uintptr) bool // Poll mode read callback, made once
 	pollN   int
 	pollErr unix.Errno
@@ -72,6 +73,9 @@ func (b *Batch) reset() {
 
 // Len returns the number of datagrams the last Read filled in.
 func (b *Batch) Len() int { return b.n }
+
+// Cap returns the most datagrams one Read can return (NewBatch's n).
+func (b *Batch) Cap() int { return len(b.msgs) }
 
 // Packet returns datagram i of the last Read (valid until the next Read) and
 // whether the kernel truncated it.

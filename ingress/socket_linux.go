@@ -28,7 +28,7 @@ const wakeInterval = 250 * time.Millisecond
 type Socket struct {
 	fd     int
 	mode   Mode
-	holdP  bool            // Blocking mode: sleep in recvmmsg without releasing the P (SetHoldP)
+	holdP  bool            // sleep in recvmmsg (Blocking mode) and Pause without releasing the P (SetHoldP)
 	file   *os.File        // Poll mode: registers fd with the netpoller
 	raw    syscall.RawConn // Poll mode
 	local  netip.AddrPort
@@ -37,8 +37,8 @@ type Socket struct {
 
 // SetHoldP makes a Blocking socket's Read sleep in recvmmsg(2) as a raw
 // system call, keeping its goroutine's P (the Go scheduler's processor)
-// instead of handing it back on entry and taking one again on return. Call
-// it before the first Read; it has no effect in Poll mode.
+// instead of handing it back on entry and taking one again on return, and
+// makes Pause keep the P too. Call it before the first Read.
 //
 // Why: a plain system call that blocks is seen by the runtime's sysmon
 // thread, which takes the P away after 20 µs, and the reader's return then
@@ -60,7 +60,10 @@ type Socket struct {
 // usual. (Yielding with runtime.Gosched instead proved too short a window:
 // the collector's stack scan kept finding the reader running again and took
 // tens of milliseconds per cycle.)
-func (s *Socket) SetHoldP(hold bool) { s.holdP = hold && s.mode == Blocking }
+//
+// In Poll mode a Read parks in the netpoller whatever SetHoldP says; the
+// setting only makes Pause keep the P.
+func (s *Socket) SetHoldP(hold bool) { s.holdP = hold }
 
 // Listen opens n sockets bound to addr with SO_REUSEPORT (all on one port;
 // port 0 picks an ephemeral port shared by the group). bufBytes sets
@@ -221,7 +224,7 @@ func (s *Socket) Read(b *Batch) (int, error) {
 		b.reset()
 		var n int
 		var err unix.Errno
-		if s.holdP {
+		if s.holdP && s.mode == Blocking {
 			n, err = recvmmsgHeld(s.fd, b.msgs, unix.MSG_WAITFORONE)
 			if err == unix.EINTR || err == unix.EAGAIN {
 				// A signal (the runtime asking for this P: a collection,
@@ -238,10 +241,19 @@ func (s *Socket) Read(b *Batch) (int, error) {
 				// Made once per Batch: a closure made per call would move
 				// its captured results to the heap on every read.
 				b.pollFn = func(fd uintptr) bool {
-					b.pollN, b.pollErr = recvmmsg(int(fd), b.msgs, unix.MSG_DONTWAIT)
+					if b.skipTry {
+						b.skipTry = false
+						return false
+					}
+					b.pollN, b.pollErr = recvmmsgHeld(int(fd), b.msgs, unix.MSG_DONTWAIT)
 					return b.pollErr != unix.EAGAIN
 				}
 			}
+			// The last read returned less than a full batch, so the socket
+			// was empty then, and any datagram since has raised a readiness
+			// event: wait for it instead of trying a read that would fail
+			// (one recvmmsg(2) saved per wake-up at light load).
+			b.skipTry = b.n > 0 && b.n < len(b.msgs)
 			if rerr := s.raw.Read(b.pollFn); rerr != nil {
 				if s.closed.Load() {
 					return 0, ErrClosed
@@ -261,6 +273,47 @@ func (s *Socket) Read(b *Batch) (int, error) {
 			return 0, fmt.Errorf("ingress: recvmmsg: %w", err)
 		}
 	}
+}
+
+// ReadNow fills b with the datagrams already queued on the socket, up to
+// len(b), without waiting: 0 when there are none. It returns ErrClosed once
+// Wake or Close has been called. Not safe for concurrent use with Read or
+// itself. It never blocks, so it keeps the goroutine's P in either mode.
+func (s *Socket) ReadNow(b *Batch) (int, error) {
+	for {
+		if s.closed.Load() {
+			return 0, ErrClosed
+		}
+		b.reset()
+		n, err := recvmmsgHeld(s.fd, b.msgs, unix.MSG_DONTWAIT)
+		switch {
+		case err == 0:
+			b.n = n
+			return n, nil
+		case err == unix.EAGAIN:
+			b.n = 0
+			return 0, nil
+		case err == unix.EINTR:
+			continue
+		default:
+			return 0, fmt.Errorf("ingress: recvmmsg: %w", err)
+		}
+	}
+}
+
+// Pause sleeps for d on the calling thread, for a reader that lets
+// datagrams gather before its next ReadNow. With SetHoldP it keeps the P,
+// as a held Read does (a raw clock_nanosleep, which a signal from the
+// runtime ends early, and that is all it does); otherwise it is an
+// ordinary system call. It does not watch Wake: callers pause for well
+// under a millisecond.
+func (s *Socket) Pause(d time.Duration) {
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	if s.holdP {
+		unix.RawSyscall6(unix.SYS_CLOCK_NANOSLEEP, unix.CLOCK_MONOTONIC, 0, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+		return
+	}
+	unix.Syscall6(unix.SYS_CLOCK_NANOSLEEP, unix.CLOCK_MONOTONIC, 0, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
 }
 
 // Wake makes a Read in progress (and every later one) return ErrClosed,

@@ -5,6 +5,7 @@ package ingress
 import (
 	"errors"
 	"net/netip"
+	"time"
 )
 
 // ErrUnsupported is returned by Listen off Linux: the batched reader needs
@@ -28,6 +29,9 @@ func NewBatch(n int) *Batch { return &Batch{} }
 
 // Len returns 0.
 func (b *Batch) Len() int { return 0 }
+
+// Cap returns 0.
+func (b *Batch) Cap() int { return 0 }
 
 // Packet is never called off Linux.
 func (b *Batch) Packet(i int) ([]byte, bool) { return nil, false }
@@ -57,6 +61,12 @@ func (s *Socket) Is6() bool { return false }
 
 // Read returns ErrUnsupported.
 func (s *Socket) Read(b *Batch) (int, error) { return 0, ErrUnsupported }
+
+// ReadNow returns ErrUnsupported.
+func (s *Socket) ReadNow(b *Batch) (int, error) { return 0, ErrUnsupported }
+
+// Pause does nothing.
+func (s *Socket) Pause(d time.Duration) {}
 
 // SetHoldP does nothing.
 func (s *Socket) SetHoldP(hold bool) {}

@@ -99,6 +99,15 @@ type Config struct {
 	// Otherwise they release it like any system call, and New logs how far
 	// to raise GOMAXPROCS (cmd/mmr raises it itself).
 	ReadMode ingress.Mode
+	// Coalesce is how long a reader lets datagrams gather between reads
+	// while they arrive at least twice per Coalesce on its socket (see
+	// DefaultCoalesce); below that rate every packet is forwarded as soon
+	// as it arrives, and a full read batch is always followed by another
+	// read at once. It trades up to Coalesce of added delay for one
+	// wake-up per Coalesce instead of one per packet. Default
+	// DefaultCoalesce; at most MaxCoalesce; negative: never (every read
+	// waits for the next datagram). Applies to both read modes.
+	Coalesce time.Duration
 	// DSCP is the code point of each media kind; zero Config means
 	// dscp.Default() (RFC 8837). To disable marking entirely set
 	// DisableDSCP.
@@ -224,6 +233,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxPacketAge == 0 {
 		c.MaxPacketAge = DefaultMaxPacketAge
 	}
+	if c.Coalesce == 0 {
+		c.Coalesce = DefaultCoalesce
+	}
 	if c.ConsentTimeout == 0 {
 		c.ConsentTimeout = wire.ConsentTimeout
 	}
@@ -253,6 +265,9 @@ func (c Config) validate() error {
 	}
 	if c.Shards < 1 || c.Shards > 256 {
 		errs = append(errs, fmt.Errorf("router: Shards %d out of range 1..256", c.Shards))
+	}
+	if c.Coalesce > MaxCoalesce {
+		errs = append(errs, fmt.Errorf("router: Coalesce %v above MaxCoalesce %v (it adds to every packet's delay)", c.Coalesce, MaxCoalesce))
 	}
 	if c.Batch < 1 || c.Batch > MaxBatch {
 		errs = append(errs, fmt.Errorf("router: Batch %d out of range 1..%d", c.Batch, MaxBatch))

@@ -32,6 +32,7 @@ type reader struct {
 	now   int64 // Unix nanoseconds of the current batch, for idle expiry
 	after int64 // consent older than this has lapsed (now - ConsentTimeout)
 	pr    *prover
+	co    coalescer // whether the next read waits for a datagram or follows a pause
 	hdr   rtp.Header
 	rtcp  wire.RTCPRoute
 	bind  wire.Bind
@@ -71,6 +72,9 @@ func newReader(r *Router, g, idx int, s *ingress.Socket) *reader {
 		}
 		rd.out = append(rd.out, egress.NewBatch(fd, grp.v6, r.cfg.DSCP, rd.live))
 	}
+	if r.cfg.Coalesce > 0 {
+		rd.co.window = int64(r.cfg.Coalesce)
+	}
 	if !r.cfg.DisableGSO {
 		gso := false
 		for _, o := range rd.out {
@@ -101,15 +105,31 @@ func (rd *reader) run() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 	}
+	pause := false
 	for {
-		n, err := rd.sock.Read(rd.in)
+		var n int
+		var err error
+		if pause {
+			rd.sock.Pause(time.Duration(rd.co.window))
+			n, err = rd.sock.ReadNow(rd.in)
+		} else {
+			n, err = rd.sock.Read(rd.in)
+		}
 		if err != nil {
 			if !errors.Is(err, ingress.ErrClosed) {
 				rd.rt.log.Error("router: reader stopped", "addr", rd.sock.LocalAddr(), "err", err)
 			}
 			return
 		}
-		rd.process(n)
+		if n > 0 {
+			if pause {
+				rd.live.Coalesce()
+			}
+			rd.process(n)
+		} else {
+			rd.now = time.Now().UnixNano() // an empty pause ends it
+		}
+		pause = rd.co.next(n, n == rd.in.Cap(), rd.now)
 	}
 }
 

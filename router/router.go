@@ -134,7 +134,9 @@ func New(cfg Config) (*Router, error) {
 	for _, g := range r.groups {
 		readers += len(g.socks)
 	}
-	hold := cfg.ReadMode == ingress.Blocking && readers < runtime.GOMAXPROCS(0)
+	// hold: readers keep their P while they wait (Blocking) or pause
+	// (Coalesce), when the process has a P to spare beside them.
+	hold := readers < runtime.GOMAXPROCS(0)
 	if cfg.ReadMode == ingress.Blocking && !hold {
 		r.log.Info("router: readers release their P while blocked (costlier wake-ups at light load); raise GOMAXPROCS above the reader count to avoid it",
 			"readers", readers, "gomaxprocs", runtime.GOMAXPROCS(0))
@@ -148,7 +150,11 @@ func New(cfg Config) (*Router, error) {
 			s.SetHoldP(hold)
 			rd := newReader(r, gi, si, s)
 			for _, o := range rd.out {
-				o.SetHoldP(hold) // the reader's thread holds its P: send without releasing it
+				// Raw, never-blocking sends: the reader's thread holds its P,
+				// or (Poll) an ordinary system call would wake the runtime's
+				// sysmon from the deep sleep it enters while every P is idle,
+				// at every packet at light load.
+				o.SetHoldP(hold || cfg.ReadMode == ingress.Poll)
 			}
 			r.rds = append(r.rds, rd)
 		}

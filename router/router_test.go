@@ -314,6 +314,7 @@ func TestConfigValidation(t *testing.T) {
 		{"dscp", Config{DSCP: dscp.Config{Audio: 64}}},
 		{"buffer", Config{SocketBuffer: 10}},
 		{"mode", Config{ReadMode: 9}},
+		{"coalesce", Config{Coalesce: MaxCoalesce + 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)

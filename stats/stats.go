@@ -72,6 +72,10 @@ type Counters struct {
 	// went one datagram per message instead: GSO unavailable on the socket
 	// or refused for the destination. They were sent, not dropped.
 	GSOFallbacks uint64
+	// Coalesced counts reads made after a coalescing pause (router
+	// Config.Coalesce) that found datagrams: each forwarded all of them
+	// for one wake-up of the reader.
+	Coalesced uint64
 }
 
 // Dropped returns the sum of all drop counters.
@@ -97,6 +101,7 @@ type Live struct {
 	packetsOut, bytesOut atomic.Uint64
 	drops                [NumDropReasons]atomic.Uint64
 	gsoSent, gsoFallback atomic.Uint64
+	coalesced            atomic.Uint64
 }
 
 // In counts one received packet of n bytes.
@@ -123,6 +128,9 @@ func (c *Live) GSOSent(n int) { c.gsoSent.Add(uint64(n)) }
 // GSOFallback counts one run sent without GSO.
 func (c *Live) GSOFallback() { c.gsoFallback.Add(1) }
 
+// Coalesce counts one read after a coalescing pause that found datagrams.
+func (c *Live) Coalesce() { c.coalesced.Add(1) }
+
 // Drop counts one drop for reason r.
 func (c *Live) Drop(r DropReason) { c.drops[r].Add(1) }
 
@@ -132,6 +140,7 @@ func (c *Live) Snapshot() Counters {
 		PacketsIn: c.packetsIn.Load(), BytesIn: c.bytesIn.Load(),
 		PacketsOut: c.packetsOut.Load(), BytesOut: c.bytesOut.Load(),
 		GSOSent: c.gsoSent.Load(), GSOFallbacks: c.gsoFallback.Load(),
+		Coalesced: c.coalesced.Load(),
 	}
 	for i := range c.drops {
 		s.Drops[i] = c.drops[i].Load()
@@ -147,6 +156,7 @@ func (c *Counters) Add(o Counters) {
 	c.BytesOut += o.BytesOut
 	c.GSOSent += o.GSOSent
 	c.GSOFallbacks += o.GSOFallbacks
+	c.Coalesced += o.Coalesced
 	for i := range c.Drops {
 		c.Drops[i] += o.Drops[i]
 	}
@@ -161,6 +171,7 @@ func (c *Live) AddCounters(o Counters) {
 	c.bytesOut.Add(o.BytesOut)
 	c.gsoSent.Add(o.GSOSent)
 	c.gsoFallback.Add(o.GSOFallbacks)
+	c.coalesced.Add(o.Coalesced)
 	for i, d := range o.Drops {
 		if d != 0 {
 			c.drops[i].Add(d)

@@ -88,6 +88,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	shards := fs.Int("shards", 0, "sockets and reader threads per UDP address (0: one per CPU)")
 	batch := fs.Int("batch", router.DefaultBatch, "datagrams per recvmmsg call (1..1024)")
 	mode := fs.String("read-mode", "blocking", "how readers wait: blocking (locked OS thread) or poll (Go netpoller)")
+	coalesce := fs.Duration("coalesce", router.DefaultCoalesce, "while a UDP socket receives at least two packets per this interval, its reader lets them gather this long between reads (one wake-up for several; adds up to this much delay); negative: off")
 	audio := fs.Uint("dscp-audio", uint(def.Audio), "DSCP of audio packets (0..63; Zoom uses 56)")
 	video := fs.Uint("dscp-video", uint(def.Video), "DSCP of video packets (0..63; Zoom uses 40)")
 	content := fs.Uint("dscp-content", uint(def.Content), "DSCP of content (screen share) packets (0..63; Zoom uses 40)")
@@ -153,6 +154,7 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	}
 	o.cfg.Shards, o.cfg.Batch, o.cfg.ReadMode, o.cfg.SocketBuffer = *shards, *batch, m, *sockbuf
 	o.cfg.KeyframeInterval = *keyframe
+	o.cfg.Coalesce = *coalesce // router.New checks the range
 	o.cfg.DSCP = dscp.Config{Audio: uint8(*audio), Video: uint8(*video), Content: uint8(*content)}
 	o.cfg.DisableDSCP = *noDSCP || o.cfg.DSCP == (dscp.Config{})
 	return o, nil

@@ -264,6 +264,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			{"bytes_out_total", "Bytes of the copies handed to the kernel.", rs.BytesOut},
 			{"gso_sent_total", "UDP GSO super-packets handed to the kernel (each carries several copies).", rs.GSOSent},
 			{"gso_fallbacks_total", "Runs of copies sent one datagram per message because GSO was refused for the destination.", rs.GSOFallbacks},
+			{"coalesced_reads_total", "Reads after a coalescing pause that found datagrams (several packets forwarded per wake-up).", rs.Coalesced},
 			{"tcp_accept_errors_total", "TCP media listener Accept errors (EMFILE and the like), each retried after a back-off.", rs.TCPAcceptErrors},
 			{"kernel_drops_total", "Datagrams the kernel dropped because a UDP socket's receive buffer was full (SO_RXQ_OVFL / SO_MEMINFO).", rs.KernelDrops},
 			{"bind_challenges_total", "Return-routability challenges sent (BindAck status 1).", rs.BindChallenges},
