@@ -27,7 +27,7 @@ const MaxCoalesce = time.Millisecond
 // the reader's goroutine.
 type coalescer struct {
 	window int64 // ns; 0: off
-	last   int64 // when the previous blocking read returned, Unix ns
+	last   int64 // when the previous read returned, Unix ns
 	gap    int64 // moving average of the time between packets, from blocking reads, ns
 	paused bool  // the current batch was read after a pause
 }
@@ -39,8 +39,9 @@ const coalesceAvg = 4
 
 // next returns whether the reader should pause for window and then read
 // what has arrived, after a batch of n datagrams (full: the batch was
-// full, so more are surely waiting) read at now. paused says how the batch
-// was read.
+// full, so more are surely waiting) read at now (Unix ns; a step of the
+// wall clock only skews a few decisions). c.paused says whether that batch
+// was read after a pause.
 func (c *coalescer) next(n int, full bool, now int64) bool {
 	if c.window == 0 {
 		return false
